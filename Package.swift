@@ -1,0 +1,35 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Sieve",
+    products: [
+        .executable(name: "sieve", targets: ["SieveCLI"]),
+        .library(name: "X86", targets: ["X86"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // System libraries: module map + shim header, flags from pkg-config.
+        .systemLibrary(name: "CYaml", path: "Sources/CYaml", pkgConfig: "yaml-0.1",
+                       providers: [.apt(["libyaml-dev"])]),
+        .systemLibrary(name: "CCapstone", path: "Sources/CCapstone", pkgConfig: "capstone",
+                       providers: [.apt(["libcapstone-dev"])]),
+        // Test oracle only: Debian's libzydis-dev ships no .pc file, so the module map links it.
+        .systemLibrary(name: "CZydis", path: "Tests/CZydis", providers: [.apt(["libzydis-dev"])]),
+
+        // The ISA database, the strict decoder and ELF code extraction. Knows nothing of policies.
+        .target(name: "X86", exclude: ["Database"]),
+        // Human-readable instruction text through capstone, Sieve's own rendering where capstone fails.
+        .target(name: "Disassembly", dependencies: ["X86", "CCapstone"]),
+        .executableTarget(name: "SieveCLI", dependencies: [
+            "X86", "Disassembly", "CYaml",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "Sources/SieveCLI"),
+
+        .testTarget(name: "X86Tests", dependencies: ["X86", "Disassembly", "CZydis", "CCapstone"],
+                    exclude: ["Fixtures"]),
+        .testTarget(name: "SieveCLITests", dependencies: ["SieveCLI"]),
+    ]
+)

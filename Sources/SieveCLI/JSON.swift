@@ -1,0 +1,73 @@
+/// A JSON value with deterministic output: object keys sorted, no floating-point surprises.
+enum JSON: Equatable {
+    case string(String)
+    case int(Int)
+    case double(Double)
+    case bool(Bool)
+    case null
+    case array([JSON])
+    case object([String: JSON])
+
+    /// One line, keys sorted: stable enough to diff and to script against.
+    var compact: String {
+        var out = ""
+        write(to: &out)
+        return out
+    }
+
+    private func write(to out: inout String) {
+        switch self {
+        case .string(let s): Self.quote(s, into: &out)
+        case .int(let n): out += String(n)
+        case .double(let d): out += d.isFinite ? String(format3: d) : "null"
+        case .bool(let b): out += b ? "true" : "false"
+        case .null: out += "null"
+        case .array(let items):
+            out += "["
+            for (i, item) in items.enumerated() {
+                if i > 0 { out += "," }
+                item.write(to: &out)
+            }
+            out += "]"
+        case .object(let fields):
+            out += "{"
+            for (i, key) in fields.keys.sorted().enumerated() {
+                if i > 0 { out += "," }
+                Self.quote(key, into: &out)
+                out += ":"
+                fields[key]!.write(to: &out)
+            }
+            out += "}"
+        }
+    }
+
+    private static func quote(_ s: String, into out: inout String) {
+        out += "\""
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\t": out += "\\t"
+            case "\r": out += "\\r"
+            case _ where scalar.value < 0x20:
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        out += "\""
+    }
+}
+
+extension String {
+    /// Three decimals, without Foundation's locale-dependent formatting.
+    init(format3 value: Double) {
+        let scaled = (value * 1000).rounded()
+        let whole = Int(scaled / 1000)
+        let fraction = Int(abs(scaled).truncatingRemainder(dividingBy: 1000))
+        let sign = value < 0 && whole == 0 ? "-" : ""
+        let digits = String(fraction)
+        self = "\(sign)\(whole).\(String(repeating: "0", count: 3 - digits.count))\(digits)"
+    }
+}

@@ -1,0 +1,16 @@
+import ArgumentParser
+
+@main
+struct Sieve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sieve",
+        abstract: "Policy-driven x86-64 instruction verifier for software sandboxes.",
+        discussion: """
+            Sieve decodes x86-64 machine code strictly, against a database of every instruction \
+            form valid in 64-bit mode, and judges it against a YAML trust policy.
+
+            Exit status: 0 success or accepted, 1 findings (refused code, policies differ), \
+            2 usage or input error.
+            """,
+        subcommands: [ISACommand.self, DisasmCommand.self])
+}

@@ -1,0 +1,54 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Writes all of `string` to a file descriptor (1: standard output, 2: standard error).
+func writeAll(_ string: String, to descriptor: Int32) {
+    var string = string
+    string.withUTF8 { bytes in
+        var done = 0
+        while done < bytes.count {
+            let n = write(descriptor, bytes.baseAddress! + done, bytes.count - done)
+            if n <= 0 { return }
+            done += n
+        }
+    }
+}
+
+struct StandardError: TextOutputStream {
+    mutating func write(_ string: String) { writeAll(string, to: 2) }
+}
+
+/// Buffered standard output: listings of a million instructions print in one pass.
+struct StandardOutput: TextOutputStream {
+    private var buffer = ""
+    mutating func write(_ string: String) {
+        buffer += string
+        if buffer.utf8.count > 1 << 16 { flush() }
+    }
+    mutating func flush() {
+        writeAll(buffer, to: 1)
+        buffer = ""
+    }
+}
+
+/// Reads a whole file; the error names the file and what went wrong.
+func readFile(_ path: String) throws -> [UInt8] {
+    guard let file = fopen(path, "rb") else {
+        throw InputError("cannot open \(path): \(String(cString: strerror(errno)))")
+    }
+    defer { fclose(file) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 1 << 16)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, file) }
+        if n > 0 { bytes.append(contentsOf: chunk[0..<n]) }
+        if n < chunk.count {
+            if ferror(file) != 0 { throw InputError("cannot read \(path)") }
+            break
+        }
+    }
+    return bytes
+}

@@ -1,0 +1,190 @@
+/// The decoder's tables, derived from the ISA database: one 256-entry table per opcode map,
+/// each entry a short list of form patterns tried most specific first.
+///
+/// A pattern is a set of allowed values per encoding field (mod, reg, rm, mandatory prefix,
+/// operand size, address size, W, L, REX.B), one bit per value. An instance is the same
+/// fields with exactly one bit set in each; it matches when it sets no bit the pattern lacks.
+struct DecoderTables: Sendable {
+    struct Entry: Sendable {
+        var start: UInt32 = 0
+        var count: UInt16 = 0
+        /// Whether the opcode takes a ModRM byte (the same for all its forms, checked on build).
+        var hasModRM = false
+        /// MOV CR/DR: ModRM.mod is ignored, the operand is a register, no SIB or displacement follows.
+        var modIgnored = false
+    }
+
+    /// How a form turns the 66 and REX.W prefixes into the operand size it is selected by.
+    enum OperandSizeRule: UInt8 {
+        case normal = 0       // REX.W: 64, 66: 16, else 32
+        case default64 = 1    // REX.W: 64, 66: 16, else 64 (push, pop, ...)
+        case always64 = 2     // 64 whatever the prefixes (Intel's near branches, SGDT ...)
+        case mandatory66 = 3  // 66 selects the form, not the size: REX.W: 64, else 32
+    }
+
+    struct Pattern: Sendable {
+        var allowed: UInt64
+        var form: UInt16
+        var sizeRule: OperandSizeRule
+    }
+
+    /// Per-form facts the decoder needs once a pattern matched.
+    struct FormFacts: Sendable {
+        var immediateBytes: UInt8
+        var hasMoffs: Bool
+        var usesVVVV: Bool
+        var vsib: Bool
+        var classes: FormClasses
+        /// Control/debug register or distinct-register operands: checked once the form is known.
+        var checksRegisters: Bool
+    }
+
+    var entries: [Entry]
+    var patterns: [Pattern]
+    var facts: [FormFacts]
+
+    // Bit positions of the instance/pattern fields.
+    static let modShift: UInt64 = 0      // 2 bits: register, memory
+    static let regShift: UInt64 = 2      // 8 bits
+    static let rmShift: UInt64 = 10      // 8 bits
+    static let prefixShift: UInt64 = 18  // 4 bits: none, 66, F3, F2
+    static let sizeShift: UInt64 = 22    // 3 bits: 16, 32, 64
+    static let addressShift: UInt64 = 25 // 2 bits: 32, 64
+    static let wShift: UInt64 = 27       // 2 bits
+    static let lShift: UInt64 = 29       // 4 bits: 0 1 2 3
+    static let rexBShift: UInt64 = 33    // 2 bits
+
+    /// Table index of an opcode map: legacy maps and 3DNow!, then VEX, EVEX and XOP maps.
+    static let mapCount = 16
+    static func tableIndex(_ encoding: Encoding, _ map: OpcodeMap) -> Int? {
+        switch (encoding, map) {
+        case (.legacy, .oneByte): 0
+        case (.legacy, .map0F): 1
+        case (.legacy, .map0F38): 2
+        case (.legacy, .map0F3A): 3
+        case (.threeDNow, _): 4
+        case (.vex, .map0F): 5
+        case (.vex, .map0F38): 6
+        case (.vex, .map0F3A): 7
+        case (.evex, .map0F): 8
+        case (.evex, .map0F38): 9
+        case (.evex, .map0F3A): 10
+        case (.evex, .map5): 11
+        case (.evex, .map6): 12
+        case (.xop, .xop8): 13
+        case (.xop, .xop9): 14
+        case (.xop, .xopA): 15
+        default: nil
+        }
+    }
+
+    init(database: ISADatabase) {
+        var lists = [[Pattern]](repeating: [], count: Self.mapCount * 256)
+        var modrm = [Bool?](repeating: nil, count: Self.mapCount * 256)
+        var modIgnored = [Bool](repeating: false, count: Self.mapCount * 256)
+        var facts: [FormFacts] = []
+        for form in database.forms {
+            facts.append(FormFacts(
+                immediateBytes: UInt8(form.immediates.compactMap(\.size).reduce(0, +)),
+                hasMoffs: form.immediates.contains(.moffs),
+                usesVVVV: form.usesVVVV,
+                vsib: form.classes.contains(.vsib),
+                classes: form.classes,
+                checksRegisters: !form.classes.isDisjoint(with: [.distinctRegisters, .distinctDestination])
+                    || form.operands.contains { [.control, .debug, .opmask, .tile].contains($0.kind.registerClass) }
+                    || form.encoding == .evex && form.operands.contains {
+                        $0.kind.location == .modrmReg && [.gpr32, .gpr64].contains($0.kind.registerClass)
+                    }))
+            guard let table = Self.tableIndex(form.encoding, form.map) else {
+                preconditionFailure("form \(form.id): no table for \(form.encoding) \(form.map)")
+            }
+            let pattern = Pattern(allowed: Self.allowed(form), form: UInt16(form.index), sizeRule: Self.sizeRule(form))
+            let opcodes = form.opcodeAddsRegister ? Int(form.opcode)..<Int(form.opcode) + 8 : Int(form.opcode)..<Int(form.opcode) + 1
+            for opcode in opcodes {
+                let slot = table * 256 + opcode
+                let takesModRM = form.modrm != nil
+                if let known = modrm[slot], known != takesModRM {
+                    preconditionFailure("form \(form.id): opcode \(opcode) mixes forms with and without ModRM")
+                }
+                modrm[slot] = takesModRM
+                modIgnored[slot] = modIgnored[slot] || form.classes.contains(.modIgnored)
+                lists[slot].append(pattern)
+            }
+        }
+        var entries = [Entry](repeating: Entry(), count: Self.mapCount * 256)
+        var patterns: [Pattern] = []
+        for slot in lists.indices where !lists[slot].isEmpty {
+            // Where no form of a family (same fields but the operand size) has a 64-bit operand
+            // size (IN, OUT, INS, OUTS, XBEGIN, ...), REX.W selects nothing: the 32-bit form takes it.
+            let size64: UInt64 = 1 << (Self.sizeShift + 2), size32: UInt64 = 1 << (Self.sizeShift + 1)
+            let sizeMask: UInt64 = 7 << Self.sizeShift
+            let families = Dictionary(grouping: lists[slot].indices) { lists[slot][$0].allowed & ~sizeMask }
+            for members in families.values where !members.contains(where: { lists[slot][$0].allowed & size64 != 0 }) {
+                for k in members where lists[slot][k].allowed & sizeMask == size32 {
+                    lists[slot][k].allowed |= size64
+                }
+            }
+            // A mandatory prefix first (F2 0F 38 F0 is CRC32, not MOVBE), then the most specific
+            // pattern; the database order breaks ties, so the result is deterministic.
+            let anyPrefix: UInt64 = 0xF << Self.prefixShift
+            let sorted = lists[slot].enumerated().sorted {
+                let ordinaryA = $0.element.allowed & anyPrefix == anyPrefix, ordinaryB = $1.element.allowed & anyPrefix == anyPrefix
+                if ordinaryA != ordinaryB { return !ordinaryA }
+                let a = $0.element.allowed.nonzeroBitCount, b = $1.element.allowed.nonzeroBitCount
+                return a != b ? a < b : $0.offset < $1.offset
+            }.map(\.element)
+            entries[slot] = Entry(start: UInt32(patterns.count), count: UInt16(sorted.count),
+                                  hasModRM: modrm[slot] ?? false, modIgnored: modIgnored[slot])
+            patterns += sorted
+        }
+        self.entries = entries
+        self.patterns = patterns
+        self.facts = facts
+    }
+
+    private static func sizeRule(_ form: Form) -> OperandSizeRule {
+        if form.mandatoryPrefix == .p66 { return .mandatory66 }
+        if form.classes.contains(.intelForce64) || form.classes.contains(.force64) { return .always64 }
+        if form.classes.contains(.default64) { return .default64 }
+        return .normal
+    }
+
+    private static func allowed(_ form: Form) -> UInt64 {
+        func field(_ shift: UInt64, _ width: UInt64, _ value: Int?) -> UInt64 {
+            guard let value else { return ((1 << width) - 1) << shift }
+            return 1 << (shift + UInt64(value))
+        }
+        var bits: UInt64 = 0
+        if let m = form.modrm {
+            switch m.mod {
+            case .register: bits |= 1 << modShift
+            case .memory: bits |= 2 << modShift
+            case .any: bits |= 3 << modShift
+            }
+            bits |= UInt64(m.regs) << regShift
+            bits |= UInt64(m.rms) << rmShift
+        } else {
+            bits |= field(modShift, 2, nil) | field(regShift, 8, nil) | field(rmShift, 8, nil)
+        }
+        switch form.mandatoryPrefix {
+        case .ordinary: bits |= field(prefixShift, 4, nil)
+        case .np: bits |= 1 << (prefixShift + 0)
+        case .p66: bits |= 1 << (prefixShift + 1)
+        case .pF3: bits |= 1 << (prefixShift + 2)
+        case .pF2: bits |= 1 << (prefixShift + 3)
+        }
+        bits |= field(sizeShift, 3, form.operandSize.map { $0 == 16 ? 0 : $0 == 32 ? 1 : 2 })
+        bits |= field(addressShift, 2, form.addressSize.map { $0 == 32 ? 0 : 1 })
+        bits |= field(wShift, 2, form.w)
+        if let l = form.l {
+            bits |= 1 << (lShift + UInt64(l))
+        } else {
+            // Length-ignored forms still refuse the reserved lengths: VEX has two, EVEX three.
+            bits |= (form.encoding == .evex ? 0b0111 : 0b1111) << lShift
+        }
+        // NOP and PAUSE are 90 only without REX.B: 41 90 exchanges r8 with rax.
+        let nopAt90 = form.encoding == .legacy && form.map == .oneByte && form.opcode == 0x90 && !form.opcodeAddsRegister
+        bits |= nopAt90 ? 1 << rexBShift : 3 << rexBShift
+        return bits
+    }
+}

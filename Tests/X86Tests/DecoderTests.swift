@@ -1,0 +1,125 @@
+import Testing
+@testable import X86
+
+@Suite struct DecoderTests {
+    let decoder = Decoder.shared
+
+    func decode(_ hex: String) -> Decoded {
+        decoder.decode(Hex.bytes(hex)!)
+    }
+
+    func form(_ hex: String) -> String? {
+        if case .instruction(let insn) = decode(hex) { return decoder.form(of: insn).id }
+        return nil
+    }
+
+    @Test func databaseCoversTheInstructionSet() {
+        let forms = ISADatabase.shared.forms
+        #expect(forms.count >= 4300)
+        let encodings = Set(forms.map(\.encoding))
+        #expect(encodings == Set(Encoding.allCases))
+        // Vendor families are present and marked.
+        for feature in ["xop", "fma4", "tbm", "d3now", "sse4a"] {
+            let family = forms.filter { $0.cpuid.contains(feature) }
+            #expect(!family.isEmpty, "no \(feature) forms")
+            #expect(family.allSatisfy { $0.vendor == .amd }, "\(feature) not marked amd")
+        }
+        #expect(forms.filter { $0.cpuid.contains("padlock_ace") }.allSatisfy { $0.vendor == .via })
+        for feature in ["avx512f", "amx_tile", "cet_ss", "rtm", "sgx1", "avx2", "fma", "f16c", "bmi2", "sha", "gfni"] {
+            #expect(forms.contains { $0.cpuid.contains(feature) }, "no \(feature) forms")
+        }
+        #expect(ISADatabase.shared["clflush_m8"]?.opcodeString == "NP 0F AE /7")
+        #expect(ISADatabase.shared["wrmsr"]?.classes.contains(.privileged) == true)
+    }
+
+    /// Every form's sample (proved against iced-x86 by the generator) decodes to that form,
+    /// with its whole length.
+    @Test func everySampleDecodesToItsForm() {
+        var failures: [String] = []
+        for form in ISADatabase.shared.forms {
+            switch decoder.decode(form.sample) {
+            case .instruction(let insn):
+                if insn.formIndex != form.index || insn.length != form.sample.count {
+                    failures.append("\(form.id) \(Hex.string(form.sample)): got \(decoder.form(of: insn).id) length \(insn.length)")
+                }
+            case .invalid(let reason):
+                failures.append("\(form.id) \(Hex.string(form.sample)): invalid, \(reason)")
+            }
+        }
+        #expect(failures.isEmpty, "\(failures.count) forms:\n\(failures.prefix(60).joined(separator: "\n"))")
+    }
+
+    @Test func lengthsAndForms() {
+        #expect(form("90") == "nopd")
+        #expect(form("4190") == "xchg_r32_eax")
+        #expect(form("f390") == "pause")
+        #expect(form("0fae38") == "clflush_m8")
+        #expect(form("0faef8") == "sfence")
+        #expect(form("66666666662e0f1f840000000000") == "nop_rm16")
+        #expect(form("48b80100000000000000") == "mov_r64_imm64")
+        #expect(form("a1 0000000000000000") == "mov_eax_moffs32")
+        #expect(form("67a1 00000000") == "mov_eax_moffs32")
+        #expect(form("c4e27d5a1a") == "vex_vbroadcasti128_ymm_m128")
+        #expect(form("62f37d203f0700") == "evex_vpcmpb_kr_k1_ymm_ymmm256_imm8")
+        #expect(form("0f0fc00c") == "d3now_pi2fw_mm_mmm64")
+    }
+
+    @Test func invalidEncodings() {
+        #expect(decode("0f04") == .invalid(.undefined))
+        #expect(decode("f0 01 c0") == .invalid(.lockNotAllowed))   // LOCK on a register destination
+        #expect(decode("f0 90") == .invalid(.lockNotAllowed))
+        #expect(decode("66 c5f877") == .invalid(.prefixBeforeVEX))
+        #expect(decode("c5f0 77") == .invalid(.unusedVVVV))        // vzeroupper with vvvv != 1111
+        #expect(decode("0fae") == .invalid(.truncated))
+        #expect(decode(String(repeating: "66", count: 15) + "90") == .invalid(.tooLong))
+        #expect(decode("0f01f8") != .invalid(.undefined))          // swapgs decodes (privileged)
+        #expect(decode("8d c0") == .invalid(.undefined))           // LEA with a register operand
+    }
+
+    @Test func refusals() {
+        func refusal(_ hex: String) -> Refusal?? {
+            if case .instruction(let insn) = decode(hex) { return .some(insn.refusal) }
+            return nil
+        }
+        #expect(refusal("48 66 01 c0") == .some(.rexNotLast))
+        #expect(refusal("66 e8 00000000") == .some(.operandSizeOnNearBranch))
+        #expect(refusal("66 eb 00") == .some(.operandSizeOnNearBranch))
+        #expect(refusal("66 c3") == .some(.operandSizeOnNearBranch))
+        #expect(refusal("66 ff d0") == .some(.operandSizeOnNearBranch))
+        #expect(refusal("66 66 48 e8 00000000") == .some(nil))    // REX.W fixes the size on both vendors
+        #expect(refusal("48 ff 18") == .some(.rexWFarTransfer))
+        #expect(refusal("48 ff 28") == .some(.rexWFarTransfer))
+        #expect(refusal("ff 18") == .some(nil))
+        #expect(refusal("48 0f b2 00") == .some(.rexWSegmentLoad))
+        #expect(refusal("0f b4 00") == .some(nil))
+    }
+}
+
+@Suite struct DatabaseFileTests {
+    /// The Swift embedding is the committed database file, byte for byte.
+    @Test func embeddedDatabaseIsTheCommittedFile() throws {
+        let path = Fixture.directory + "/../../../Sources/X86/Database/x86-64.isa"
+        let file = String(decoding: try Fixture.bytes(atPath: path), as: UTF8.self)
+        let same = file == ISADatabase.embeddedText
+        #expect(same, "Sources/X86/ISADatabase+Generated.swift is not x86-64.isa: run Scripts/gen-isa.py")
+    }
+
+    @Test func loaderRejectsUnknownAttributes() {
+        let line = ISADatabase.embeddedText.split(separator: "\n").first { !$0.hasPrefix("#") }!
+        #expect(throws: ISADatabaseError.self) {
+            try ISADatabase(text: String(line.replacingFirst("legacy", with: "legasy")))
+        }
+        #expect(throws: ISADatabaseError.self) {
+            try ISADatabase(text: line.replacingFirst(" | ", with: " extra | "))
+        }
+        #expect((try? ISADatabase(text: String(line)))?.forms.count == 1)
+    }
+}
+
+extension Substring {
+    func replacingFirst(_ old: String, with new: String) -> String {
+        var s = String(self)
+        if let r = s.firstRange(of: old) { s.replaceSubrange(r, with: new) }
+        return s
+    }
+}

@@ -1,0 +1,45 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Test data: files under `Tests/X86Tests/Fixtures`, the shared corpus beside the repository,
+/// and binaries of this machine.
+enum Fixture {
+    static let directory: String = {
+        var path = "\(#filePath)"
+        while let last = path.lastIndex(of: "/"), !path.hasSuffix("/X86Tests") { path = String(path[..<last]) }
+        return path + "/Fixtures"
+    }()
+
+    /// `../shared/corpus` beside the repository root.
+    static let sharedCorpus: String = {
+        var path = "\(#filePath)"
+        for _ in 0..<4 { path = String(path[..<path.lastIndex(of: "/")!]) }
+        return path + "/shared/corpus"
+    }()
+
+    static func text(_ name: String) throws -> String {
+        String(decoding: try bytes(atPath: directory + "/" + name), as: UTF8.self)
+    }
+
+    struct Missing: Error { let path: String }
+
+    static func bytes(atPath path: String) throws -> [UInt8] {
+        guard let file = fopen(path, "rb") else { throw Missing(path: path) }
+        defer { fclose(file) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, file) }
+            bytes.append(contentsOf: chunk[0..<n])
+            if n < chunk.count { break }
+        }
+        return bytes
+    }
+}
+
+extension Substring {
+    func trimmingCharacters() -> String {
+        String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+    }
+}
