@@ -298,6 +298,7 @@ public struct Decoder: Sendable {
         insn.vector = vector
         if facts.checksRegisters, let reason = registerProblem(insn) { return .invalid(reason) }
         insn.refusal = Self.refusal(insn, facts.classes, table: table)
+        if insn.opcodeOffset != 0 { insn.redundantPrefixes = redundantPrefixes(insn, code, at: offset) }
         return .instruction(insn)
     }
 

@@ -9,6 +9,9 @@ public struct Instruction: Sendable, Equatable {
     /// Why Sieve refuses it although a CPU executes it.
     public internal(set) var refusal: Refusal?
     public internal(set) var prefixes = Prefixes()
+    /// One bit per prefix byte (bit k: the instruction's k-th byte) that has no effect: see
+    /// `Decoder.redundantPrefixes`. The prefixes themselves, in order, are the bytes before `opcodeOffset`.
+    public internal(set) var redundantPrefixes: UInt16 = 0
     /// The REX byte that takes effect (0: none; an ignored REX is not here: see `prefixes`).
     public internal(set) var rex: UInt8 = 0
     /// VEX/EVEX/XOP fields, decoded (not inverted); zero for legacy encodings.
@@ -27,6 +30,9 @@ public struct Instruction: Sendable, Equatable {
     public internal(set) var opcode: UInt8 = 0
 
     public var hasModRM: Bool { modrmOffset != 0 }
+    /// Legacy prefixes and REX bytes: the instruction's first `prefixCount` bytes.
+    public var prefixCount: Int { Int(opcodeOffset) }
+    public var hasRedundantPrefix: Bool { redundantPrefixes != 0 }
     /// The ModRM form actually used: memory (mod != 11) or register.
     public var hasMemoryModRM: Bool { hasModRM && modrm >> 6 != 3 }
     public var rexW: Bool { rex & 8 != 0 }

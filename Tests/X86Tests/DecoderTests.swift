@@ -123,3 +123,40 @@ extension Substring {
         return s
     }
 }
+
+@Suite struct PrefixFactsTests {
+    func redundant(_ hex: String) -> [Int] {
+        guard case .instruction(let insn) = Decoder.shared.decode(Hex.bytes(hex)!) else { return [-1] }
+        return (0..<16).filter { insn.redundantPrefixes & (1 << $0) != 0 }
+    }
+
+    @Test func redundantPrefixes() {
+        #expect(redundant("f3 a4") == [])                      // rep movsb
+        #expect(redundant("f3 48 a4") == [1])                  // Reptar: REX.W does nothing to MOVSB
+        #expect(redundant("f3 40 a4") == [1])
+        #expect(redundant("66 66 66 2e 0f 1f 84 00 00 00 00 00") == [0, 1, 3])   // padding NOP
+        #expect(redundant("48 01 c0") == [])                   // REX.W selects the 64-bit ADD
+        #expect(redundant("40 88 e0") == [])                   // REX makes AH into SPL
+        #expect(redundant("40 88 c0") == [0])
+        #expect(redundant("41 50") == [])                      // push r8
+        #expect(redundant("48 50") == [0])                     // push rax: 64-bit already
+        #expect(redundant("f3 c3") == [0])                     // rep ret
+        #expect(redundant("3e ff e0") == [])                   // notrack jmp rax
+        #expect(redundant("64 8b 00") == [])                   // mov eax, fs:[rax]
+        #expect(redundant("64 01 c0") == [0])
+        #expect(redundant("67 8b 00") == [])
+        #expect(redundant("67 01 c0") == [0])
+        #expect(redundant("f2 f3 0f 10 c0") == [0])            // movss: the last of F2/F3 counts
+        #expect(redundant("48 66 01 c0") == [0])               // an ignored REX
+    }
+
+    @Test func prefixesAreRecorded() {
+        guard case .instruction(let insn) = Decoder.shared.decode(Hex.bytes("f0 66 41 0f b1 08")!) else {
+            Issue.record("lock cmpxchg does not decode"); return
+        }
+        #expect(insn.prefixes.contains([.lock, .operandSize, .rex]))
+        #expect(insn.prefixCount == 3)
+        #expect(insn.rex == 0x41)
+        #expect(Decoder.shared.form(of: insn).id == "cmpxchg_rm16_r16")
+    }
+}

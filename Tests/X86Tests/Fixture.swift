@@ -43,3 +43,12 @@ extension Substring {
         String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
     }
 }
+
+extension Fixture {
+    /// Re-records a golden file (only when a test is run with SIEVE_RECORD=1).
+    static func write(_ name: String, _ text: String) throws {
+        guard let file = fopen(directory + "/" + name, "wb") else { throw Missing(path: directory + "/" + name) }
+        defer { fclose(file) }
+        fputs(text, file)
+    }
+}
