@@ -16,8 +16,9 @@ let package = Package(
                        providers: [.apt(["libyaml-dev"])]),
         .systemLibrary(name: "CCapstone", path: "Sources/CCapstone", pkgConfig: "capstone",
                        providers: [.apt(["libcapstone-dev"])]),
-        // Test oracle only: Debian's libzydis-dev ships no .pc file, so the module map links it.
-        .systemLibrary(name: "CZydis", path: "Tests/CZydis", providers: [.apt(["libzydis-dev"])]),
+        // An oracle for tests and a yardstick for the benchmark: Debian's libzydis-dev ships no
+        // .pc file, so the module map links it.
+        .systemLibrary(name: "CZydis", path: "Sources/CZydis", providers: [.apt(["libzydis-dev"])]),
 
         // The ISA database, the strict decoder and ELF code extraction. Knows nothing of policies.
         .target(name: "X86", exclude: ["Database"]),
@@ -27,6 +28,9 @@ let package = Package(
             "X86", "Disassembly", "CYaml",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Sources/SieveCLI"),
+
+        // Scripts/bench-decoder: Sieve's decoder against Zydis and capstone on real code.
+        .executableTarget(name: "DecoderBenchmark", dependencies: ["X86", "CZydis", "CCapstone"]),
 
         .testTarget(name: "X86Tests", dependencies: ["X86", "Disassembly", "CZydis", "CCapstone"],
                     exclude: ["Fixtures"]),

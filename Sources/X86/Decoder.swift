@@ -237,18 +237,17 @@ public struct Decoder: Sendable {
             1 << (DecoderTables.sizeShift + (rexW ? 2 : 1)))
 
         var matched: DecoderTables.Pattern?
-        tables.patterns.withUnsafeBufferPointer { patterns in
-            for p in Int(entry.start)..<Int(entry.start) + Int(entry.count) {
-                let pattern = patterns[p]
-                let size: UInt64
-                switch pattern.sizeRule {
-                case .normal: size = sizeKeys.0
-                case .default64: size = sizeKeys.1
-                case .always64: size = sizeKeys.2
-                case .mandatory66: size = sizeKeys.3
-                }
-                if (key | size) & ~pattern.allowed == 0 { matched = pattern; return }
+        let patterns = tables.patterns
+        for p in Int(entry.start)..<Int(entry.start) + Int(entry.count) {
+            let pattern = patterns[p]
+            let size: UInt64
+            switch pattern.sizeRule {
+            case .normal: size = sizeKeys.0
+            case .default64: size = sizeKeys.1
+            case .always64: size = sizeKeys.2
+            case .mandatory66: size = sizeKeys.3
             }
+            if (key | size) & ~pattern.allowed == 0 { matched = pattern; break }
         }
         guard let pattern = matched else { return .invalid(.undefined) }
         let facts = tables.facts[Int(pattern.form)]
@@ -298,7 +297,7 @@ public struct Decoder: Sendable {
         insn.vector = vector
         if facts.checksRegisters, let reason = registerProblem(insn) { return .invalid(reason) }
         insn.refusal = Self.refusal(insn, facts.classes, table: table)
-        if insn.opcodeOffset != 0 { insn.redundantPrefixes = redundantPrefixes(insn, code, at: offset) }
+        if insn.opcodeOffset != 0 { insn.redundantPrefixes = redundantPrefixes(insn, facts.prefixUse, code, at: offset) }
         return .instruction(insn)
     }
 

@@ -4,7 +4,7 @@
 /// A pattern is a set of allowed values per encoding field (mod, reg, rm, mandatory prefix,
 /// operand size, address size, W, L, REX.B), one bit per value. An instance is the same
 /// fields with exactly one bit set in each; it matches when it sets no bit the pattern lacks.
-struct DecoderTables: Sendable {
+final class DecoderTables: @unchecked Sendable {  // immutable after init
     struct Entry: Sendable {
         var start: UInt32 = 0
         var count: UInt16 = 0
@@ -37,11 +37,38 @@ struct DecoderTables: Sendable {
         var classes: FormClasses
         /// Control/debug register or distinct-register operands: checked once the form is known.
         var checksRegisters: Bool
+        /// What the form does with each prefix, for `Decoder.redundantPrefixes`.
+        var prefixUse: PrefixUse
     }
 
-    var entries: [Entry]
-    var patterns: [Pattern]
-    var facts: [FormFacts]
+    /// The prefixes and REX bits a form can make use of (beyond the ones that select it).
+    struct PrefixUse: OptionSet, Sendable {
+        let rawValue: UInt16
+        static let operandSize = PrefixUse(rawValue: 1 << 0)     // 66 selects or sizes it
+        static let addressSize = PrefixUse(rawValue: 1 << 1)     // 67 selects it or sizes a memory operand
+        static let implicitMemory = PrefixUse(rawValue: 1 << 2)  // a memory operand outside ModRM
+        static let repeats = PrefixUse(rawValue: 1 << 3)         // F2/F3 select it or repeat it
+        static let bnd = PrefixUse(rawValue: 1 << 4)             // F2 is BND on a branch
+        static let xrelease = PrefixUse(rawValue: 1 << 5)        // F3 is XRELEASE on a plain store
+        static let branchHint = PrefixUse(rawValue: 1 << 6)      // 2E/3E are Jcc hints
+        static let notrack = PrefixUse(rawValue: 1 << 7)         // 3E is NOTRACK on an indirect branch
+        static let rexW = PrefixUse(rawValue: 1 << 8)            // REX.W selects a 64-bit form or pointer
+        static let regOperand = PrefixUse(rawValue: 1 << 9)      // REX.R extends a ModRM.reg register
+        static let rmOperand = PrefixUse(rawValue: 1 << 10)      // REX.B extends a ModRM.rm register
+        static let opcodeRegister = PrefixUse(rawValue: 1 << 11) // REX.B extends the opcode's register
+        static let byteRegister = PrefixUse(rawValue: 1 << 12)   // any REX turns AH..BH into SPL..DIL
+        static let branch66 = PrefixUse(rawValue: 1 << 13)       // a near branch: REX.W fixes its 66
+    }
+
+    let entries: UnsafeMutableBufferPointer<Entry>
+    let patterns: UnsafeMutableBufferPointer<Pattern>
+    let facts: UnsafeMutableBufferPointer<FormFacts>
+
+    deinit {
+        entries.deallocate()
+        patterns.deallocate()
+        facts.deallocate()
+    }
 
     // Bit positions of the instance/pattern fields.
     static let modShift: UInt64 = 0      // 2 bits: register, memory
@@ -94,7 +121,8 @@ struct DecoderTables: Sendable {
                     || form.operands.contains { [.control, .debug, .opmask, .tile].contains($0.kind.registerClass) }
                     || form.encoding == .evex && form.operands.contains {
                         $0.kind.location == .modrmReg && [.gpr32, .gpr64].contains($0.kind.registerClass)
-                    }))
+                    },
+                prefixUse: Self.prefixUse(form)))
             guard let table = Self.tableIndex(form.encoding, form.map) else {
                 preconditionFailure("form \(form.id): no table for \(form.encoding) \(form.map)")
             }
@@ -137,9 +165,48 @@ struct DecoderTables: Sendable {
                                   hasModRM: modrm[slot] ?? false, modIgnored: modIgnored[slot])
             patterns += sorted
         }
-        self.entries = entries
-        self.patterns = patterns
-        self.facts = facts
+        self.entries = .allocate(capacity: entries.count)
+        _ = self.entries.initialize(from: entries)
+        self.patterns = .allocate(capacity: patterns.count)
+        _ = self.patterns.initialize(from: patterns)
+        self.facts = .allocate(capacity: facts.count)
+        _ = self.facts.initialize(from: facts)
+    }
+
+    private static func prefixUse(_ form: Form) -> PrefixUse {
+        var use: PrefixUse = []
+        let branch = form.flow.map { [.jmp, .ijmp, .jcc, .call, .icall, .ret].contains($0) } ?? false
+        if form.operandSize == 16 || form.mandatoryPrefix == .p66 || form.classes.contains(.intelForce64) {
+            use.insert(.operandSize)
+        }
+        if form.addressSize != nil { use.insert(.addressSize) }
+        if form.operands.contains(where: { $0.kind.location == .implicitMemory || $0.kind.location == .memoryOffset }) {
+            use.formUnion([.implicitMemory, .addressSize])
+        }
+        if form.mandatoryPrefix == .pF2 || form.mandatoryPrefix == .pF3 || form.classes.contains(.string) {
+            use.insert(.repeats)
+        }
+        if branch { use.insert(.bnd) }
+        if form.encoding == .legacy && form.map == .oneByte && form.mnemonic == "mov" && [0x88, 0x89, 0xC6, 0xC7].contains(form.opcode) {
+            use.insert(.xrelease)
+        }
+        if form.flow == .jcc { use.insert(.branchHint) }
+        if form.flow == .ijmp || form.flow == .icall { use.insert(.notrack) }
+        let defaults64 = form.classes.contains(.default64) || form.classes.contains(.intelForce64)
+        if form.operandSize == 64 && !defaults64 || form.classes.contains(.segmentLoad) || form.classes.contains(.far) {
+            use.insert(.rexW)
+        }
+        if form.classes.contains(.intelForce64) { use.insert(.branch66) }
+        for operand in form.operands {
+            switch operand.kind.location {
+            case .modrmReg where operand.kind.registerClass != .none: use.insert(.regOperand)
+            case .modrmRegister, .modrmRegisterOrMemory: use.insert(.rmOperand)
+            case .opcodeRegister: use.insert(.opcodeRegister)
+            default: break
+            }
+            if operand.kind.registerClass == .gpr8 { use.insert(.byteRegister) }
+        }
+        return use
     }
 
     private static func sizeRule(_ form: Form) -> OperandSizeRule {

@@ -1,1 +1,131 @@
+import Foundation
 import Testing
+
+/// The `sieve` executable as users run it: arguments in, standard output and exit status out.
+struct Sieve {
+    static let binary: URL = {
+        // The test bundle lives beside the products in .build/<configuration>/.
+        var url = Bundle.main.bundleURL
+        while !FileManager.default.fileExists(atPath: url.appendingPathComponent("sieve").path) && url.path != "/" {
+            url.deleteLastPathComponent()
+        }
+        return url.appendingPathComponent("sieve")
+    }()
+
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+    static let corpus = packageRoot.deletingLastPathComponent().appendingPathComponent("shared/corpus")
+
+    struct Result {
+        let status: Int32
+        let stdout: String
+        let stderr: String
+        var lines: [String] { stdout.split(separator: "\n").map(String.init) }
+        func json() throws -> Any { try JSONSerialization.jsonObject(with: Data(stdout.utf8)) }
+    }
+
+    static func run(_ arguments: String...) throws -> Result {
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
+                      stderr: String(decoding: stderr, as: UTF8.self))
+    }
+
+    static func temporaryFile(_ bytes: [UInt8]) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("sieve-\(UUID().uuidString).bin").path
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        return path
+    }
+}
+
+@Suite struct ISACommandTests {
+    @Test func queryAsJSON() throws {
+        let result = try Sieve.run("isa", "clflush", "--format", "json")
+        #expect(result.status == 0)
+        let forms = try #require(try result.json() as? [[String: Any]])
+        let clflush = try #require(forms.first { $0["id"] as? String == "clflush_m8" })
+        #expect(clflush["mnemonic"] as? String == "clflush")
+        #expect(clflush["extension"] as? String == "clfsh")
+        #expect(clflush["opcode"] as? String == "NP 0F AE /7")
+    }
+
+    @Test func everyFormWithoutQuery() throws {
+        let result = try Sieve.run("isa", "--format", "json")
+        let forms = try #require(try result.json() as? [[String: Any]])
+        #expect(forms.count >= 4300)
+        #expect(forms.allSatisfy { $0["id"] is String && $0["mnemonic"] is String && $0["extension"] is String })
+    }
+
+    @Test func textListsCountsPerExtension() throws {
+        let result = try Sieve.run("isa", "rtm")
+        #expect(result.status == 0)
+        #expect(result.stdout.contains("xbegin_rel32"))
+        #expect(result.lines.contains { $0.trimmingCharacters(in: .whitespaces).hasPrefix("rtm") })
+    }
+
+    @Test func noMatchIsExitOne() throws {
+        #expect(try Sieve.run("isa", "no-such-instruction").status == 1)
+    }
+}
+
+@Suite struct DisasmCommandTests {
+    @Test func naclExecutableAsJSONLines() throws {
+        let nexe = Sieve.corpus.appendingPathComponent("nacl/x64_hello_world.nexe").path
+        let result = try Sieve.run("disasm", nexe, "--format", "jsonl")
+        #expect(result.status == 0)
+        var next = 0, movnti = 0, prefetchnta = 0, invalid = 0
+        for line in result.lines {
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            let offset = try #require(object["offset"] as? Int)
+            let length = try #require(object["length"] as? Int)
+            #expect(offset == next)
+            next = offset + length
+            if object["invalid"] as? Bool == true { invalid += 1 }
+            if object["mnemonic"] as? String == "movnti" { movnti += 1 }
+            if object["mnemonic"] as? String == "prefetchnta" { prefetchnta += 1 }
+        }
+        #expect(next == 0x7600)  // the executable segment's size (readelf)
+        #expect((movnti, prefetchnta, invalid) == (32, 2, 0))
+    }
+
+    @Test func rawCodeWithRefusedAndInvalidBytes() throws {
+        // call with 0x66 (refused), ud2, then a lone 0F: not an instruction.
+        let path = try Sieve.temporaryFile([0x66, 0xE8, 0, 0, 0, 0, 0x0F, 0x0B, 0x0F])
+        let result = try Sieve.run("disasm", "--raw", "--base", "0x1000", "--format", "jsonl", path)
+        #expect(result.status == 0)
+        let records = try result.lines.map { try #require(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
+        #expect(records.count == 3)
+        #expect(records[0]["form"] as? String == "call_rel32_64")
+        #expect(records[0]["refused"] is String)
+        #expect(records[0]["address"] as? Int == 0x1000)
+        #expect(records[1]["mnemonic"] as? String == "ud2")
+        #expect(records[2]["invalid"] as? Bool == true)
+        #expect(records[2]["offset"] as? Int == 8)
+        #expect(records[2]["length"] as? Int == 1)
+    }
+
+    @Test func textListingShowsCapstoneRendering() throws {
+        let path = try Sieve.temporaryFile([0x48, 0x89, 0xE5, 0x0F, 0xAE, 0x38])
+        let result = try Sieve.run("disasm", "--raw", path)
+        #expect(result.stdout.contains("mov rbp, rsp"))
+        #expect(result.stdout.contains("clflush_m8"))
+    }
+
+    @Test func inputErrorsAreExitTwo() throws {
+        let missing = try Sieve.run("disasm", "/no/such/file")
+        #expect(missing.status == 2)
+        #expect(missing.stderr.contains("/no/such/file"))
+        let notELF = try Sieve.run("disasm", try Sieve.temporaryFile([1, 2, 3]))
+        #expect(notELF.status == 2)
+        #expect(notELF.stderr.contains("not an ELF"))
+        #expect(try Sieve.run("disasm", "--format", "yaml", "x").status != 0)
+    }
+}
