@@ -559,7 +559,7 @@ def main():
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
             f.write(content)
-    print(f"{len(text.splitlines()) - HEADER.count(chr(10)) - 2} forms")
+    print(f"{sum(1 for line in text.splitlines() if not line.startswith('#'))} forms")
 
 
 if __name__ == "__main__":

@@ -328,7 +328,8 @@ public struct Decoder: Sendable {
         for operand in form.operands where operand.kind.registerClass != .opmask {
             switch operand.kind.location {
             case .modrmReg: numbers.append(reg | insn.vector.r << 3)
-            case .modrmRegister, .modrmRegisterOrMemory where !insn.hasMemoryModRM:
+            case .modrmRegister, .modrmRegisterOrMemory:
+                if insn.hasMemoryModRM { continue }
                 numbers.append(insn.modrm & 7 | insn.vector.b << 3 | insn.vector.x << 4)
             case .vvvv: numbers.append(insn.vector.vvvv)
             case .vsib:

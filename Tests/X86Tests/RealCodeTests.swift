@@ -83,6 +83,7 @@ import Testing
         let known = try Self.knownDisagreements()
         let unexplained = comparison.disagreements.filter { known[$0.key] == nil }
         let rate = Double(comparison.agree) / Double(comparison.total)
+        print("\(path): \(comparison.agree) of \(comparison.total) offsets agree with Zydis, \(comparison.total - comparison.agree) listed")
         #expect(comparison.total > 10_000)
         #expect(rate >= 0.9999, "\(path): \(comparison.agree) of \(comparison.total) agree")
         #expect(unexplained.isEmpty, """
