@@ -22,10 +22,12 @@ let package = Package(
 
         // The ISA database, the strict decoder and ELF code extraction. Knows nothing of policies.
         .target(name: "X86", exclude: ["Database"]),
+        // YAML policies with source positions, selectors, groups, resolution to an AcceptedSet, lint.
+        .target(name: "Policy", dependencies: ["X86", "CYaml"]),
         // Human-readable instruction text through capstone, Sieve's own rendering where capstone fails.
         .target(name: "Disassembly", dependencies: ["X86", "CCapstone"]),
         .executableTarget(name: "SieveCLI", dependencies: [
-            "X86", "Disassembly", "CYaml",
+            "X86", "Disassembly", "Policy",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Sources/SieveCLI"),
 
@@ -34,6 +36,7 @@ let package = Package(
 
         .testTarget(name: "X86Tests", dependencies: ["X86", "Disassembly", "CZydis", "CCapstone"],
                     exclude: ["Fixtures"]),
+        .testTarget(name: "PolicyTests", dependencies: ["Policy", "X86"]),
         .testTarget(name: "SieveCLITests", dependencies: ["SieveCLI"]),
     ]
 )

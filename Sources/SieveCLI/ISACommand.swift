@@ -1,4 +1,5 @@
 import ArgumentParser
+import Policy
 import X86
 
 struct ISACommand: ParsableCommand {
@@ -25,7 +26,11 @@ struct ISACommand: ParsableCommand {
     @Option(help: "Output format: text or json (a JSON array of form objects).")
     var format: OutputFormat = .text
 
+    @Flag(help: "List the built-in groups and classes a policy can name, with their form counts.")
+    var groups = false
+
     func run() throws {
+        if groups { return listGroups() }
         let database = ISADatabase.shared
         let forms = query.map { q in database.forms.filter { Self.matches($0, q.lowercased()) } } ?? database.forms
         var out = StandardOutput()
@@ -37,6 +42,32 @@ struct ISACommand: ParsableCommand {
         }
         out.flush()
         if forms.isEmpty { throw ExitStatus.findings }
+    }
+
+    private func listGroups() {
+        let database = ISADatabase.shared
+        var out = StandardOutput()
+        let groups = GroupCatalog.builtins.map { g in (g.name, g.about, database.forms.filter { g.contains($0) }.count) }
+        let classes = FormClassNames.all.map { c in (c.name, c.about, database.forms.filter { FormClassNames.has($0, c.name) }.count) }
+        var extensions: [String: Int] = [:]
+        for form in database.forms { for f in form.cpuid { extensions[f, default: 0] += 1 } }
+        if format == .json {
+            func entries(_ list: [(String, String, Int)]) -> JSON {
+                .array(list.map { .object(["name": .string($0.0), "about": .string($0.1), "forms": .int($0.2)]) })
+            }
+            print(JSON.object([
+                "groups": entries(groups), "classes": entries(classes),
+                "extensions": .object(extensions.mapValues(JSON.int)),
+            ]).compact, to: &out)
+        } else {
+            print("Groups (trust, allow, ban, group:):", to: &out)
+            for (name, about, count) in groups { print("  \(name.padding(16)) \(String(count).padding(6)) \(about)", to: &out) }
+            print("\nClasses (class:):", to: &out)
+            for (name, about, count) in classes { print("  \(name.padding(16)) \(String(count).padding(6)) \(about)", to: &out) }
+            print("\nEvery CPUID extension is a group of the same name ('.' may stand for '_': sse4.1):", to: &out)
+            for (name, count) in extensions.sorted(by: { $0.key < $1.key }) { print("  \(name.padding(24)) \(count)", to: &out) }
+        }
+        out.flush()
     }
 
     static func matches(_ form: Form, _ query: String) -> Bool {
@@ -74,7 +105,7 @@ struct ISACommand: ParsableCommand {
     private func printTable(_ forms: [Form], to out: inout StandardOutput) {
         let idWidth = min(48, forms.map(\.id.count).max() ?? 2)
         let opcodeWidth = min(40, forms.map(\.opcodeString.count).max() ?? 7)
-        func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
+        func pad(_ s: String, _ n: Int) -> String { s.padding(n) }
         print(pad("id", idWidth), pad("mnemonic", 16), pad("op-code", opcodeWidth), pad("extension", 20), "classes", to: &out)
         for form in forms {
             let classes = Self.classNames(form).filter { $0 != "tuple" }
@@ -89,4 +120,8 @@ struct ISACommand: ParsableCommand {
             print("  \(pad(name, 32)) \(count)", to: &out)
         }
     }
+}
+
+extension String {
+    func padding(_ width: Int) -> String { count >= width ? self : self + String(repeating: " ", count: width - count) }
 }

@@ -1,0 +1,115 @@
+import X86
+
+/// Named sets of forms usable in `trust`, `allow`, `ban` and `group:` selectors: the built-in
+/// semantic groups, one group per CPUID extension, and a policy's own `groups:`.
+public struct GroupCatalog: Sendable {
+    public struct BuiltinGroup: Sendable {
+        public let name: String
+        public let about: String
+        let predicate: @Sendable (Form) -> Bool
+
+        public func contains(_ form: Form) -> Bool { predicate(form) }
+
+        static func make(name: String, about: String, _ predicate: @escaping @Sendable (Form) -> Bool) -> BuiltinGroup {
+            BuiltinGroup(name: name, about: about, predicate: predicate)
+        }
+    }
+
+    /// User-defined groups, by name: lists of selectors (any of them).
+    public private(set) var user: [String: [Selector]] = [:]
+    let extensions: Set<String>
+    /// The CPUID extensions the policy chain trusts. Trusting an extension admits the forms
+    /// that need nothing else untrusted: `trust: [vaes]` admits VEX VAESENC (AVX + VAES) only
+    /// when AVX is trusted too, and never the EVEX form, which needs AVX-512.
+    public internal(set) var trustedExtensions: Set<String> = []
+
+    public init(database: ISADatabase = .shared) {
+        extensions = Set(database.forms.flatMap(\.cpuid))
+    }
+
+    public func isKnown(_ name: String) -> Bool {
+        user[name] != nil || Self.builtinByName[name] != nil || extensions.contains(Self.extensionName(name))
+    }
+
+    public var knownNames: [String] {
+        Array(user.keys) + Self.builtins.map(\.name) + extensions.sorted()
+    }
+
+    mutating func define(_ name: String, _ selectors: [Selector]) { user[name] = selectors }
+
+    /// Form-level: whether some encoding of the form can be in the group.
+    /// (Groups that name each other in a cycle are rejected when the policy is read.)
+    func mayContain(_ form: Form, group name: String, trusting: Bool = false) -> Bool {
+        if let selectors = user[name] {
+            return selectors.contains { $0.matchesForm(form, groups: self) }
+        }
+        if let builtin = Self.builtinByName[name] { return builtin.contains(form) }
+        let feature = Self.extensionName(name)
+        guard form.cpuid.contains(feature) else { return false }
+        return !trusting || form.cpuid.allSatisfy { trustedExtensions.contains($0) || Self.integerCore.contains($0) }
+    }
+
+    /// Instance-level: whether this encoding is in the group.
+    func contains(_ insn: Instruction, _ form: Form, group name: String, decoder: Decoder) -> Bool {
+        guard let selectors = user[name] else { return mayContain(form, group: name) }
+        return selectors.contains {
+            $0.matchesForm(form, groups: self) && $0.matchesInstance(insn, form, decoder: decoder, groups: self)
+        }
+    }
+
+    /// CPUID extensions are written as the database spells them, with '.' for '_' allowed
+    /// (`sse4.1` is `sse4_1`).
+    static func extensionName(_ name: String) -> String {
+        String(name.lowercased().map { $0 == "." || $0 == "-" ? "_" : $0 })
+    }
+
+    // MARK: - Built-in semantic groups
+
+    static let integerCore: Set<String> = ["intel8086", "intel186", "intel286", "intel386", "intel486", "x64", "cmov", "cx8",
+                                           "cmpxchg16b", "multibytenop", "pause", "cpuid"]
+    static let x87Features: Set<String> = ["fpu", "fpu287", "fpu387"]
+    static let cacheControl: Set<String> = ["clflush", "clflushopt", "clwb", "cldemote", "clzero", "prefetchnta", "prefetcht0",
+                                            "prefetcht1", "prefetcht2", "prefetchw", "prefetchwt1", "prefetch", "prefetchit0",
+                                            "prefetchit1", "wbinvd", "wbnoinvd", "invd"]
+    static let timers: Set<String> = ["rdtsc", "rdtscp", "rdpmc", "rdpru"]
+
+    public static let builtins: [BuiltinGroup] = [
+        BuiltinGroup.make(name: "base", about: "the general-purpose integer core of x86-64 (no privileged, I/O, far or segment forms)") { f in
+            f.encoding == .legacy && !f.cpuid.isEmpty && Set(f.cpuid).isSubset(of: integerCore)
+                && f.classes.isDisjoint(with: [.privileged, .io, .far, .segmentLoad])
+                && f.flow != .int && !f.mnemonic.hasPrefix("sys") && !timers.contains(f.mnemonic)
+        },
+        BuiltinGroup.make(name: "x87", about: "the x87 floating-point unit") { f in
+            !f.classes.contains(.privileged) && !Set(f.cpuid).isDisjoint(with: x87Features)
+        },
+        BuiltinGroup.make(name: "mmx", about: "MMX integer SIMD") { f in f.cpuid.contains("mmx") },
+        BuiltinGroup.make(name: "system", about: "privileged (CPL0) forms") { f in f.classes.contains(.privileged) },
+        BuiltinGroup.make(name: "cache-control", about: "cache flushes, write-backs, demotes and prefetches") { f in
+            cacheControl.contains(f.mnemonic)
+        },
+        BuiltinGroup.make(name: "non-temporal", about: "non-temporal (cache-bypassing) loads and stores") { f in
+            f.classes.contains(.nonTemporal) || f.mnemonic.hasPrefix("maskmov") || f.mnemonic == "vmaskmovdqu"
+        },
+        BuiltinGroup.make(name: "timers", about: "time-stamp and performance counters") { f in timers.contains(f.mnemonic) },
+        BuiltinGroup.make(name: "rng", about: "hardware random numbers") { f in f.mnemonic == "rdrand" || f.mnemonic == "rdseed" },
+        BuiltinGroup.make(name: "tsx", about: "transactional memory: RTM, HLE, TSXLDTRK") { f in
+            !Set(f.cpuid).isDisjoint(with: ["rtm", "hle", "tsxldtrk", "hle_or_rtm"])
+        },
+        BuiltinGroup.make(name: "user-wait", about: "user-level monitor and wait: WAITPKG, MONITORX/MWAITX") { f in
+            ["umonitor", "umwait", "tpause", "monitorx", "mwaitx"].contains(f.mnemonic)
+        },
+        BuiltinGroup.make(name: "gather", about: "VSIB gathers") { f in f.classes.contains(.gather) },
+        BuiltinGroup.make(name: "scatter", about: "VSIB scatters") { f in f.classes.contains(.scatter) },
+        BuiltinGroup.make(name: "far-transfer", about: "far jumps, calls and returns") { f in f.classes.contains(.far) },
+        BuiltinGroup.make(name: "string", about: "string instructions") { f in f.classes.contains(.string) },
+        BuiltinGroup.make(name: "segment", about: "segment-register loads and stores, FS/GS base access") { f in
+            f.classes.contains(.segmentLoad) || f.operands.contains { $0.kind.registerClass == .segment }
+                || f.cpuid.contains("fsgsbase")
+        },
+        BuiltinGroup.make(name: "sgx", about: "SGX enclave instructions") { f in f.cpuid.contains { $0.hasPrefix("sgx") } },
+        BuiltinGroup.make(name: "vendor-amd", about: "AMD-only families (XOP, FMA4, TBM, 3DNow!, SSE4a, ...)") { f in f.vendor == .amd },
+        BuiltinGroup.make(name: "vendor-via", about: "VIA PadLock") { f in f.vendor == .via },
+    ]
+
+    static let builtinByName: [String: BuiltinGroup] = Dictionary(uniqueKeysWithValues: builtins.map { ($0.name, $0) })
+}

@@ -1,0 +1,50 @@
+import X86
+
+/// Checks beyond the schema: a selector that selects nothing is an error (a typo that would
+/// silently ban or trust nothing); a ban without a reason, a sensitive trust without a reason, and
+/// an `allow` that reverses a parent's referenced ban are warnings.
+enum Lint {
+    /// Groups whose trust a reviewer must see justified.
+    static let sensitiveGroups: Set<String> = ["timers", "cache-control", "tsx", "rng", "user-wait", "system"]
+
+    static func check(files: [PolicyFile], rules: [Rule], accepted: AcceptedSet, groups: GroupCatalog,
+                      database: ISADatabase) -> [Diagnostic] {
+        var out: [Diagnostic] = []
+        var matched = [[Int]](repeating: [], count: rules.count)
+        for form in database.forms {
+            for (index, rule) in rules.enumerated() where rule.selector.matchesForm(form, groups: groups) {
+                matched[index].append(form.index)
+            }
+        }
+        for (index, rule) in rules.enumerated() {
+            if matched[index].isEmpty {
+                out.append(Diagnostic(.error, rule.file, rule.mark, "this selector matches no instruction form",
+                                      hint: "check it with `sieve isa`"))
+            }
+            if rule.effect == .ban && rule.reason == nil {
+                out.append(Diagnostic(.warning, rule.file, rule.mark, "a ban needs a 'reason'",
+                                      hint: "say which erratum or risk it answers, and add refs"))
+            }
+            if rule.effect == .trust, rule.reason == nil, let name = rule.selector.groups?.first, sensitiveGroups.contains(name) {
+                out.append(Diagnostic(.warning, rule.file, rule.mark, "trusting the sensitive group '\(name)' needs a 'reason'",
+                                      hint: "write it as {group: \(name), reason: ...}"))
+            }
+        }
+        // A child's trust or allow that re-admits what a parent banned with references.
+        for (index, rule) in rules.enumerated() where rule.accepts {
+            var reported: Set<Int> = []
+            for formIndex in matched[index] {
+                for earlier in 0..<index where !reported.contains(earlier) {
+                    let ban = rules[earlier]
+                    guard ban.effect == .ban, !ban.refs.isEmpty, ban.file != rule.file,
+                          matched[earlier].contains(formIndex) else { continue }
+                    reported.insert(earlier)
+                    out.append(Diagnostic(.warning, rule.file, rule.mark,
+                        "this re-admits \(database.forms[formIndex].id), banned at \(ban.location) (\(ban.refs.joined(separator: ", ")))",
+                        hint: "keep the ban, or say in 'reason' why the erratum does not apply"))
+                }
+            }
+        }
+        return out
+    }
+}

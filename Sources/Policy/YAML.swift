@@ -1,0 +1,170 @@
+import CYaml
+
+/// A position in a source file, 1-based, as diagnostics print it.
+public struct SourceMark: Sendable, Hashable, Comparable {
+    public let line: Int
+    public let column: Int
+
+    public init(line: Int, column: Int) {
+        self.line = line
+        self.column = column
+    }
+
+    public static func < (a: SourceMark, b: SourceMark) -> Bool {
+        (a.line, a.column) < (b.line, b.column)
+    }
+}
+
+/// A YAML node with its position: the policy parser needs `file:line:col` for every value.
+public indirect enum YAMLNode: Sendable {
+    case scalar(String, SourceMark, plain: Bool)
+    case sequence([YAMLNode], SourceMark)
+    case mapping([(key: YAMLNode, value: YAMLNode)], SourceMark)
+
+    public var mark: SourceMark {
+        switch self {
+        case .scalar(_, let m, _), .sequence(_, let m), .mapping(_, let m): m
+        }
+    }
+
+    public var scalar: String? {
+        if case .scalar(let s, _, _) = self { return s }
+        return nil
+    }
+
+    /// What a diagnostic calls it: "a mapping", "a list", "'text'".
+    public var kindName: String {
+        switch self {
+        case .scalar(let s, _, _): s.isEmpty ? "an empty value" : "'\(s)'"
+        case .sequence: "a list"
+        case .mapping: "a mapping"
+        }
+    }
+}
+
+public struct YAMLError: Error, Sendable {
+    public let mark: SourceMark
+    public let message: String
+}
+
+/// Parses YAML with libyaml's event API into `YAMLNode`s. Strict on purpose: one document,
+/// no anchors or aliases (no billion laughs), no duplicate keys, bounded size and depth.
+public enum YAMLReader {
+    public static let maximumBytes = 1 << 20
+    public static let maximumDepth = 64
+
+    public static func parse(_ bytes: [UInt8]) throws(YAMLError) -> YAMLNode? {
+        if bytes.count > maximumBytes {
+            throw YAMLError(mark: SourceMark(line: 1, column: 1),
+                            message: "the file is \(bytes.count) bytes; a policy may have at most \(maximumBytes)")
+        }
+        let parser = UnsafeMutablePointer<yaml_parser_t>.allocate(capacity: 1)
+        let event = UnsafeMutablePointer<yaml_event_t>.allocate(capacity: 1)
+        defer {
+            parser.deallocate()
+            event.deallocate()
+        }
+        guard yaml_parser_initialize(parser) == 1 else {
+            throw YAMLError(mark: SourceMark(line: 1, column: 1), message: "libyaml could not start")
+        }
+        defer { yaml_parser_delete(parser) }
+
+        return try bytes.withUnsafeBufferPointer { (buffer) throws(YAMLError) -> YAMLNode? in
+            yaml_parser_set_input_string(parser, buffer.baseAddress, buffer.count)
+            var builder = TreeBuilder()
+            while true {
+                guard yaml_parser_parse(parser, event) == 1 else {
+                    let p = parser.pointee
+                    let problem = p.problem.map { String(cString: $0) } ?? "malformed YAML"
+                    let context = p.context.map { String(cString: $0) + ": " } ?? ""
+                    throw YAMLError(mark: SourceMark(line: Int(p.problem_mark.line) + 1, column: Int(p.problem_mark.column) + 1),
+                                    message: "YAML: \(context)\(problem)")
+                }
+                defer { yaml_event_delete(event) }
+                let e = event.pointee
+                let mark = SourceMark(line: Int(e.start_mark.line) + 1, column: Int(e.start_mark.column) + 1)
+                switch e.type {
+                case YAML_STREAM_END_EVENT:
+                    return builder.root
+                case YAML_DOCUMENT_START_EVENT:
+                    builder.documents += 1
+                    if builder.documents > 1 {
+                        throw YAMLError(mark: mark, message: "a policy file holds one YAML document")
+                    }
+                case YAML_ALIAS_EVENT:
+                    throw YAMLError(mark: mark, message: "YAML aliases are not allowed in a policy")
+                case YAML_SCALAR_EVENT:
+                    if e.data.scalar.anchor != nil { throw anchorError(mark) }
+                    let value = String(decoding: UnsafeBufferPointer(start: e.data.scalar.value, count: e.data.scalar.length),
+                                       as: UTF8.self)
+                    try builder.add(.scalar(value, mark, plain: e.data.scalar.style == YAML_PLAIN_SCALAR_STYLE))
+                case YAML_SEQUENCE_START_EVENT:
+                    if e.data.sequence_start.anchor != nil { throw anchorError(mark) }
+                    try builder.open(.sequence([], mark))
+                case YAML_MAPPING_START_EVENT:
+                    if e.data.mapping_start.anchor != nil { throw anchorError(mark) }
+                    try builder.open(.mapping([], mark))
+                case YAML_SEQUENCE_END_EVENT, YAML_MAPPING_END_EVENT:
+                    try builder.close()
+                default:
+                    break
+                }
+            }
+        }
+    }
+
+    private static func anchorError(_ mark: SourceMark) -> YAMLError {
+        YAMLError(mark: mark, message: "YAML anchors are not allowed in a policy (write the value out, or use a group)")
+    }
+
+    /// Builds the tree from events with an explicit stack: no recursion, so no depth can overflow it.
+    private struct TreeBuilder {
+        var stack: [YAMLNode] = []
+        var pendingKeys: [YAMLNode?] = []
+        var root: YAMLNode?
+        var documents = 0
+
+        mutating func open(_ node: YAMLNode) throws(YAMLError) {
+            if stack.count >= YAMLReader.maximumDepth {
+                throw YAMLError(mark: node.mark, message: "nested deeper than \(YAMLReader.maximumDepth) levels")
+            }
+            stack.append(node)
+            pendingKeys.append(nil)
+        }
+
+        mutating func close() throws(YAMLError) {
+            guard let node = stack.popLast() else { return }
+            pendingKeys.removeLast()
+            try add(node)
+        }
+
+        mutating func add(_ node: YAMLNode) throws(YAMLError) {
+            guard let top = stack.popLast() else {
+                root = node
+                return
+            }
+            switch top {
+            case .sequence(var items, let mark):
+                items.append(node)
+                stack.append(.sequence(items, mark))
+            case .mapping(var pairs, let mark):
+                if let key = pendingKeys[pendingKeys.count - 1] {
+                    pairs.append((key, node))
+                    pendingKeys[pendingKeys.count - 1] = nil
+                } else {
+                    guard let name = node.scalar else {
+                        throw YAMLError(mark: node.mark, message: "a mapping key must be a plain name, not \(node.kindName)")
+                    }
+                    if let first = pairs.first(where: { $0.key.scalar == name }) {
+                        throw YAMLError(mark: node.mark, message:
+                            "duplicate key '\(name)' (first at line \(first.key.mark.line), column \(first.key.mark.column))")
+                    }
+                    pendingKeys[pendingKeys.count - 1] = node
+                }
+                stack.append(.mapping(pairs, mark))
+            case .scalar:
+                stack.append(top)
+            }
+        }
+    }
+}

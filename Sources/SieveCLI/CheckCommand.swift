@@ -1,0 +1,84 @@
+import ArgumentParser
+import Policy
+import X86
+
+struct CheckCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Parse, lint and resolve a policy, and summarise what it accepts.",
+        discussion: """
+            Reads POLICY and its `extends` chain, reports every error as file:line:col with the \
+            source line, and lint findings as warnings: a ban without a reason, a sensitive group \
+            (timers, cache-control, tsx, rng, user-wait, system) trusted without a reason, an allow \
+            that re-admits a parent's referenced ban. Then prints the accepted set: forms per \
+            extension and per group, and the sandbox model.
+
+            Exit status: 0 clean, 1 lint findings, 2 errors.
+            """)
+
+    @Argument(help: "The policy file (YAML).")
+    var policy: String
+
+    @Option(help: "Output format: text or json.")
+    var format: OutputFormat = .text
+
+    func run() throws {
+        let resolved = try loadPolicy(policy)
+        let database = ISADatabase.shared
+        var counts: [AcceptedSet.Verdict: Int] = [:]
+        var byExtension: [String: Int] = [:]
+        var byGroup: [String: Int] = [:]
+        for form in database.forms {
+            let verdict = resolved.accepted.verdict(form.index)
+            counts[verdict, default: 0] += 1
+            guard verdict != .refused else { continue }
+            for feature in form.cpuid { byExtension[feature, default: 0] += 1 }
+            for group in GroupCatalog.builtins where group.contains(form) { byGroup[group.name, default: 0] += 1 }
+        }
+        let sandbox = resolved.sandbox
+        var out = StandardOutput()
+        switch format {
+        case .json:
+            let json = JSON.object([
+                "schema": .int(1),
+                "policy": .object([
+                    "name": .string(resolved.name), "file": .string(resolved.path),
+                    "chain": .array(resolved.files.map { .string($0.path) }),
+                ]),
+                "sandbox": .object([
+                    "model": .string(sandbox.model?.rawValue ?? "nacl-x86-64"), "bundle_size": .int(sandbox.bundleSize ?? 32),
+                    "call_alignment": .string(sandbox.callAlignment?.rawValue ?? "warn"),
+                ]),
+                "accepted": .object([
+                    "forms": .int(counts[.accepted, default: 0]), "partial": .int(counts[.partial, default: 0]),
+                    "refused": .int(counts[.refused, default: 0]),
+                    "by_extension": .object(byExtension.mapValues(JSON.int)), "by_group": .object(byGroup.mapValues(JSON.int)),
+                ]),
+                "warnings": .array(resolved.warnings.map(diagnosticJSON)),
+            ])
+            print(json.compact, to: &out)
+        case .text:
+            print("\(resolved.name) (\(resolved.files.map(\.path).joined(separator: " -> ")))", to: &out)
+            print("sandbox: \(sandbox.model?.rawValue ?? "nacl-x86-64"), \(sandbox.bundleSize ?? 32)-byte bundles, call alignment \(sandbox.callAlignment?.rawValue ?? "warn")", to: &out)
+            if sandbox.model == SandboxSettings.Model.none {
+                print("model none: a subset check only, not a safety proof", to: &out)
+            }
+            print("accepts \(counts[.accepted, default: 0]) forms wholly and \(counts[.partial, default: 0]) in part; refuses \(counts[.refused, default: 0])", to: &out)
+            print("by group:", to: &out)
+            for (name, count) in byGroup.sorted(by: { $0.key < $1.key }) { print("  \(name): \(count)", to: &out) }
+            print("by extension:", to: &out)
+            for (name, count) in byExtension.sorted(by: { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }) {
+                print("  \(name): \(count)", to: &out)
+            }
+        }
+        out.flush()
+        if !resolved.warnings.isEmpty {
+            var standardError = StandardError()
+            for warning in resolved.warnings {
+                let source = resolved.files.first { $0.path == warning.file }?.source
+                print(warning.rendered(source: source), to: &standardError)
+            }
+            throw ExitStatus.findings
+        }
+    }
+}

@@ -1,0 +1,36 @@
+import Policy
+import X86
+
+/// Loads a policy for a command: errors go to standard error as `file:line:col` diagnostics
+/// with the source line and a caret, and the command exits 2.
+func loadPolicy(_ path: String) throws -> ResolvedPolicy {
+    do {
+        return try PolicyLoader.load(path)
+    } catch {
+        var standardError = StandardError()
+        print(error.rendered(), to: &standardError)
+        let count = error.diagnostics.filter { $0.severity == .error }.count
+        print("sieve: \(count) error\(count == 1 ? "" : "s") in \(path)", to: &standardError)
+        throw ExitStatus.trouble
+    }
+}
+
+func ruleJSON(_ rule: Rule?, in policy: ResolvedPolicy) -> JSON {
+    guard let rule else { return .null }
+    return .object([
+        "effect": .string(rule.effect.rawValue),
+        "file": .string(rule.file),
+        "line": .int(rule.mark.line),
+        "column": .int(rule.mark.column),
+        "reason": rule.reason.map(JSON.string) ?? .null,
+        "refs": .array(rule.refs.map(JSON.string)),
+        "chain": .array(policy.chain(to: rule).map(JSON.string)),
+    ])
+}
+
+func diagnosticJSON(_ d: Diagnostic) -> JSON {
+    .object([
+        "severity": .string(d.severity.rawValue), "file": .string(d.file), "line": .int(d.mark.line),
+        "column": .int(d.mark.column), "message": .string(d.message), "hint": d.hint.map(JSON.string) ?? .null,
+    ])
+}
