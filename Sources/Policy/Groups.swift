@@ -23,9 +23,19 @@ public struct GroupCatalog: Sendable {
     /// when AVX is trusted too, and never the EVEX form, which needs AVX-512.
     public internal(set) var trustedExtensions: Set<String> = []
 
+    let databaseIdentity: ISADatabase
+
     public init(database: ISADatabase = .shared) {
-        extensions = Set(database.forms.flatMap(\.cpuid))
+        extensions = database === ISADatabase.shared ? Self.sharedExtensions : Set(database.forms.flatMap(\.cpuid))
+        databaseIdentity = database
     }
+
+    static let sharedExtensions = Set(ISADatabase.shared.forms.flatMap(\.cpuid))
+
+    /// Built-in group membership of every form of the compiled-in database, computed once.
+    static let builtinMembers: [String: [Bool]] = Dictionary(uniqueKeysWithValues: builtins.map { group in
+        (group.name, ISADatabase.shared.forms.map(group.contains))
+    })
 
     public func isKnown(_ name: String) -> Bool {
         user[name] != nil || Self.builtinByName[name] != nil || extensions.contains(Self.extensionName(name))
@@ -43,10 +53,25 @@ public struct GroupCatalog: Sendable {
         if let selectors = user[name] {
             return selectors.contains { $0.matchesForm(form, groups: self) }
         }
+        if let members = Self.builtinMembers[name], form.index < members.count, ISADatabase.shared === databaseIdentity {
+            return members[form.index]
+        }
         if let builtin = Self.builtinByName[name] { return builtin.contains(form) }
         let feature = Self.extensionName(name)
         guard form.cpuid.contains(feature) else { return false }
         return !trusting || form.cpuid.allSatisfy { trustedExtensions.contains($0) || Self.integerCore.contains($0) }
+    }
+
+    /// Form-level membership of every form of `database`, the name looked up once.
+    func members(_ name: String, trusting: Bool, in database: ISADatabase) -> [Bool] {
+        if user[name] != nil { return database.forms.map { mayContain($0, group: name, trusting: trusting) } }
+        if let members = Self.builtinMembers[name], database === ISADatabase.shared { return members }
+        if let builtin = Self.builtinByName[name] { return database.forms.map(builtin.contains) }
+        let feature = Self.extensionName(name)
+        let core = Self.integerCore, trusted = trustedExtensions
+        return database.forms.map { form in
+            form.cpuid.contains(feature) && (!trusting || form.cpuid.allSatisfy { trusted.contains($0) || core.contains($0) })
+        }
     }
 
     /// Instance-level: whether this encoding is in the group.
@@ -75,7 +100,7 @@ public struct GroupCatalog: Sendable {
 
     public static let builtins: [BuiltinGroup] = [
         BuiltinGroup.make(name: "base", about: "the general-purpose integer core of x86-64 (no privileged, I/O, far or segment forms)") { f in
-            f.encoding == .legacy && !f.cpuid.isEmpty && Set(f.cpuid).isSubset(of: integerCore)
+            f.encoding == .legacy && !f.cpuid.isEmpty && f.cpuid.allSatisfy(integerCore.contains)
                 && f.classes.isDisjoint(with: [.privileged, .io, .far, .segmentLoad])
                 && f.flow != .int && !f.mnemonic.hasPrefix("sys") && !timers.contains(f.mnemonic)
         },

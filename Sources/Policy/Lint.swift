@@ -7,17 +7,10 @@ enum Lint {
     /// Groups whose trust a reviewer must see justified.
     static let sensitiveGroups: Set<String> = ["timers", "cache-control", "tsx", "rng", "user-wait", "system"]
 
-    static func check(files: [PolicyFile], rules: [Rule], accepted: AcceptedSet, groups: GroupCatalog,
-                      database: ISADatabase) -> [Diagnostic] {
+    static func check(rules: [Rule], matches: RuleMatches, database: ISADatabase) -> [Diagnostic] {
         var out: [Diagnostic] = []
-        var matched = [[Int]](repeating: [], count: rules.count)
-        for form in database.forms {
-            for (index, rule) in rules.enumerated() where rule.selector.matchesForm(form, groups: groups) {
-                matched[index].append(form.index)
-            }
-        }
         for (index, rule) in rules.enumerated() {
-            if matched[index].isEmpty {
+            if matches.isEmpty(rule: index) {
                 out.append(Diagnostic(.error, rule.file, rule.mark, "this selector matches no instruction form",
                                       hint: "check it with `sieve isa`"))
             }
@@ -32,17 +25,13 @@ enum Lint {
         }
         // A child's trust or allow that re-admits what a parent banned with references.
         for (index, rule) in rules.enumerated() where rule.accepts {
-            var reported: Set<Int> = []
-            for formIndex in matched[index] {
-                for earlier in 0..<index where !reported.contains(earlier) {
-                    let ban = rules[earlier]
-                    guard ban.effect == .ban, !ban.refs.isEmpty, ban.file != rule.file,
-                          matched[earlier].contains(formIndex) else { continue }
-                    reported.insert(earlier)
-                    out.append(Diagnostic(.warning, rule.file, rule.mark,
-                        "this re-admits \(database.forms[formIndex].id), banned at \(ban.location) (\(ban.refs.joined(separator: ", ")))",
-                        hint: "keep the ban, or say in 'reason' why the erratum does not apply"))
-                }
+            for earlier in 0..<index {
+                let ban = rules[earlier]
+                guard ban.effect == .ban, !ban.refs.isEmpty, ban.file != rule.file,
+                      let form = matches.firstShared(index, earlier) else { continue }
+                out.append(Diagnostic(.warning, rule.file, rule.mark,
+                    "this re-admits \(database.forms[form].id), banned at \(ban.location) (\(ban.refs.joined(separator: ", ")))",
+                    hint: "keep the ban, or say in 'reason' why the erratum does not apply"))
             }
         }
         return out

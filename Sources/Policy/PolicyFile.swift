@@ -278,7 +278,7 @@ struct PolicyFileReader {
                 }
                 s.forms = Set(values)
             case "opcode":
-                let known = Set(database.forms.map { OpcodeString.normalized($0.opcodeString) })
+                let known = Vocabulary.opcodes(database)
                 let wanted = strings(value, field).map(OpcodeString.normalized)
                 for v in wanted where !known.contains(v) {
                     error(value.mark, "no form has the op-code string '\(v)'",
@@ -287,7 +287,7 @@ struct PolicyFileReader {
                 s.opcodes = Set(wanted)
             case "extension":
                 let names = values.map(GroupCatalog.extensionName)
-                let known = Set(database.forms.flatMap(\.cpuid))
+                let known = Vocabulary.extensions(database)
                 for (v, n) in zip(values, names) where !known.contains(n) {
                     error(marks[v] ?? value.mark, "unknown extension '\(v)'", hint: hint(n, known))
                 }
@@ -401,7 +401,7 @@ public enum Mnemonics {
     }
 
     public static func canonical(_ name: String, in database: ISADatabase) -> String? {
-        let known = Set(database.forms.lazy.map(\.mnemonic))
+        let known = Vocabulary.mnemonics(database)
         let name = name.lowercased()
         if known.contains(name) { return name }
         if let alias = plainAliases[name], known.contains(alias) { return alias }
@@ -409,5 +409,22 @@ public enum Mnemonics {
             if let cc = conditionAliases[String(name.dropFirst(family.count))], known.contains(family + cc) { return family + cc }
         }
         return nil
+    }
+}
+
+/// The database's names, as sets: computed once for the compiled-in database.
+enum Vocabulary {
+    static let sharedMnemonics = Set(ISADatabase.shared.forms.map(\.mnemonic))
+    static let sharedOpcodes = Set(ISADatabase.shared.forms.map { OpcodeString.normalized($0.opcodeString) })
+    static let sharedExtensions = Set(ISADatabase.shared.forms.flatMap(\.cpuid))
+
+    static func mnemonics(_ db: ISADatabase) -> Set<String> {
+        db === ISADatabase.shared ? sharedMnemonics : Set(db.forms.map(\.mnemonic))
+    }
+    static func opcodes(_ db: ISADatabase) -> Set<String> {
+        db === ISADatabase.shared ? sharedOpcodes : Set(db.forms.map { OpcodeString.normalized($0.opcodeString) })
+    }
+    static func extensions(_ db: ISADatabase) -> Set<String> {
+        db === ISADatabase.shared ? sharedExtensions : Set(db.forms.flatMap(\.cpuid))
     }
 }

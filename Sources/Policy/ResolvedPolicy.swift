@@ -164,8 +164,9 @@ public enum PolicyLoader {
         }
 
         let rules = files.reversed().flatMap { $0.trust + $0.allow + $0.ban }
-        let accepted = resolve(rules, groups, database)
-        diagnostics += Lint.check(files: files, rules: rules, accepted: accepted, groups: groups, database: database)
+        let matches = RuleMatches(rules, groups, database)
+        let accepted = resolve(rules, matches, groups)
+        diagnostics += Lint.check(rules: rules, matches: matches, database: database)
         if diagnostics.contains(where: { $0.severity == .error }) {
             throw PolicyErrors(diagnostics: diagnostics, sources: sources)
         }
@@ -174,14 +175,14 @@ public enum PolicyLoader {
                               rules: rules, groups: groups, accepted: accepted, warnings: diagnostics)
     }
 
-    static func resolve(_ rules: [Rule], _ groups: GroupCatalog, _ database: ISADatabase) -> AcceptedSet {
+    static func resolve(_ rules: [Rule], _ matches: RuleMatches, _ groups: GroupCatalog) -> AcceptedSet {
         let conditionalRule = rules.map { isConditional($0.selector, groups) }
         var decisions: [AcceptedSet.FormDecision] = []
-        decisions.reserveCapacity(database.forms.count)
-        for form in database.forms {
+        decisions.reserveCapacity(matches.formCount)
+        for form in 0..<matches.formCount {
             var unconditional: Int?
             var conditional: [Int] = []
-            for (index, rule) in rules.enumerated() where rule.selector.matchesForm(form, groups: groups) {
+            for index in rules.indices where matches.matches(rule: index, form: form) {
                 if conditionalRule[index] {
                     conditional.append(index)
                 } else {
@@ -266,5 +267,51 @@ public enum PolicyLoader {
             if n < chunk.count { break }
         }
         return bytes
+    }
+}
+
+/// Which rules select which forms (at form level): one bit per (rule, form), computed once per
+/// resolution and shared by the resolver and the lint.
+struct RuleMatches {
+    let formCount: Int
+    private let words: Int
+    private var bits: [UInt64]
+
+    init(_ rules: [Rule], _ groups: GroupCatalog, _ database: ISADatabase) {
+        formCount = database.forms.count
+        words = (formCount + 63) / 64
+        bits = [UInt64](repeating: 0, count: rules.count * words)
+        // Group membership once per group, not once per rule and form.
+        var members: [String: [Bool]] = [:]
+        for rule in rules {
+            for name in rule.selector.groups ?? [] {
+                let key = (rule.selector.trusting ? "+" : "-") + name
+                if members[key] == nil {
+                    members[key] = groups.members(name, trusting: rule.selector.trusting, in: database)
+                }
+            }
+        }
+        for (r, rule) in rules.enumerated() {
+            let groupMembers = (rule.selector.groups ?? []).map { members[(rule.selector.trusting ? "+" : "-") + $0]! }
+            for form in database.forms {
+                if !groupMembers.isEmpty && !groupMembers.contains(where: { $0[form.index] }) { continue }
+                if rule.selector.matchesForm(form, groups: groups, checkingGroups: false) {
+                    bits[r * words + form.index / 64] |= 1 << UInt64(form.index % 64)
+                }
+            }
+        }
+    }
+
+    func matches(rule: Int, form: Int) -> Bool { bits[rule * words + form / 64] & (1 << UInt64(form % 64)) != 0 }
+
+    func isEmpty(rule: Int) -> Bool { (0..<words).allSatisfy { bits[rule * words + $0] == 0 } }
+
+    /// The first form both rules select, if any.
+    func firstShared(_ a: Int, _ b: Int) -> Int? {
+        for w in 0..<words {
+            let both = bits[a * words + w] & bits[b * words + w]
+            if both != 0 { return w * 64 + both.trailingZeroBitCount }
+        }
+        return nil
     }
 }

@@ -41,14 +41,16 @@ public struct Selector: Sendable, Hashable {
     }
 
     /// Whether the form's own fields match (instance fields are not looked at here).
-    func matchesForm(_ form: Form, groups: GroupCatalog) -> Bool {
+    func matchesForm(_ form: Form, groups: GroupCatalog, checkingGroups: Bool = true) -> Bool {
         if let m = mnemonics, !m.contains(form.mnemonic) { return false }
         if let f = forms, !f.contains(form.id) { return false }
         if let o = opcodes, !o.contains(OpcodeString.normalized(form.opcodeString)) { return false }
         if let e = extensions, e.isDisjoint(with: form.cpuid) { return false }
         if let c = classes, !c.contains(where: { FormClassNames.has(form, $0) }) { return false }
         if let e = encodings, !e.contains(form.encoding.rawValue) { return false }
-        if let g = self.groups, !g.contains(where: { groups.mayContain(form, group: $0, trusting: trusting) }) { return false }
+        if checkingGroups, let g = self.groups, !g.contains(where: { groups.mayContain(form, group: $0, trusting: trusting) }) {
+            return false
+        }
         // Instance fields that a form can never satisfy exclude it already.
         if let sizes = vectorLengths, !sizes.contains(where: { Self.vectorLength(form) == $0 }) { return false }
         if let choices = operands, !choices.contains(where: { Self.formAllows(form, $0) }) { return false }

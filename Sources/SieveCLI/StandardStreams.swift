@@ -52,3 +52,12 @@ func readFile(_ path: String) throws -> [UInt8] {
     }
     return bytes
 }
+
+/// Monotonic seconds, for timings.
+enum Clock {
+    static func now() -> Double {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+    }
+}
