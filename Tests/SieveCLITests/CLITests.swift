@@ -129,3 +129,60 @@ struct Sieve {
         #expect(try Sieve.run("disasm", "--format", "yaml", "x").status != 0)
     }
 }
+
+@Suite struct PolicyCommandTests {
+    static func policy(_ name: String) -> String { Sieve.packageRoot.appendingPathComponent("policies/" + name).path }
+
+    static func temporaryPolicy(_ text: String) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("sieve-\(UUID().uuidString).yaml").path
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test func checkSummarisesAShippedProfile() throws {
+        let result = try Sieve.run("check", Self.policy("standard.yaml"), "--format", "json")
+        #expect(result.status == 0, "\(result.stderr)")
+        let json = try #require(try result.json() as? [String: Any])
+        let accepted = try #require(json["accepted"] as? [String: Any])
+        #expect((accepted["forms"] as? Int ?? 0) > 1900)
+        #expect((json["sandbox"] as? [String: Any])?["model"] as? String == "nacl-x86-64")
+    }
+
+    @Test func checkExitsOneOnLintAndTwoOnErrors() throws {
+        let lint = try Sieve.run("check", try Self.temporaryPolicy("sieve: 1\nname: t\ntrust: [base, timers]\nban: [{mnemonic: clflush}]\n"))
+        #expect(lint.status == 1)
+        #expect(lint.stderr.contains("a ban needs a 'reason'"))
+        #expect(lint.stderr.contains("sensitive group 'timers'"))
+        let path = try Self.temporaryPolicy("sieve: 1\nname: t\nban: [{mnemonic: clflsh, reason: r}]\n")
+        let broken = try Sieve.run("check", path)
+        #expect(broken.status == 2)
+        #expect(broken.stderr.contains("\(path):3:18: error: unknown mnemonic 'clflsh'"), "\(broken.stderr)")
+        #expect(broken.stderr.contains("did you mean 'clflush'?"))
+    }
+
+    @Test func explainNamesTheDecidingRule() throws {
+        let refused = try Sieve.run("explain", "-p", Self.policy("hardened.yaml"), "0f ae 38", "--format", "json")
+        #expect(refused.status == 1)
+        let json = try #require(try refused.json() as? [String: Any])
+        #expect(json["accepted"] as? Bool == false)
+        #expect(json["form"] as? String == "clflush_m8")
+        let rule = try #require(json["rule"] as? [String: Any])
+        #expect((rule["file"] as? String)?.hasSuffix("policies/hardened.yaml") == true)
+        #expect(rule["line"] as? Int == 9)
+        #expect((rule["refs"] as? [String])?.contains("CVE-2015-0565") == true)
+
+        #expect(try Sieve.run("explain", "-p", Self.policy("errata/reptar.yaml"), "f3 48 a4").status == 1)
+        #expect(try Sieve.run("explain", "-p", Self.policy("errata/reptar.yaml"), "f3 a4").status == 0)
+        #expect(try Sieve.run("explain", "-p", Self.policy("standard.yaml"), "jz").status == 0)
+    }
+
+    @Test func explainJudgesTheDecoderFirst() throws {
+        let invalid = try Sieve.run("explain", "-p", Self.policy("standard.yaml"), "0f 04", "--format", "json")
+        #expect(invalid.status == 1)
+        #expect((try invalid.json() as? [String: Any])?["invalid"] is String)
+        let refused = try Sieve.run("explain", "-p", Self.policy("standard.yaml"), "66 e8 00 00 00 00", "--format", "json")
+        #expect(refused.status == 1)
+        #expect((try refused.json() as? [String: Any])?["refused"] is String)
+        #expect(try Sieve.run("explain", "-p", Self.policy("standard.yaml"), "not-an-instruction").status == 2)
+    }
+}
