@@ -69,6 +69,12 @@ func verdict(_ policy: ResolvedPolicy, _ hex: String) -> Bool? {
         }
     }
 
+    @Test(arguments: cases)
+    func overlayChecksCleanly(_ c: Case) throws {
+        let overlay = try PolicyLoader.load(Paths.policy("errata/" + c.file))
+        #expect(overlay.warnings.isEmpty, "\(overlay.warnings.map(\.message))")
+    }
+
     @Test func atLeastTwelveOverlays() throws {
         let files = try FileManager.default.contentsOfDirectory(atPath: Paths.policy("errata")).filter { $0.hasSuffix(".yaml") }
         #expect(files.count >= 12)
