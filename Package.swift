@@ -24,10 +24,12 @@ let package = Package(
         .target(name: "X86", exclude: ["Database"]),
         // YAML policies with source positions, selectors, groups, resolution to an AcceptedSet, lint.
         .target(name: "Policy", dependencies: ["X86", "CYaml"]),
+        // Policy → decoder tables, the sandbox models, the Swift verifier engine, findings.
+        .target(name: "Verifier", dependencies: ["X86", "Policy"]),
         // Human-readable instruction text through capstone, Sieve's own rendering where capstone fails.
         .target(name: "Disassembly", dependencies: ["X86", "CCapstone"]),
         .executableTarget(name: "SieveCLI", dependencies: [
-            "X86", "Disassembly", "Policy",
+            "X86", "Disassembly", "Policy", "Verifier",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Sources/SieveCLI"),
 
@@ -37,6 +39,7 @@ let package = Package(
         .testTarget(name: "X86Tests", dependencies: ["X86", "Disassembly", "CZydis", "CCapstone"],
                     exclude: ["Fixtures"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "X86"]),
+        .testTarget(name: "VerifierTests", dependencies: ["Verifier", "Policy", "X86"], exclude: ["Corpus"]),
         .testTarget(name: "SieveCLITests", dependencies: ["SieveCLI"]),
     ]
 )

@@ -36,6 +36,21 @@ public struct Selector: Sendable, Hashable {
         case redundant
     }
 
+    /// The selector in a stable order (field by field, values sorted): for content hashes.
+    public var canonicalDescription: String {
+        func field<T>(_ name: String, _ values: Set<T>?, _ text: (T) -> String) -> String? {
+            values.map { "\(name)=" + $0.map(text).sorted().joined(separator: ",") }
+        }
+        return [
+            field("mnemonic", mnemonics) { $0 }, field("form", forms) { $0 }, field("opcode", opcodes) { $0 },
+            field("extension", extensions) { $0 }, groups.map { "group=" + $0.joined(separator: ",") },
+            field("class", classes) { $0 }, field("encoding", encodings) { $0 },
+            field("operands", operands) { $0.rawValue }, field("operand-size", operandSizes) { String($0) },
+            field("vector-length", vectorLengths) { String($0) }, field("register", registers) { $0 },
+            field("prefix", prefixes) { $0.rawValue }, trusting ? "trusting" : nil,
+        ].compactMap { $0 }.joined(separator: " ")
+    }
+
     public var hasInstanceFields: Bool {
         operands != nil || operandSizes != nil || vectorLengths != nil || registers != nil || prefixes != nil
     }

@@ -1,6 +1,8 @@
 /// One decoded instruction: its form, its length and the facts of this encoding
 /// (prefixes, ModRM, register extensions) that policies and sandbox rules look at.
 public struct Instruction: Sendable, Equatable {
+    public init() {}
+
     public var length: Int { Int(length8) }
     public var formIndex: Int { Int(form16) }
 

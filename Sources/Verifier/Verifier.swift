@@ -1,0 +1,408 @@
+import Policy
+import X86
+
+/// The Swift verifier engine: decodes code strictly, applies the compiled policy to every
+/// instruction, and (model `nacl-x86-64`) NaCl's layout, register and memory rules.
+///
+/// Deliberately stricter than NaCl where NaCl trusts an implicit operand: implicit writes to
+/// %rbp (LEAVE, ENTER) and to %rsp outside the stack engine are refused, as are RET and every
+/// instruction with an implicit memory operand outside the string sequences.
+public struct Verifier: Sendable {
+    public let compiled: CompiledPolicy
+    public let decoder: Decoder
+
+    public init(_ compiled: CompiledPolicy, decoder: Decoder = .shared) {
+        self.compiled = compiled
+        self.decoder = decoder
+    }
+
+    public func verify(_ bytes: [UInt8], base: UInt64 = 0) -> VerificationReport {
+        bytes.withUnsafeBytes { verify($0, base: base) }
+    }
+
+    public func verify(_ code: UnsafeRawBufferPointer, base: UInt64) -> VerificationReport {
+        switch compiled.model {
+        case .none: return sweep(code)
+        case .naclX86_64:
+            var pass = NaClPass(verifier: self, code: code, base: base)
+            return pass.run()
+        }
+    }
+
+    /// Model `none`: a linear sweep, the policy and the decoder only (no safety claim).
+    private func sweep(_ code: UnsafeRawBufferPointer) -> VerificationReport {
+        var report = VerificationReport()
+        report.bytes = code.count
+        var offset = 0
+        while offset < code.count {
+            switch decoder.decode(code, at: offset) {
+            case .invalid(let reason):
+                report.findings.append(Finding(.invalid, offset: offset, length: 1, form: nil, reason.rawValue))
+                offset += 1
+            case .instruction(let insn):
+                report.instructions += 1
+                if let finding = policyFinding(insn, at: offset) { report.findings.append(finding) }
+                offset += insn.length
+            }
+        }
+        return report
+    }
+
+    /// The decoder's refusal or the policy's ban, if either refuses the instruction.
+    func policyFinding(_ insn: Instruction, at offset: Int) -> Finding? {
+        let form = insn.formIndex
+        if let refusal = insn.refusal {
+            return Finding(.invalid, offset: offset, length: insn.length, form: form, refusal.rawValue)
+        }
+        switch compiled.decisions[form] {
+        case .accept:
+            return nil
+        case .refuse:
+            let rule = compiled.refusingRule[form]
+            return Finding(.banned, offset: offset, length: insn.length, form: form,
+                           rule >= 0 ? "refused by the policy" : "not trusted by the policy", rule: rule >= 0 ? Int(rule) : nil)
+        case .conditional:
+            let (accepted, rule) = compiled.policy.decide(insn, decoder: decoder)
+            if accepted { return nil }
+            let index = rule.flatMap { r in compiled.policy.rules.firstIndex { $0.file == r.file && $0.mark == r.mark } }
+            return Finding(.banned, offset: offset, length: insn.length, form: form,
+                           index != nil ? "refused by the policy" : "not trusted by the policy", rule: index)
+        }
+    }
+}
+
+/// One verification of one piece of code under NaCl's x86-64 rules.
+struct NaClPass {
+    let verifier: Verifier
+    let code: UnsafeRawBufferPointer
+    let base: UInt64
+
+    var report = VerificationReport()
+    /// Instruction starts a direct jump may land on.
+    var validTargets: [Bool]
+    /// (branch offset, branch length, target offset from the code's start)
+    var branches: [(Int, Int, Int)] = []
+    /// The instructions of the current bundle: (offset, instruction).
+    var bundle: [(offset: Int, insn: Instruction)] = []
+    /// The register zero-extended by the previous instruction (NaCl's restricted register).
+    var restricted: Int = -1
+    /// The instruction being checked, for `refuse`.
+    var current: (insn: Instruction, offset: Int) = (Instruction(), 0)
+
+    mutating func refuse(_ kind: FindingKind, _ message: String) {
+        report.findings.append(Finding(kind, offset: current.offset, length: current.insn.length, form: current.insn.formIndex, message))
+    }
+
+    var bundleSize: Int { verifier.compiled.bundleSize }
+
+    init(verifier: Verifier, code: UnsafeRawBufferPointer, base: UInt64) {
+        self.verifier = verifier
+        self.code = code
+        self.base = base
+        validTargets = [Bool](repeating: false, count: code.count + 1)
+    }
+
+    mutating func run() -> VerificationReport {
+        report.bytes = code.count
+        if base % UInt64(bundleSize) != 0 {
+            report.findings.append(Finding(.layout, offset: 0, length: 0, form: nil,
+                                           "the code starts at 0x\(String(base, radix: 16)), not on a \(bundleSize)-byte bundle boundary"))
+        }
+        var offset = 0
+        while offset < code.count {
+            let bundleEnd = min(code.count, offset + bundleSize - Int((base &+ UInt64(offset)) % UInt64(bundleSize)))
+            bundle.removeAll(keepingCapacity: true)
+            restricted = -1
+            while offset < bundleEnd {
+                guard case .instruction(let insn) = verifier.decoder.decode(code, at: offset) else {
+                    if case .invalid(let reason) = verifier.decoder.decode(code, at: offset) {
+                        report.findings.append(Finding(.invalid, offset: offset, length: 1, form: nil, reason.rawValue))
+                    }
+                    offset = bundleEnd  // NaCl resumes at the next bundle
+                    break
+                }
+                if offset + insn.length > bundleEnd && bundleEnd < code.count || offset + insn.length > code.count {
+                    report.findings.append(Finding(.bundleCrossing, offset: offset, length: insn.length, form: insn.formIndex,
+                                                   "the instruction crosses the bundle boundary at offset \(bundleEnd)"))
+                    offset = bundleEnd
+                    break
+                }
+                report.instructions += 1
+                validTargets[offset] = true
+                check(insn, at: offset)
+                bundle.append((offset, insn))
+                offset += insn.length
+            }
+            if restricted == 4 || restricted == 5, let last = bundle.last {
+                report.findings.append(Finding(.stackPointerWrite, offset: last.offset, length: last.insn.length, form: last.insn.formIndex,
+                    "%\(restricted == 4 ? "esp" : "ebp") is zero-extended at the end of the bundle without the add %r15 that must follow"))
+            }
+            offset = max(offset, bundleEnd)
+        }
+        checkBranchTargets()
+        return report
+    }
+
+    // MARK: - One instruction
+
+    mutating func check(_ insn: Instruction, at offset: Int) {
+        let bytes = UnsafeRawBufferPointer(rebasing: code[offset..<offset + insn.length])
+        let compiled = verifier.compiled
+        let form = insn.formIndex
+        let facts = compiled.facts[form]
+        if let finding = verifier.policyFinding(insn, at: offset) {
+            report.findings.append(finding)
+            if insn.refusal != nil { restricted = -1; return }
+        }
+        current = (insn, offset)
+        if let reason = compiled.forbidden[form] { refuse(.sandboxForbidden, reason) }
+        if insn.prefixes.contains(.segmentFS) || insn.prefixes.contains(.segmentGS) {
+            refuse(.sandboxForbidden, "an FS or GS segment override reaches outside the sandbox")
+        }
+        let formInfo = verifier.decoder.form(of: insn)
+        let touchesMemory = (insn.hasMemoryModRM && !facts.contains(.noMemoryAccess))
+            || formInfo.operands.contains { $0.kind.location == .implicitMemory }
+        if insn.prefixes.contains(.addressSize) && (touchesMemory || insn.hasMemoryModRM) {
+            refuse(.sandboxForbidden, "0x67 truncates the address to 32 bits: outside the sandbox")
+        }
+
+        // %rsp/%rbp: the sanctioned forms first, then every register the instruction writes.
+        let special = Self.special(bytes)
+        let pending = restricted
+        var newRestricted = -1
+        switch special {
+        case .stackMove:
+            if pending == 4 || pending == 5 { refuse(.stackPointerWrite, "%\(pending == 4 ? "esp" : "ebp") was left zero-extended") }
+        case .rspSandboxing, .rbpSandboxing:
+            let register = special == .rspSandboxing ? 4 : 5
+            if pending != register {
+                refuse(.stackPointerWrite, "\(special == .rspSandboxing ? "%rsp" : "%rbp") re-based without a zero-extending write just before")
+            }
+            validTargets[offset] = false
+        case .none:
+            if pending == 4 || pending == 5 {
+                refuse(.stackPointerWrite, "%\(pending == 4 ? "esp" : "ebp") was zero-extended but this is not the add %r15 that must follow")
+            }
+            if facts.contains(.writesRegisters) { newRestricted = checkWrites(insn, formInfo, facts) }
+        }
+
+        if insn.hasMemoryModRM && !facts.contains(.noMemoryAccess) { checkMemory(insn, at: offset, pending: pending) }
+        if facts.contains(.indirectBranch) { checkIndirectBranch(insn, at: offset) }
+        if facts.contains(.ret) { refuse(.unsafeIndirectBranch, "RET jumps to an unmasked address: use pop and the masked jump") }
+        if facts.contains(.directBranch), let target = Self.relativeTarget(insn, bytes) {
+            branches.append((offset, insn.length, offset + insn.length + target))
+            if facts.contains(.call) { checkCallAlignment(offset + insn.length, insn, at: offset) }
+        }
+        if facts.contains(.stringRSI) || facts.contains(.stringRDI) { checkStringSequence(insn, facts, at: offset) }
+        restricted = newRestricted
+    }
+
+    /// Explicit register writes: %r15 never, %rsp/%rbp only as a zero-extending 32-bit first
+    /// half. Returns the register this instruction restricts (-1: none).
+    mutating func checkWrites(_ insn: Instruction, _ form: Form, _ facts: CompiledPolicy.ModelFacts) -> Int {
+        var restricts = -1
+        for operand in form.operands where operand.access.writes {
+            let file = operand.kind.registerClass
+            guard [.gpr8, .gpr16, .gpr32, .gpr64].contains(file), let number = Self.registerNumber(operand.kind, insn) else { continue }
+            if file == .gpr8 && number >= 4 && number < 8 && insn.rex == 0 { continue }  // AH..BH, not SPL..DIL
+            if number == 15 { refuse(.reservedRegisterWrite, "writes %r15, the sandbox base"); continue }
+            let zeroExtending = facts.contains(.zeroExtends) && file == .gpr32
+            if number == 4 || number == 5 {
+                if !zeroExtending {
+                    refuse(.stackPointerWrite, "writes \(number == 4 ? "%rsp" : "%rbp") outside the sanctioned sequences")
+                    continue
+                }
+            }
+            if zeroExtending && restricts < 0 { restricts = number }
+        }
+        for implicit in form.implicitRegisters where implicit.access.writes {
+            switch implicit.register {
+            case "r15", "r15d", "r15w", "r15b": refuse(.reservedRegisterWrite, "writes %r15 implicitly")
+            case "rbp", "ebp", "bp", "bpl": refuse(.stackPointerWrite, "writes %rbp implicitly (\(form.mnemonic))")
+            case "rsp", "esp", "sp", "spl":
+                if !facts.contains(.stackEngine) { refuse(.stackPointerWrite, "writes %rsp implicitly (\(form.mnemonic))") }
+            default: break
+            }
+        }
+        return restricts
+    }
+
+    mutating func checkMemory(_ insn: Instruction, at offset: Int, pending: Int) {
+        let mod = insn.modrm >> 6, rm = insn.modrm & 7
+        let b = Int(insn.vector.b), x = Int(insn.vector.x)
+        var baseRegister: Int? = nil, index: Int? = nil
+        if rm == 4 {
+            let sibBase = Int(insn.sib & 7), sibIndex = Int((insn.sib >> 3) & 7) | x << 3
+            if !(sibBase == 5 && mod == 0) { baseRegister = sibBase | b << 3 }
+            if sibIndex != 4 { index = sibIndex }
+            if baseRegister == nil { refuse(.unsafeMemoryOperand, "an absolute address: the base must be %r15, %rsp, %rbp or %rip") ; return }
+        } else if mod == 0 && rm == 5 {
+            return  // %rip-relative
+        } else {
+            baseRegister = Int(rm) | b << 3
+        }
+        if let base = baseRegister, ![15, 4, 5].contains(base) {
+            refuse(.unsafeMemoryOperand, "the base \(Self.name(base)) is not %r15, %rsp, %rbp or %rip")
+        }
+        if let index {
+            if index == pending && pending != 4 && pending != 5 {
+                validTargets[offset] = false  // the access and the zero-extension are one unit
+            } else {
+                refuse(.unrestrictedIndex, "the index \(Self.name(index)) was not zero-extended by the instruction just before")
+            }
+        }
+    }
+
+    /// `and $~(bundle-1),%eXX; add %r15,%rXX; jmp|call *%rXX`, all in one bundle.
+    mutating func checkIndirectBranch(_ insn: Instruction, at offset: Int) {
+        guard !insn.hasMemoryModRM, bundle.count >= 2 else {
+            refuse(.unsafeIndirectBranch, "an indirect branch outside the masked sequence and $~\(bundleSize - 1),%eXX; add %r15,%rXX")
+            return
+        }
+        let register = Int(insn.modrm & 7) | Int(insn.vector.b) << 3
+        let mask = bundle[bundle.count - 2], add = bundle[bundle.count - 1]
+        let maskBytes = Array(code[mask.offset..<mask.offset + mask.insn.length])
+        let addBytes = Array(code[add.offset..<add.offset + add.insn.length])
+        guard register != 15, Self.isMask(maskBytes, register: register, bundleSize: bundleSize),
+              Self.isAddR15(addBytes, register: register) else {
+            refuse(.unsafeIndirectBranch, "an indirect branch outside the masked sequence and $~\(bundleSize - 1),%eXX; add %r15,%rXX")
+            return
+        }
+        validTargets[add.offset] = false
+        validTargets[offset] = false
+        if verifier.compiled.facts[insn.formIndex].contains(.call) { checkCallAlignment(offset + insn.length, insn, at: offset) }
+    }
+
+    mutating func checkCallAlignment(_ end: Int, _ insn: Instruction, at offset: Int) {
+        guard (base &+ UInt64(end)) % UInt64(bundleSize) != 0 else { return }
+        let finding = Finding(.callAlignment, offset: offset, length: insn.length, form: insn.formIndex,
+                              "the call does not end at a bundle end, so its return address is not bundle-aligned")
+        if verifier.compiled.callAlignment == .refuse { report.findings.append(finding) } else { report.warnings.append(finding) }
+    }
+
+    /// String instructions only right after their %rsi/%rdi sandboxing, in the same bundle.
+    mutating func checkStringSequence(_ insn: Instruction, _ facts: CompiledPolicy.ModelFacts, at offset: Int) {
+        var needed: [[UInt8]] = []
+        if facts.contains(.stringRSI) { needed += [[0xF6], [0x49, 0x8D, 0x34, 0x37]] }
+        if facts.contains(.stringRDI) { needed += [[0xFF], [0x49, 0x8D, 0x3C, 0x3F]] }
+        guard bundle.count >= needed.count else {
+            refuse(.stringOutsideSequence, "a string instruction outside its %rsi/%rdi sandboxing sequence")
+            return
+        }
+        let sequence = bundle.suffix(needed.count)
+        for (entry, pattern) in zip(sequence, needed) {
+            let bytes = Array(code[entry.offset..<entry.offset + entry.insn.length])
+            let matches = pattern.count == 1 ? Self.isMovSelf(bytes, modrm: pattern[0]) : bytes == pattern
+            if !matches {
+                refuse(.stringOutsideSequence, "a string instruction outside its %rsi/%rdi sandboxing sequence")
+                return
+            }
+        }
+        for entry in sequence.dropFirst() { validTargets[entry.offset] = false }
+        validTargets[offset] = false
+    }
+
+    mutating func checkBranchTargets() {
+        for (offset, length, target) in branches {
+            let inside = target >= 0 && target < code.count
+            let address = Int64(bitPattern: base) &+ Int64(target)
+            if inside ? !validTargets[target] : address % Int64(bundleSize) != 0 {
+                let form = verifier.decoder.decode(code, at: offset)
+                let index: Int? = { if case .instruction(let i) = form { return i.formIndex }; return nil }()
+                report.findings.append(Finding(.badJumpTarget, offset: offset, length: length, form: index,
+                    inside ? "jumps to offset \(target), which is not an instruction start a jump may land on"
+                           : "jumps outside the code to 0x\(String(UInt64(bitPattern: address), radix: 16)), which is not bundle-aligned"))
+            }
+        }
+        report.findings.sort { ($0.offset, $0.kind) < ($1.offset, $1.kind) }
+    }
+
+    // MARK: - Byte patterns of NaCl's sanctioned instructions
+
+    enum Special { case none, stackMove, rspSandboxing, rbpSandboxing }
+
+    static func special(_ b: UnsafeRawBufferPointer) -> Special {
+        let bytes = Array(b)
+        let rexW: Set<UInt8> = [0x48, 0x4A], rexWR: Set<UInt8> = [0x4C, 0x4E], rexWB: Set<UInt8> = [0x49, 0x4B]
+        guard bytes.count >= 3 else { return .none }
+        let rest = Array(bytes.dropFirst())
+        if rexW.contains(bytes[0]) && (rest == [0x89, 0xE5] || rest == [0x8B, 0xEC] || rest == [0x89, 0xEC] || rest == [0x8B, 0xE5]) {
+            return .stackMove  // mov %rsp,%rbp / mov %rbp,%rsp
+        }
+        if bytes.count == 4 && bytes[0] == 0x48 && bytes[1] == 0x83 && bytes[2] == 0xE4 && bytes[3] >= 0x80 {
+            return .stackMove  // and $negative,%rsp
+        }
+        if rexWR.contains(bytes[0]) && (rest == [0x01, 0xFC] || rest == [0x09, 0xFC]) { return .rspSandboxing }
+        if rexWB.contains(bytes[0]) && (rest == [0x03, 0xE7] || rest == [0x0B, 0xE7]) { return .rspSandboxing }
+        if [[0x4A, 0x8D, 0x24, 0x3C], [0x4A, 0x8D, 0x64, 0x3C, 0x00], [0x4A, 0x8D, 0xA4, 0x3C, 0, 0, 0, 0]].contains(bytes) {
+            return .rspSandboxing
+        }
+        if rexWR.contains(bytes[0]) && rest == [0x01, 0xFD] { return .rbpSandboxing }
+        if rexWB.contains(bytes[0]) && rest == [0x03, 0xEF] { return .rbpSandboxing }
+        if [[0x4A, 0x8D, 0x6C, 0x3D, 0x00], [0x4A, 0x8D, 0xAC, 0x3D, 0, 0, 0, 0]].contains(bytes) { return .rbpSandboxing }
+        return .none
+    }
+
+    /// `and $~(bundle-1),%eXX` (83 /4 ib), with at most a REX whose B bit names the register.
+    static func isMask(_ bytes: [UInt8], register: Int, bundleSize: Int) -> Bool {
+        var b = bytes[...]
+        if let first = b.first, first & 0xF0 == 0x40 {
+            guard first & 0x08 == 0, Int(first & 1) == register >> 3 else { return false }
+            b = b.dropFirst()
+        } else if register >= 8 {
+            return false
+        }
+        return Array(b) == [0x83, 0xE0 | UInt8(register & 7), UInt8(truncatingIfNeeded: -bundleSize)]
+    }
+
+    /// `add %r15,%rXX`, either direction (01 /r or 03 /r), REX.W.
+    static func isAddR15(_ bytes: [UInt8], register: Int) -> Bool {
+        guard bytes.count == 3, bytes[0] & 0xF8 == 0x48 else { return false }
+        let rex = bytes[0], modrm = bytes[2]
+        if bytes[1] == 0x01 {
+            return rex & 4 != 0 && Int(rex & 1) == register >> 3 && modrm == 0xF8 | UInt8(register & 7)
+        }
+        if bytes[1] == 0x03 {
+            return rex & 1 != 0 && Int(rex >> 2 & 1) == register >> 3 && modrm == 0xC7 | UInt8(register & 7) << 3
+        }
+        return false
+    }
+
+    /// `mov %esi,%esi` / `mov %edi,%edi` (89 or 8B), optionally with a REX.X NaCl tolerates.
+    static func isMovSelf(_ bytes: [UInt8], modrm: UInt8) -> Bool {
+        var b = bytes[...]
+        if b.first == 0x42 { b = b.dropFirst() }
+        return Array(b) == [0x89, modrm] || Array(b) == [0x8B, modrm]
+    }
+
+    static func registerNumber(_ kind: OperandKind, _ insn: Instruction) -> Int? {
+        let v = insn.vector
+        switch kind.location {
+        case .modrmReg: return Int((insn.modrm >> 3) & 7 | v.r << 3)
+        case .modrmRegister, .modrmRegisterOrMemory: return insn.hasMemoryModRM ? nil : Int(insn.modrm & 7 | v.b << 3)
+        case .opcodeRegister: return Int(insn.opcode & 7 | v.b << 3)
+        case .vvvv: return Int(v.vvvv & 15)
+        case .fixedRegister:
+            return ["al": 0, "ax": 0, "eax": 0, "rax": 0, "cl": 1, "dx": 2][kind.name]
+        default: return nil
+        }
+    }
+
+    static func relativeTarget(_ insn: Instruction, _ bytes: UnsafeRawBufferPointer) -> Int? {
+        guard insn.immediateSize > 0 else { return nil }
+        let at = Int(insn.immediateOffset)
+        switch insn.immediateSize {
+        case 1: return Int(Int8(bitPattern: bytes[at]))
+        case 2: return Int(Int16(bitPattern: UInt16(bytes[at]) | UInt16(bytes[at + 1]) << 8))
+        case 4:
+            var value: UInt32 = 0
+            for k in 0..<4 { value |= UInt32(bytes[at + k]) << (8 * k) }
+            return Int(Int32(bitPattern: value))
+        default: return nil
+        }
+    }
+
+    static func name(_ register: Int) -> String {
+        "%" + (Decoder.name(.gpr64, register, anyREX: true) ?? "r?")
+    }
+}
