@@ -186,7 +186,10 @@ struct NaClPass {
             if facts.contains(.writesRegisters) { newRestricted = checkWrites(insn, formInfo, facts) }
         }
 
-        if insn.hasMemoryModRM && !facts.contains(.noMemoryAccess) { checkMemory(insn, at: offset, pending: pending) }
+        // (A VSIB operand's index is a vector: the model forbids those forms outright.)
+        if insn.hasMemoryModRM && !facts.contains(.noMemoryAccess) && !formInfo.classes.contains(.vsib) {
+            checkMemory(insn, at: offset, pending: pending)
+        }
         if facts.contains(.indirectBranch) { checkIndirectBranch(insn, at: offset) }
         if facts.contains(.ret) { refuse(.unsafeIndirectBranch, "RET jumps to an unmasked address: use pop and the masked jump") }
         if facts.contains(.directBranch), let target = Self.relativeTarget(insn, bytes) {
