@@ -48,6 +48,12 @@ public struct CompiledPolicy: Sendable {
     public let forbidden: [String?]
     /// FNV-1a over every table above and the parameters: what the generated verifier is named by.
     public let contentHash: UInt64
+    /// Everything above, per form, as plain values: the engines' hot path reads only this.
+    public let plans: [FormPlan]
+    /// The model's reasons, indexed by `FormPlan.forbidden - 1`.
+    public let forbiddenReasons: [String]
+    /// Whether some rule looks at redundant prefixes (the decoder may skip that analysis otherwise).
+    public let needsRedundantPrefixes: Bool
 
     public var contentHashHex: String {
         let digits = String(contentHash, radix: 16)
@@ -74,6 +80,24 @@ public struct CompiledPolicy: Sendable {
             facts.append(Self.modelFacts(form))
             forbidden.append(model == .naclX86_64 ? NaClRules.forbiddenReason(form) : nil)
         }
+        var reasons: [String] = []
+        var plans: [FormPlan] = []
+        for form in database.forms {
+            let reason = forbidden[form.index]
+            var reasonIndex: UInt8 = 0
+            if let reason {
+                if let k = reasons.firstIndex(of: reason) { reasonIndex = UInt8(k + 1) } else {
+                    reasons.append(reason)
+                    reasonIndex = UInt8(reasons.count)
+                }
+            }
+            plans.append(FormPlan(form, decision: decisions[form.index], rule: refusing[form.index], facts: facts[form.index],
+                                  forbidden: reasonIndex))
+        }
+        self.plans = plans
+        self.forbiddenReasons = reasons
+        needsRedundantPrefixes = policy.rules.contains { $0.selector.prefixes?.contains(.redundant) ?? false }
+            || policy.groups.user.values.joined().contains { $0.prefixes?.contains(.redundant) ?? false }
         self.decisions = decisions
         self.refusingRule = refusing
         self.facts = facts
@@ -129,5 +153,73 @@ struct FNV1a {
         }
         value ^= 0x0A
         value = value &* 0x0000_0100_0000_01B3
+    }
+}
+
+/// What the engines need to know about one form, as plain values (no references, no strings).
+public struct FormPlan: Sendable, Equatable {
+    public var decision: CompiledPolicy.Decision
+    /// 0: the model allows the form; k: it refuses it for `forbiddenReasons[k - 1]`.
+    public var forbidden: UInt8
+    public var facts: CompiledPolicy.ModelFacts
+    public var rule: Int32
+    /// Up to three general-register operands the form writes: `WriteSlot` raw values (0: none).
+    public var writes: (UInt8, UInt8, UInt8)
+    /// Implicit writes: bit 0 %r15, bit 1 %rbp, bit 2 %rsp.
+    public var implicitWrites: UInt8
+    public var implicitMemory: Bool
+    public var vsib: Bool
+
+    public static func == (a: FormPlan, b: FormPlan) -> Bool {
+        a.decision == b.decision && a.forbidden == b.forbidden && a.facts == b.facts && a.rule == b.rule
+            && a.writes == b.writes && a.implicitWrites == b.implicitWrites && a.implicitMemory == b.implicitMemory && a.vsib == b.vsib
+    }
+
+    /// A written general register: where it is encoded (low nibble) and its width (high nibble).
+    public enum WriteSlot {
+        public static let modrmReg: UInt8 = 1, modrmRM: UInt8 = 2, opcodeRegister: UInt8 = 3, vvvv: UInt8 = 4, rax: UInt8 = 5
+        public static let width8: UInt8 = 0x10, width16: UInt8 = 0x20, width32: UInt8 = 0x30, width64: UInt8 = 0x40
+    }
+
+    init(_ form: Form, decision: CompiledPolicy.Decision, rule: Int32, facts: CompiledPolicy.ModelFacts, forbidden: UInt8) {
+        self.decision = decision
+        self.rule = rule
+        self.facts = facts
+        self.forbidden = forbidden
+        var slots: [UInt8] = []
+        for operand in form.operands where operand.access.writes {
+            let width: UInt8
+            switch operand.kind.registerClass {
+            case .gpr8: width = WriteSlot.width8
+            case .gpr16: width = WriteSlot.width16
+            case .gpr32: width = WriteSlot.width32
+            case .gpr64: width = WriteSlot.width64
+            default: continue
+            }
+            let place: UInt8
+            switch operand.kind.location {
+            case .modrmReg: place = WriteSlot.modrmReg
+            case .modrmRegister, .modrmRegisterOrMemory: place = WriteSlot.modrmRM
+            case .opcodeRegister: place = WriteSlot.opcodeRegister
+            case .vvvv: place = WriteSlot.vvvv
+            default: continue  // fixed registers (AL, EAX, ...) are never %r15, %rsp or %rbp
+            }
+            slots.append(width | place)
+        }
+        precondition(slots.count <= 3, "\(form.id) writes more than three registers")
+        slots += [0, 0, 0]
+        writes = (slots[0], slots[1], slots[2])
+        var implicit: UInt8 = 0
+        for register in form.implicitRegisters where register.access.writes {
+            switch register.register {
+            case "r15", "r15d", "r15w", "r15b": implicit |= 1
+            case "rbp", "ebp", "bp", "bpl": implicit |= 2
+            case "rsp", "esp", "sp", "spl": implicit |= 4
+            default: break
+            }
+        }
+        implicitWrites = implicit
+        implicitMemory = form.operands.contains { $0.kind.location == .implicitMemory }
+        vsib = form.classes.contains(.vsib)
     }
 }

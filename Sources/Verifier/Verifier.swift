@@ -11,9 +11,9 @@ public struct Verifier: Sendable {
     public let compiled: CompiledPolicy
     public let decoder: Decoder
 
-    public init(_ compiled: CompiledPolicy, decoder: Decoder = .shared) {
+    public init(_ compiled: CompiledPolicy, decoder: Decoder? = nil) {
         self.compiled = compiled
-        self.decoder = decoder
+        self.decoder = decoder ?? (compiled.needsRedundantPrefixes ? .shared : .withoutRedundancy)
     }
 
     public func verify(_ bytes: [UInt8], base: UInt64 = 0) -> VerificationReport {
@@ -24,8 +24,10 @@ public struct Verifier: Sendable {
         switch compiled.model {
         case .none: return sweep(code)
         case .naclX86_64:
-            var pass = NaClPass(verifier: self, code: code, base: base)
-            return pass.run()
+            return compiled.plans.withUnsafeBufferPointer { plans in
+                var pass = NaClPass(verifier: self, code: code, base: base, plans: plans)
+                return pass.run()
+            }
         }
     }
 
@@ -54,11 +56,12 @@ public struct Verifier: Sendable {
         if let refusal = insn.refusal {
             return Finding(.invalid, offset: offset, length: insn.length, form: form, refusal.rawValue)
         }
-        switch compiled.decisions[form] {
+        let plan = compiled.plans[form]
+        switch plan.decision {
         case .accept:
             return nil
         case .refuse:
-            let rule = compiled.refusingRule[form]
+            let rule = plan.rule
             return Finding(.banned, offset: offset, length: insn.length, form: form,
                            rule >= 0 ? "refused by the policy" : "not trusted by the policy", rule: rule >= 0 ? Int(rule) : nil)
         case .conditional:
@@ -86,6 +89,7 @@ struct NaClPass {
     var bundle: [(offset: Int, insn: Instruction)] = []
     /// The register zero-extended by the previous instruction (NaCl's restricted register).
     var restricted: Int = -1
+    let plans: UnsafeBufferPointer<FormPlan>
     /// The instruction being checked, for `refuse`.
     var current: (insn: Instruction, offset: Int) = (Instruction(), 0)
 
@@ -95,8 +99,9 @@ struct NaClPass {
 
     var bundleSize: Int { verifier.compiled.bundleSize }
 
-    init(verifier: Verifier, code: UnsafeRawBufferPointer, base: UInt64) {
+    init(verifier: Verifier, code: UnsafeRawBufferPointer, base: UInt64, plans: UnsafeBufferPointer<FormPlan>) {
         self.verifier = verifier
+        self.plans = plans
         self.code = code
         self.base = base
         validTargets = [Bool](repeating: false, count: code.count + 1)
@@ -114,8 +119,9 @@ struct NaClPass {
             bundle.removeAll(keepingCapacity: true)
             restricted = -1
             while offset < bundleEnd {
-                guard case .instruction(let insn) = verifier.decoder.decode(code, at: offset) else {
-                    if case .invalid(let reason) = verifier.decoder.decode(code, at: offset) {
+                let decoded = verifier.decoder.decode(code, at: offset)
+                guard case .instruction(let insn) = decoded else {
+                    if case .invalid(let reason) = decoded {
                         report.findings.append(Finding(.invalid, offset: offset, length: 1, form: nil, reason.rawValue))
                     }
                     offset = bundleEnd  // NaCl resumes at the next bundle
@@ -146,28 +152,26 @@ struct NaClPass {
     // MARK: - One instruction
 
     mutating func check(_ insn: Instruction, at offset: Int) {
-        let bytes = UnsafeRawBufferPointer(rebasing: code[offset..<offset + insn.length])
-        let compiled = verifier.compiled
-        let form = insn.formIndex
-        let facts = compiled.facts[form]
-        if let finding = verifier.policyFinding(insn, at: offset) {
-            report.findings.append(finding)
-            if insn.refusal != nil { restricted = -1; return }
-        }
+        let plan = plans[insn.formIndex]
+        let facts = plan.facts
         current = (insn, offset)
-        if let reason = compiled.forbidden[form] { refuse(.sandboxForbidden, reason) }
-        if insn.prefixes.contains(.segmentFS) || insn.prefixes.contains(.segmentGS) {
+        if insn.refusal != nil || plan.decision != .accept {
+            if let finding = verifier.policyFinding(insn, at: offset) {
+                report.findings.append(finding)
+                if insn.refusal != nil { restricted = -1; return }
+            }
+        }
+        if plan.forbidden != 0 { refuse(.sandboxForbidden, verifier.compiled.forbiddenReasons[Int(plan.forbidden) - 1]) }
+        let prefixes = insn.prefixes
+        if !prefixes.isDisjoint(with: [.segmentFS, .segmentGS]) {
             refuse(.sandboxForbidden, "an FS or GS segment override reaches outside the sandbox")
         }
-        let formInfo = verifier.decoder.form(of: insn)
-        let touchesMemory = (insn.hasMemoryModRM && !facts.contains(.noMemoryAccess))
-            || formInfo.operands.contains { $0.kind.location == .implicitMemory }
-        if insn.prefixes.contains(.addressSize) && (touchesMemory || insn.hasMemoryModRM) {
+        if prefixes.contains(.addressSize) && (insn.hasMemoryModRM || plan.implicitMemory) {
             refuse(.sandboxForbidden, "0x67 truncates the address to 32 bits: outside the sandbox")
         }
 
         // %rsp/%rbp: the sanctioned forms first, then every register the instruction writes.
-        let special = Self.special(bytes)
+        let special = insn.rex != 0 ? Self.special(code, offset, insn.length) : .none
         let pending = restricted
         var newRestricted = -1
         switch special {
@@ -183,16 +187,16 @@ struct NaClPass {
             if pending == 4 || pending == 5 {
                 refuse(.stackPointerWrite, "%\(pending == 4 ? "esp" : "ebp") was zero-extended but this is not the add %r15 that must follow")
             }
-            if facts.contains(.writesRegisters) { newRestricted = checkWrites(insn, formInfo, facts) }
+            if plan.writes.0 != 0 || plan.implicitWrites != 0 { newRestricted = checkWrites(insn, plan) }
         }
 
         // (A VSIB operand's index is a vector: the model forbids those forms outright.)
-        if insn.hasMemoryModRM && !facts.contains(.noMemoryAccess) && !formInfo.classes.contains(.vsib) {
+        if insn.hasMemoryModRM && !facts.contains(.noMemoryAccess) && !plan.vsib {
             checkMemory(insn, at: offset, pending: pending)
         }
         if facts.contains(.indirectBranch) { checkIndirectBranch(insn, at: offset) }
         if facts.contains(.ret) { refuse(.unsafeIndirectBranch, "RET jumps to an unmasked address: use pop and the masked jump") }
-        if facts.contains(.directBranch), let target = Self.relativeTarget(insn, bytes) {
+        if facts.contains(.directBranch), let target = Self.relativeTarget(insn, code, offset) {
             branches.append((offset, insn.length, offset + insn.length + target))
             if facts.contains(.call) { checkCallAlignment(offset + insn.length, insn, at: offset) }
         }
@@ -202,31 +206,34 @@ struct NaClPass {
 
     /// Explicit register writes: %r15 never, %rsp/%rbp only as a zero-extending 32-bit first
     /// half. Returns the register this instruction restricts (-1: none).
-    mutating func checkWrites(_ insn: Instruction, _ form: Form, _ facts: CompiledPolicy.ModelFacts) -> Int {
+    mutating func checkWrites(_ insn: Instruction, _ plan: FormPlan) -> Int {
         var restricts = -1
-        for operand in form.operands where operand.access.writes {
-            let file = operand.kind.registerClass
-            guard [.gpr8, .gpr16, .gpr32, .gpr64].contains(file), let number = Self.registerNumber(operand.kind, insn) else { continue }
-            if file == .gpr8 && number >= 4 && number < 8 && insn.rex == 0 { continue }  // AH..BH, not SPL..DIL
+        let zeroExtends = plan.facts.contains(.zeroExtends)
+        for slot in [plan.writes.0, plan.writes.1, plan.writes.2] where slot != 0 {
+            let v = insn.vector
+            let number: Int
+            switch slot & 0x0F {
+            case FormPlan.WriteSlot.modrmReg: number = Int((insn.modrm >> 3) & 7 | v.r << 3)
+            case FormPlan.WriteSlot.modrmRM:
+                if insn.hasMemoryModRM { continue }
+                number = Int(insn.modrm & 7 | v.b << 3)
+            case FormPlan.WriteSlot.opcodeRegister: number = Int(insn.opcode & 7 | v.b << 3)
+            case FormPlan.WriteSlot.vvvv: number = Int(v.vvvv & 15)
+            default: continue
+            }
+            let width = slot & 0xF0
+            if width == FormPlan.WriteSlot.width8 && number >= 4 && number < 8 && insn.rex == 0 { continue }  // AH..BH
             if number == 15 { refuse(.reservedRegisterWrite, "writes %r15, the sandbox base"); continue }
-            let zeroExtending = facts.contains(.zeroExtends) && file == .gpr32
-            if number == 4 || number == 5 {
-                if !zeroExtending {
-                    refuse(.stackPointerWrite, "writes \(number == 4 ? "%rsp" : "%rbp") outside the sanctioned sequences")
-                    continue
-                }
+            let zeroExtending = zeroExtends && width == FormPlan.WriteSlot.width32
+            if (number == 4 || number == 5) && !zeroExtending {
+                refuse(.stackPointerWrite, "writes \(number == 4 ? "%rsp" : "%rbp") outside the sanctioned sequences")
+                continue
             }
             if zeroExtending && restricts < 0 { restricts = number }
         }
-        for implicit in form.implicitRegisters where implicit.access.writes {
-            switch implicit.register {
-            case "r15", "r15d", "r15w", "r15b": refuse(.reservedRegisterWrite, "writes %r15 implicitly")
-            case "rbp", "ebp", "bp", "bpl": refuse(.stackPointerWrite, "writes %rbp implicitly (\(form.mnemonic))")
-            case "rsp", "esp", "sp", "spl":
-                if !facts.contains(.stackEngine) { refuse(.stackPointerWrite, "writes %rsp implicitly (\(form.mnemonic))") }
-            default: break
-            }
-        }
+        if plan.implicitWrites & 1 != 0 { refuse(.reservedRegisterWrite, "writes %r15 implicitly") }
+        if plan.implicitWrites & 2 != 0 { refuse(.stackPointerWrite, "writes %rbp implicitly") }
+        if plan.implicitWrites & 4 != 0 && !plan.facts.contains(.stackEngine) { refuse(.stackPointerWrite, "writes %rsp implicitly") }
         return restricts
     }
 
@@ -324,25 +331,33 @@ struct NaClPass {
 
     enum Special { case none, stackMove, rspSandboxing, rbpSandboxing }
 
-    static func special(_ b: UnsafeRawBufferPointer) -> Special {
-        let bytes = Array(b)
-        let rexW: Set<UInt8> = [0x48, 0x4A], rexWR: Set<UInt8> = [0x4C, 0x4E], rexWB: Set<UInt8> = [0x49, 0x4B]
-        guard bytes.count >= 3 else { return .none }
-        let rest = Array(bytes.dropFirst())
-        if rexW.contains(bytes[0]) && (rest == [0x89, 0xE5] || rest == [0x8B, 0xEC] || rest == [0x89, 0xEC] || rest == [0x8B, 0xE5]) {
-            return .stackMove  // mov %rsp,%rbp / mov %rbp,%rsp
+    static func special(_ code: UnsafeRawBufferPointer, _ at: Int, _ length: Int) -> Special {
+        func byte(_ k: Int) -> UInt8 { code[at + k] }
+        func equals(_ pattern: [UInt8]) -> Bool {
+            pattern.count == length && pattern.indices.allSatisfy { code[at + $0] == pattern[$0] }
         }
-        if bytes.count == 4 && bytes[0] == 0x48 && bytes[1] == 0x83 && bytes[2] == 0xE4 && bytes[3] >= 0x80 {
-            return .stackMove  // and $negative,%rsp
+        let rex = byte(0)
+        if length == 3 {
+            let (op, modrm) = (byte(1), byte(2))
+            if rex == 0x48 || rex == 0x4A {
+                // mov %rsp,%rbp / mov %rbp,%rsp, in both directions
+                if (op == 0x89 && (modrm == 0xE5 || modrm == 0xEC)) || (op == 0x8B && (modrm == 0xEC || modrm == 0xE5)) { return .stackMove }
+            }
+            if rex == 0x4C || rex == 0x4E {
+                if (op == 0x01 || op == 0x09) && modrm == 0xFC { return .rspSandboxing }
+                if op == 0x01 && modrm == 0xFD { return .rbpSandboxing }
+            }
+            if rex == 0x49 || rex == 0x4B {
+                if (op == 0x03 || op == 0x0B) && modrm == 0xE7 { return .rspSandboxing }
+                if op == 0x03 && modrm == 0xEF { return .rbpSandboxing }
+            }
+            return .none
         }
-        if rexWR.contains(bytes[0]) && (rest == [0x01, 0xFC] || rest == [0x09, 0xFC]) { return .rspSandboxing }
-        if rexWB.contains(bytes[0]) && (rest == [0x03, 0xE7] || rest == [0x0B, 0xE7]) { return .rspSandboxing }
-        if [[0x4A, 0x8D, 0x24, 0x3C], [0x4A, 0x8D, 0x64, 0x3C, 0x00], [0x4A, 0x8D, 0xA4, 0x3C, 0, 0, 0, 0]].contains(bytes) {
-            return .rspSandboxing
-        }
-        if rexWR.contains(bytes[0]) && rest == [0x01, 0xFD] { return .rbpSandboxing }
-        if rexWB.contains(bytes[0]) && rest == [0x03, 0xEF] { return .rbpSandboxing }
-        if [[0x4A, 0x8D, 0x6C, 0x3D, 0x00], [0x4A, 0x8D, 0xAC, 0x3D, 0, 0, 0, 0]].contains(bytes) { return .rbpSandboxing }
+        if length == 4 && rex == 0x48 && byte(1) == 0x83 && byte(2) == 0xE4 && byte(3) >= 0x80 { return .stackMove }
+        guard rex == 0x4A else { return .none }
+        if equals([0x4A, 0x8D, 0x24, 0x3C]) || equals([0x4A, 0x8D, 0x64, 0x3C, 0x00])
+            || equals([0x4A, 0x8D, 0xA4, 0x3C, 0, 0, 0, 0]) { return .rspSandboxing }
+        if equals([0x4A, 0x8D, 0x6C, 0x3D, 0x00]) || equals([0x4A, 0x8D, 0xAC, 0x3D, 0, 0, 0, 0]) { return .rbpSandboxing }
         return .none
     }
 
@@ -391,9 +406,10 @@ struct NaClPass {
         }
     }
 
-    static func relativeTarget(_ insn: Instruction, _ bytes: UnsafeRawBufferPointer) -> Int? {
+    static func relativeTarget(_ insn: Instruction, _ code: UnsafeRawBufferPointer, _ offset: Int) -> Int? {
         guard insn.immediateSize > 0 else { return nil }
-        let at = Int(insn.immediateOffset)
+        let bytes = code
+        let at = offset + Int(insn.immediateOffset)
         switch insn.immediateSize {
         case 1: return Int(Int8(bitPattern: bytes[at]))
         case 2: return Int(Int16(bitPattern: UInt16(bytes[at]) | UInt16(bytes[at + 1]) << 8))

@@ -8,10 +8,21 @@ public struct Decoder: Sendable {
     public let database: ISADatabase
     let tables: DecoderTables
 
-    public init(database: ISADatabase = .shared) {
+    /// Whether decoded instructions carry `redundantPrefixes` (a little work per prefixed
+    /// instruction; a verifier whose policy never asks can skip it).
+    public let findsRedundantPrefixes: Bool
+
+    public init(database: ISADatabase = .shared, findsRedundantPrefixes: Bool = true) {
         self.database = database
-        self.tables = DecoderTables(database: database)
+        self.tables = database === ISADatabase.shared && Self.sharedTables != nil ? Self.sharedTables! : DecoderTables(database: database)
+        self.findsRedundantPrefixes = findsRedundantPrefixes
     }
+
+    /// One copy of the compiled-in database's tables for every decoder.
+    private static let sharedTables: DecoderTables? = DecoderTables(database: .shared)
+
+    /// The same decoder without the redundant-prefix analysis.
+    public static let withoutRedundancy = Decoder(findsRedundantPrefixes: false)
 
     /// The decoder over the compiled-in database.
     public static let shared = Decoder()
@@ -297,7 +308,9 @@ public struct Decoder: Sendable {
         insn.vector = vector
         if facts.checksRegisters, let reason = registerProblem(insn) { return .invalid(reason) }
         insn.refusal = Self.refusal(insn, facts.classes, table: table)
-        if insn.opcodeOffset != 0 { insn.redundantPrefixes = redundantPrefixes(insn, facts.prefixUse, code, at: offset) }
+        if findsRedundantPrefixes && insn.opcodeOffset != 0 {
+            insn.redundantPrefixes = redundantPrefixes(insn, facts.prefixUse, code, at: offset)
+        }
         return .instruction(insn)
     }
 
