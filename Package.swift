@@ -26,10 +26,12 @@ let package = Package(
         .target(name: "Policy", dependencies: ["X86", "CYaml"]),
         // Policy → decoder tables, the sandbox models, the Swift verifier engine, findings.
         .target(name: "Verifier", dependencies: ["X86", "Policy"]),
+        // The standalone C verifier: tables from a compiled policy above a fixed C core.
+        .target(name: "Codegen", dependencies: ["Verifier", "Policy", "X86"]),
         // Human-readable instruction text through capstone, Sieve's own rendering where capstone fails.
         .target(name: "Disassembly", dependencies: ["X86", "CCapstone"]),
         .executableTarget(name: "SieveCLI", dependencies: [
-            "X86", "Disassembly", "Policy", "Verifier",
+            "X86", "Disassembly", "Policy", "Verifier", "Codegen",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Sources/SieveCLI"),
 
@@ -39,7 +41,7 @@ let package = Package(
         .testTarget(name: "X86Tests", dependencies: ["X86", "Disassembly", "CZydis", "CCapstone"],
                     exclude: ["Fixtures"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "X86"]),
-        .testTarget(name: "VerifierTests", dependencies: ["Verifier", "Policy", "X86"], exclude: ["Corpus"]),
+        .testTarget(name: "VerifierTests", dependencies: ["Verifier", "Codegen", "Policy", "X86"], exclude: ["Corpus"]),
         .testTarget(name: "SieveCLITests", dependencies: ["SieveCLI"]),
     ]
 )

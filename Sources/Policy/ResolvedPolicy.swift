@@ -196,7 +196,7 @@ public enum PolicyLoader {
     }
 
     /// Whether a selector looks at instances (directly, or through a group that does).
-    static func isConditional(_ selector: Selector, _ groups: GroupCatalog, depth: Int = 0) -> Bool {
+    public static func isConditional(_ selector: Selector, _ groups: GroupCatalog, depth: Int = 0) -> Bool {
         if selector.hasInstanceFields { return true }
         guard depth < 16, let names = selector.groups else { return false }
         return names.contains { name in

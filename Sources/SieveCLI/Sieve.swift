@@ -12,5 +12,5 @@ struct Sieve: ParsableCommand {
             Exit status: 0 success or accepted, 1 findings (refused code, policies differ), \
             2 usage or input error.
             """,
-        subcommands: [VerifyCommand.self, BenchCommand.self, CheckCommand.self, ExplainCommand.self, ISACommand.self, DisasmCommand.self])
+        subcommands: [VerifyCommand.self, GenerateCommand.self, BenchCommand.self, CheckCommand.self, ExplainCommand.self, ISACommand.self, DisasmCommand.self])
 }

@@ -61,3 +61,23 @@ enum Clock {
         return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
     }
 }
+
+/// Creates a folder and its parents, like `mkdir -p`.
+func makeDirectory(_ path: String) throws {
+    var current = path.hasPrefix("/") ? "" : "."
+    for part in path.split(separator: "/") {
+        current += "/" + part
+        if mkdir(current, 0o755) != 0 && errno != EEXIST {
+            throw InputError("cannot create \(current): \(String(cString: strerror(errno)))")
+        }
+    }
+}
+
+/// Writes a whole file, replacing it.
+func writeFile(_ path: String, _ text: String) throws {
+    guard let file = fopen(path, "wb") else { throw InputError("cannot write \(path): \(String(cString: strerror(errno)))") }
+    defer { fclose(file) }
+    var text = text
+    let written = text.withUTF8 { fwrite($0.baseAddress, 1, $0.count, file) }
+    if written != text.utf8.count { throw InputError("cannot write \(path)") }
+}

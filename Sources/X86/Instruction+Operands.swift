@@ -29,7 +29,7 @@ extension Decoder {
         return form.memoryBits
     }
 
-    static let registerBits: [OperandKind.RegisterClass: Int] = [
+    public static let registerBits: [OperandKind.RegisterClass: Int] = [
         .gpr8: 8, .gpr16: 16, .gpr32: 32, .gpr64: 64, .mmx: 64, .xmm: 128, .ymm: 256, .zmm: 512,
         .opmask: 64, .x87: 80, .segment: 16, .control: 64, .debug: 64, .tile: 8192,
     ]

@@ -1,0 +1,494 @@
+/// The hand-written core of the generated C verifier: the same for every policy, the tables
+/// above it in the generated file are what change. It mirrors `Decoder.decode` and the Swift
+/// engine's NaCl pass step for step, so that both engines agree (a differential test checks it).
+enum CCore {
+    static let source = #"""
+/* ---- core: identical for every policy ------------------------------------------------- */
+
+enum { T_REG = 1, T_MEM = 2 };
+#define KEY(shift, v) ((uint64_t)1 << ((shift) + (v)))
+enum { S_MOD = 0, S_REG = 2, S_RM = 10, S_PFX = 18, S_SIZE = 22, S_ASZ = 25, S_W = 27, S_L = 29, S_REXB = 33 };
+enum { P_LOCK = 1, P_REP = 2, P_REPNE = 4, P_66 = 8, P_67 = 16, P_ES = 32, P_CS = 64, P_SS = 128, P_DS = 256, P_FS = 512,
+       P_GS = 1024, P_REX = 2048, P_IGNREX = 4096 };
+enum { C_LOCK = 1 << 3, C_STRING = 1 << 1, C_VSIB = 1 << 9, C_OPMASK = 1 << 16, C_OPMASK_REQ = 1 << 17, C_ZEROING = 1 << 18,
+       C_BCST = 1 << 19, C_ER = 1 << 20, C_SAE = 1 << 21, C_FORCE64 = 1 << 26, C_NO66 = 1u << 30, C_NOF2F3 = 1u << 31 };
+
+typedef struct {
+    int length, form, refused, prefix_count;
+    unsigned prefixes, redundant;
+    uint8_t rex, opcode, modrm, sib, has_modrm, mem, imm_off, imm_size, table;
+    uint8_t vr, vx, vb, vvvv, vw, vl, aaa, z, bcst;
+} insn_t;
+
+static int is_mem(const insn_t *i) { return i->has_modrm && (i->modrm >> 6) != 3; }
+
+/* Decodes the instruction at code[0..avail). Returns 0 (invalid) or 1; never reads past avail. */
+static int decode(const uint8_t *code, size_t avail, insn_t *o) {
+    size_t end = avail < 15 ? avail : 15, i = 0;
+    unsigned p = 0;
+    uint8_t rex = 0, last_rep = 0, b = 0, op = 0, modrm = 0;
+    int table = 0, vec = 0, evex = 0, taken;
+    const struct sieve_entry *e;
+    uint64_t key = 0, sel = 0, allowed, size;
+    const struct sieve_form *f;
+    int k, imm;
+    memset(o, 0, sizeof *o);
+    for (;; i++) {
+        if (i >= end) return 0;
+        b = code[i];
+        switch (b) {
+        case 0xF0: p |= P_LOCK; break;
+        case 0xF2: p |= P_REPNE; last_rep = b; break;
+        case 0xF3: p |= P_REP; last_rep = b; break;
+        case 0x66: p |= P_66; break;
+        case 0x67: p |= P_67; break;
+        case 0x26: p |= P_ES; break;
+        case 0x2E: p |= P_CS; break;
+        case 0x36: p |= P_SS; break;
+        case 0x3E: p |= P_DS; break;
+        case 0x64: p |= P_FS; break;
+        case 0x65: p |= P_GS; break;
+        default:
+            if ((b & 0xF0) == 0x40) { p |= P_REX; if (rex) p |= P_IGNREX; rex = b; continue; }
+            goto opcode;
+        }
+        if (rex) { p |= P_IGNREX; rex = 0; }
+    }
+opcode:
+    o->prefix_count = (int)i;
+    if (b == 0x0F) {
+        if (++i >= end) return 0;
+        switch (code[i]) {
+        case 0x38: table = 2; i++; break;
+        case 0x3A: table = 3; i++; break;
+        case 0x0F: table = 4; i++; break;
+        default: table = 1;
+        }
+    } else if (b == 0xC5) {
+        if (i + 1 >= end) return 0;
+        o->vr = (uint8_t)((~code[i + 1] >> 7) & 1); o->vvvv = (uint8_t)((~code[i + 1] >> 3) & 15);
+        o->vl = (code[i + 1] >> 2) & 1; sel = code[i + 1] & 3; table = 5; vec = 1; i += 2;
+    } else if (b == 0xC4 || (b == 0x8F && i + 1 < end && (code[i + 1] & 0x1F) >= 8)) {
+        uint8_t p0, p1, map;
+        if (i + 2 >= end) return 0;
+        p0 = code[i + 1]; p1 = code[i + 2]; map = p0 & 0x1F;
+        o->vr = (uint8_t)((~p0 >> 7) & 1); o->vx = (uint8_t)((~p0 >> 6) & 1); o->vb = (uint8_t)((~p0 >> 5) & 1);
+        o->vw = p1 >> 7; o->vvvv = (uint8_t)((~p1 >> 3) & 15); o->vl = (p1 >> 2) & 1; sel = p1 & 3;
+        if (b == 0xC4) { if (map < 1 || map > 3) return 0; table = 4 + map; }
+        else { if (map > 10) return 0; table = 5 + map; }
+        vec = 1; i += 3;
+    } else if (b == 0x8F && i + 1 >= end) {
+        return 0;
+    } else if (b == 0x62) {
+        uint8_t p0, p1, p2;
+        if (i + 3 >= end) return 0;
+        p0 = code[i + 1]; p1 = code[i + 2]; p2 = code[i + 3];
+        if ((p0 & 8) || !(p1 & 4)) return 0;
+        o->vr = (uint8_t)(((~p0 >> 7) & 1) | (((~p0 >> 4) & 1) << 1)); o->vx = (uint8_t)((~p0 >> 6) & 1);
+        o->vb = (uint8_t)((~p0 >> 5) & 1); o->vw = p1 >> 7;
+        o->vvvv = (uint8_t)(((~p1 >> 3) & 15) | (((~p2 >> 3) & 1) << 4)); sel = p1 & 3;
+        o->z = p2 >> 7; o->vl = (p2 >> 5) & 3; o->bcst = (p2 >> 4) & 1; o->aaa = p2 & 7;
+        switch (p0 & 7) { case 1: case 2: case 3: table = 7 + (p0 & 7); break; case 5: case 6: table = 6 + (p0 & 7); break;
+                          default: return 0; }
+        vec = evex = 1; i += 4;
+    }
+    if (vec && ((p & (P_66 | P_REP | P_REPNE | P_LOCK)) || rex)) return 0;
+    if (table != 4) { if (i >= end) return 0; op = code[i++]; }
+    e = &sieve_entries[table * 256 + op];
+    taken = table == 4 ? 1 : e->has_modrm;
+    if (!taken && !e->count) return 0;
+    if (taken) {
+        if (i >= end) return 0;
+        modrm = code[i++]; o->has_modrm = 1;
+        if (e->mod_ignored) modrm |= 0xC0;
+        else if ((modrm >> 6) != 3) {
+            int disp = 0;
+            if ((modrm & 7) == 4) { if (i >= end) return 0; o->sib = code[i++]; }
+            if ((modrm >> 6) == 1) disp = 1;
+            else if ((modrm >> 6) == 2 || ((modrm >> 6) == 0 && ((modrm & 7) == 5 || ((modrm & 7) == 4 && (o->sib & 7) == 5)))) disp = 4;
+            i += (size_t)disp;
+        }
+    }
+    if (table == 4) { if (i >= end) return 0; op = code[i++]; e = &sieve_entries[4 * 256 + op]; }
+    if (i > end || !e->count) return 0;
+    o->opcode = op; o->modrm = modrm; o->table = (uint8_t)table;
+    if (taken) key |= KEY(S_MOD, (modrm >> 6) == 3 ? 0 : 1) | KEY(S_REG, (modrm >> 3) & 7) | KEY(S_RM, modrm & 7);
+    else key |= KEY(S_MOD, 0) | KEY(S_REG, 0) | KEY(S_RM, 0);
+    if (!vec) sel = last_rep ? (last_rep == 0xF3 ? 2 : 3) : ((p & P_66) ? 1 : 0);
+    key |= KEY(S_PFX, sel) | KEY(S_ASZ, (p & P_67) ? 0 : 1) | KEY(S_W, vec ? o->vw : (rex >> 3) & 1);
+    key |= KEY(S_L, evex && o->bcst && (modrm >> 6) == 3 ? 2 : o->vl) | KEY(S_REXB, rex & 1);
+    for (k = 0; k < e->count; k++) {
+        const struct sieve_pattern *pt = &sieve_patterns[e->start + (unsigned)k];
+        int w = (rex & 8) != 0, o16 = (p & P_66) != 0;
+        switch (pt->size_rule) {
+        case 0: size = KEY(S_SIZE, w ? 2 : o16 ? 0 : 1); break;
+        case 1: size = KEY(S_SIZE, w ? 2 : o16 ? 0 : 2); break;
+        case 2: size = KEY(S_SIZE, 2); break;
+        default: size = KEY(S_SIZE, w ? 2 : 1);
+        }
+        allowed = pt->allowed;
+        if (((key | size) & ~allowed) == 0) { o->form = pt->form; goto matched; }
+    }
+    return 0;
+matched:
+    f = &sieve_forms[o->form];
+    imm = f->imm_bytes + (f->moffs ? ((p & P_67) ? 4 : 8) : 0);
+    o->imm_off = (uint8_t)i; o->imm_size = (uint8_t)imm; i += (size_t)imm;
+    if (table == 4) { o->imm_off = (uint8_t)(i - 1); o->imm_size = 1; }
+    if (i > end) return 0;
+    if ((p & P_LOCK) && !((f->classes & C_LOCK) && taken && (modrm >> 6) != 3)) return 0;
+    if ((f->classes & C_NO66) && (p & P_66)) return 0;
+    if ((f->classes & C_NOF2F3) && last_rep) return 0;
+    if (vec) {
+        if (!f->uses_vvvv && (o->vvvv & 15)) return 0;
+        if (evex) {
+            if (!f->uses_vvvv && !f->vsib && o->vvvv) return 0;
+            if (o->aaa && !(f->classes & C_OPMASK)) return 0;
+            if (!o->aaa && (f->classes & C_OPMASK_REQ)) return 0;
+            if (o->z && (!(f->classes & C_ZEROING) || !o->aaa)) return 0;
+            if (o->bcst && ((modrm >> 6) != 3 ? !(f->classes & C_BCST) : !(f->classes & (C_ER | C_SAE)))) return 0;
+        }
+    } else if (rex) {
+        o->vr = (rex >> 2) & 1; o->vx = (rex >> 1) & 1; o->vb = rex & 1; o->vw = (rex >> 3) & 1;
+    }
+    o->length = (int)i; o->rex = rex; o->prefixes = p;
+    if (f->reg_checks || f->distinct) {
+        unsigned reg = (modrm >> 3) & 7, c = f->reg_checks;
+        int n[4], cnt = 0, a, d;
+        if ((c & 1) && (o->vr & 1) && reg) return 0;
+        if ((c & 2) && (o->vr & 1)) return 0;
+        if ((c & 4) && o->vr) return 0;
+        if ((c & 8) && o->vvvv > 7) return 0;
+        if ((c & 16) && o->vr) return 0;
+        if ((c & 32) && o->vvvv > 7) return 0;
+        if ((c & 64) && o->vb) return 0;
+        if ((c & 128) && evex && (o->vr & 2)) return 0;
+        for (a = 0; f->distinct && a < 4 && f->places[a]; a++) {
+            switch (f->places[a]) {
+            case 1: n[cnt++] = (int)(reg | (unsigned)o->vr << 3); break;
+            case 2: if (!is_mem(o)) n[cnt++] = (modrm & 7) | o->vb << 3 | o->vx << 4; break;
+            case 3: n[cnt++] = o->vvvv; break;
+            default: n[cnt++] = ((o->sib >> 3) & 7) | o->vx << 3 | (o->vvvv & 16);
+            }
+        }
+        for (a = 0; a < (f->distinct == 1 ? cnt : (cnt > 0)); a++)
+            for (d = a + 1; d < cnt; d++) if (n[a] == n[d]) return 0;
+    }
+    if (p & P_IGNREX) o->refused = 1;
+    else if ((f->classes & C_FORCE64) && (p & P_66) && !(rex & 8)) o->refused = 1;
+    else if ((rex & 8) && table == 0 && op == 0xFF && taken && (((modrm >> 3) & 7) == 3 || ((modrm >> 3) & 7) == 5)) o->refused = 1;
+    else if ((rex & 8) && table == 1 && (op == 0xB2 || op == 0xB4 || op == 0xB5)) o->refused = 1;
+    o->mem = (uint8_t)is_mem(o);
+    return 1;
+}
+
+/* ---- policy: the per-form decision, instance rules for the rest ---------------------------- */
+
+static int rex_bit_used(const insn_t *i, const struct sieve_form *f, uint8_t rex) {
+    unsigned u = f->prefix_use;
+    if ((u & 0x1000) && ((!i->has_modrm && (i->opcode & 7) >= 4 && (u & 0x800)) ||
+                         (i->has_modrm && ((((i->modrm >> 3) & 7) >= 4 && (u & 0x200)) || (!i->mem && (i->modrm & 7) >= 4)))))
+        return 1;
+    if ((rex & 8) && ((u & 0x100) || ((u & 0x2000) && (i->prefixes & P_66)))) return 1;
+    if ((rex & 4) && (u & 0x200)) return 1;
+    if ((rex & 2) && i->has_modrm && i->mem && (i->modrm & 7) == 4) return 1;
+    if ((rex & 1) && (i->mem || (i->has_modrm && (u & 0x400)) || (u & 0x800))) return 1;
+    return 0;
+}
+
+/* Whether prefix byte b (the last of its group) has an effect on this instruction. */
+static int prefix_effective(const insn_t *i, const struct sieve_form *f, uint8_t b) {
+    unsigned u = f->prefix_use;
+    int memory = i->mem || (u & 4);
+    switch (b) {
+    case 0xF0: return 1;
+    case 0x66: return (u & 1) != 0;
+    case 0x67: return memory || (u & 2);
+    case 0xF2: case 0xF3:
+        if ((u & 8) || (i->prefixes & P_LOCK)) return 1;
+        return b == 0xF2 ? (u & 16) != 0 : ((u & 32) && i->mem);
+    case 0x26: case 0x2E: case 0x36: case 0x3E:
+        if (u & 64) return b == 0x2E || b == 0x3E;
+        return b == 0x3E && (u & 128);
+    case 0x64: case 0x65: return memory;
+    default: return b == i->rex && rex_bit_used(i, f, b);
+    }
+}
+
+static int has_redundant_prefix(const insn_t *i, const uint8_t *code) {
+    const struct sieve_form *f = &sieve_forms[i->form];
+    unsigned seen = 0, g;
+    int k;
+    for (k = i->prefix_count - 1; k >= 0; k--) {
+        uint8_t b = code[k];
+        g = b == 0xF0 ? 1u : (b == 0xF2 || b == 0xF3) ? 2u : (b == 0x66) ? 8u : (b == 0x67) ? 16u : (b & 0xF0) == 0x40 ? 32u : 4u;
+        if ((seen & g) || !prefix_effective(i, f, b)) return 1;
+        seen |= g;
+    }
+    return 0;
+}
+
+static int register_id(int file, int number, int rex) {
+    if (file == 1 && number >= 4 && number < 8 && !rex) return 15 * 32 + number;  /* AH..BH */
+    if (file == 5 || file == 9 || file == 10 || file == 11) number &= 7;
+    return file * 32 + number;
+}
+
+static int instance_matches(const struct sieve_instance_rule *r, const insn_t *i, const uint8_t *code) {
+    const struct sieve_form *f = &sieve_forms[i->form];
+    int a, k;
+    if (r->operands && !(r->operands & (i->mem ? 1 : 2))) return 0;
+    if (r->sizes) {
+        unsigned size = i->mem ? f->size_memory : f->size_register;
+        if (!(r->sizes & size)) return 0;
+    }
+    if (r->prefixes) {
+        unsigned p = i->prefixes, have = 0;
+        have |= (p & P_LOCK ? 1u : 0) | (p & P_REP ? 2u : 0) | (p & P_REPNE ? 4u : 0) | (p & P_REX ? 8u : 0) |
+                ((i->rex & 8) ? 16u : 0) | (p & P_66 ? 32u : 0) | (p & P_67 ? 64u : 0) | (p & P_CS ? 128u : 0) |
+                (p & P_DS ? 256u : 0) | (p & P_ES ? 512u : 0) | (p & P_SS ? 1024u : 0) | (p & P_FS ? 2048u : 0) |
+                (p & P_GS ? 4096u : 0);
+        if ((r->prefixes & 8192u) && has_redundant_prefix(i, code)) have |= 8192u;
+        if (!(r->prefixes & have)) return 0;
+    }
+    if (r->register_count) {
+        int ids[8], n = 0, found = 0;
+        for (a = 0; a < 4 && f->operands[a]; a++) {
+            int place = f->operands[a] & 7, file = f->operands[a] >> 3, number = -1;
+            if (place == 1) number = ((i->modrm >> 3) & 7) | i->vr << 3;
+            else if (place == 2 && !i->mem) number = (i->modrm & 7) | i->vb << 3 | ((file >= 6 && file <= 8) ? i->vx << 4 : 0);
+            else if (place == 3) number = i->vvvv;
+            else if (place == 4) number = (i->opcode & 7) | i->vb << 3;
+            else if (place == 5) ids[n++] = f->fixed[a];
+            if (number >= 0) ids[n++] = register_id(file, number, i->rex != 0);
+        }
+        for (k = 0; k < r->register_count && !found; k++) {
+            int want = sieve_rule_registers[r->register_start + (unsigned)k];
+            for (a = 0; a < n; a++) if (ids[a] == want) found = 1;
+            for (a = 0; a < f->implicit_count; a++) if (sieve_implicit_registers[f->implicit_start + (unsigned)a] == want) found = 1;
+        }
+        if (!found) return 0;
+    }
+    return 1;
+}
+
+/* 1: accepted; 0: refused, *rule the deciding rule (-1: nothing trusts it). */
+static int policy_accepts(const insn_t *i, const uint8_t *code, int *rule) {
+    const struct sieve_form *f = &sieve_forms[i->form];
+    int k;
+    for (k = (int)f->conditional_count - 1; k >= 0; k--) {
+        const struct sieve_instance_rule *r = &sieve_instance_rules[sieve_conditional[f->conditional_start + (unsigned)k]];
+        if (instance_matches(r, i, code)) { *rule = r->rule; return r->accepts; }
+    }
+    *rule = f->rule;
+    return f->decision == 0;
+}
+
+/* ---- the sandbox: NaCl's x86-64 rules (model none: the policy and the decoder only) --------- */
+
+typedef struct {
+    const uint8_t *code;
+    size_t size, count;
+    uint64_t base;
+    sieve_report_fn report;
+    void *ctx;
+    uint8_t *valid;   /* 1: a direct jump may land here */
+} pass_t;
+
+static void emit(pass_t *s, int kind, size_t offset, int length, int form, int rule, int warning) {
+    sieve_finding f;
+    f.offset = offset; f.length = (size_t)length; f.kind = kind; f.form = form; f.rule = rule; f.warning = warning;
+    if (!warning) s->count++;
+    if (s->report) s->report(&f, s->ctx);
+}
+
+static int policy_check(pass_t *s, const insn_t *i, size_t at) {
+    int rule = -1;
+    if (i->refused) { emit(s, SIEVE_INVALID, at, i->length, i->form, -1, 0); return 0; }
+    if (sieve_forms[i->form].decision == 0 && !sieve_forms[i->form].conditional_count) return 1;
+    if (!policy_accepts(i, s->code + at, &rule)) emit(s, SIEVE_BANNED, at, i->length, i->form, rule, 0);
+    return 1;
+}
+
+static int equals(const uint8_t *c, int n, const char *pattern, int m) { return n == m && memcmp(c, pattern, (size_t)m) == 0; }
+
+/* 1 stack move, 2 re-base of %rsp, 3 re-base of %rbp (NaCl's sanctioned forms), 0 none. */
+static int special(const uint8_t *c, int n) {
+    if (n == 3) {
+        uint8_t r = c[0], o = c[1], m = c[2];
+        if ((r == 0x48 || r == 0x4A) && ((o == 0x89 && (m == 0xE5 || m == 0xEC)) || (o == 0x8B && (m == 0xEC || m == 0xE5)))) return 1;
+        if ((r == 0x4C || r == 0x4E) && (o == 0x01 || o == 0x09) && m == 0xFC) return 2;
+        if ((r == 0x4C || r == 0x4E) && o == 0x01 && m == 0xFD) return 3;
+        if ((r == 0x49 || r == 0x4B) && (o == 0x03 || o == 0x0B) && m == 0xE7) return 2;
+        if ((r == 0x49 || r == 0x4B) && o == 0x03 && m == 0xEF) return 3;
+        return 0;
+    }
+    if (n == 4 && c[0] == 0x48 && c[1] == 0x83 && c[2] == 0xE4 && c[3] >= 0x80) return 1;
+    if (equals(c, n, "\x4a\x8d\x24\x3c", 4) || equals(c, n, "\x4a\x8d\x64\x3c\x00", 5) ||
+        equals(c, n, "\x4a\x8d\xa4\x3c\x00\x00\x00\x00", 8)) return 2;
+    if (equals(c, n, "\x4a\x8d\x6c\x3d\x00", 5) || equals(c, n, "\x4a\x8d\xac\x3d\x00\x00\x00\x00", 8)) return 3;
+    return 0;
+}
+
+static int is_mask(const uint8_t *c, int n, int reg) {
+    if (n == 4) { if ((c[0] & 0xF0) != 0x40 || (c[0] & 8) || (c[0] & 1) != (reg >> 3)) return 0; c++; n--; }
+    else if (reg >= 8) return 0;
+    return n == 3 && c[0] == 0x83 && c[1] == (0xE0 | (reg & 7)) && c[2] == (uint8_t)(256 - SIEVE_BUNDLE_SIZE);
+}
+
+static int is_add_r15(const uint8_t *c, int n, int reg) {
+    if (n != 3 || (c[0] & 0xF8) != 0x48) return 0;
+    if (c[1] == 0x01) return (c[0] & 4) && (c[0] & 1) == (reg >> 3) && c[2] == (0xF8 | (reg & 7));
+    if (c[1] == 0x03) return (c[0] & 1) && ((c[0] >> 2) & 1) == (reg >> 3) && c[2] == (0xC7 | (reg & 7) << 3);
+    return 0;
+}
+
+static int is_mov_self(const uint8_t *c, int n, uint8_t modrm) {
+    if (n == 3 && c[0] == 0x42) { c++; n--; }
+    return n == 2 && (c[0] == 0x89 || c[0] == 0x8B) && c[1] == modrm;
+}
+
+static int64_t rel(const insn_t *i, const uint8_t *c) {
+    const uint8_t *p = c + i->imm_off;
+    if (i->imm_size == 1) return (int8_t)p[0];
+    if (i->imm_size == 2) return (int16_t)(uint16_t)(p[0] | p[1] << 8);
+    return (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+}
+
+static void call_alignment(pass_t *s, size_t end, const insn_t *i, size_t at) {
+    if ((s->base + end) % SIEVE_BUNDLE_SIZE != 0) emit(s, SIEVE_CALL_ALIGNMENT, at, i->length, i->form, -1, !SIEVE_CALLS_MUST_ALIGN);
+}
+
+/* One instruction under the model; returns the register it restricts (-1 none). */
+static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_t *prev, const int *prev_len, int nprev) {
+    const struct sieve_form *f = &sieve_forms[i->form];
+    const uint8_t *c = s->code + at;
+    unsigned facts = f->facts;
+    int restricts = -1, sp = i->rex ? special(c, i->length) : 0, k;
+#define REFUSE(kind) emit(s, kind, at, i->length, i->form, -1, 0)
+    if (!policy_check(s, i, at)) return -1;
+    if (f->forbidden) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
+    if (i->prefixes & (P_FS | P_GS)) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
+    if ((i->prefixes & P_67) && (i->mem || f->implicit_memory)) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
+    if (sp == 1) {
+        if (pending == 4 || pending == 5) REFUSE(SIEVE_STACK_POINTER_WRITE);
+    } else if (sp) {
+        if (pending != (sp == 2 ? 4 : 5)) REFUSE(SIEVE_STACK_POINTER_WRITE);
+        s->valid[at] = 0;
+    } else {
+        if (pending == 4 || pending == 5) REFUSE(SIEVE_STACK_POINTER_WRITE);
+        for (k = 0; k < 3 && f->writes[k]; k++) {
+            int slot = f->writes[k], width = slot & 0xF0, n;
+            switch (slot & 15) {
+            case 1: n = ((i->modrm >> 3) & 7) | i->vr << 3; break;
+            case 2: if (i->mem) continue; n = (i->modrm & 7) | i->vb << 3; break;
+            case 3: n = (i->opcode & 7) | i->vb << 3; break;
+            case 4: n = i->vvvv & 15; break;
+            default: continue;
+            }
+            if (width == 0x10 && n >= 4 && n < 8 && !i->rex) continue;
+            if (n == 15) { REFUSE(SIEVE_RESERVED_REGISTER_WRITE); continue; }
+            if ((n == 4 || n == 5) && !((facts & F_ZERO_EXTENDS) && width == 0x30)) { REFUSE(SIEVE_STACK_POINTER_WRITE); continue; }
+            if ((facts & F_ZERO_EXTENDS) && width == 0x30 && restricts < 0) restricts = n;
+        }
+        if (f->implicit_writes & 1) REFUSE(SIEVE_RESERVED_REGISTER_WRITE);
+        if (f->implicit_writes & 2) REFUSE(SIEVE_STACK_POINTER_WRITE);
+        if ((f->implicit_writes & 4) && !(facts & F_STACK)) REFUSE(SIEVE_STACK_POINTER_WRITE);
+    }
+    if (i->mem && !(facts & F_NO_MEMORY) && !f->vsib_form) {
+        int mod = i->modrm >> 6, rm = i->modrm & 7, base = -1, index = -1, rip = 0;
+        if (rm == 4) {
+            int sb = i->sib & 7, si = ((i->sib >> 3) & 7) | i->vx << 3;
+            if (!(sb == 5 && mod == 0)) base = sb | i->vb << 3;
+            if (si != 4) index = si;
+        } else if (mod == 0 && rm == 5) rip = 1;
+        else base = rm | i->vb << 3;
+        if (!rip) {
+            if (base < 0) REFUSE(SIEVE_UNSAFE_MEMORY_OPERAND);
+            else {
+                if (base != 15 && base != 4 && base != 5) REFUSE(SIEVE_UNSAFE_MEMORY_OPERAND);
+                if (index >= 0) {
+                    if (index == pending && pending != 4 && pending != 5) s->valid[at] = 0;
+                    else REFUSE(SIEVE_UNRESTRICTED_INDEX);
+                }
+            }
+        }
+    }
+    if (facts & F_INDIRECT) {
+        int reg = (i->modrm & 7) | i->vb << 3;
+        if (i->mem || nprev < 2 || reg == 15 || !is_mask(s->code + prev[nprev - 2], prev_len[nprev - 2], reg) ||
+            !is_add_r15(s->code + prev[nprev - 1], prev_len[nprev - 1], reg)) {
+            REFUSE(SIEVE_UNSAFE_INDIRECT_BRANCH);
+        } else {
+            s->valid[prev[nprev - 1]] = 0; s->valid[at] = 0;
+            if (facts & F_CALL) call_alignment(s, at + (size_t)i->length, i, at);
+        }
+    }
+    if (facts & F_RET) REFUSE(SIEVE_UNSAFE_INDIRECT_BRANCH);
+    if ((facts & F_DIRECT) && i->imm_size && (facts & F_CALL)) call_alignment(s, at + (size_t)i->length, i, at);
+    if (facts & (F_RSI | F_RDI)) {
+        static const uint8_t lea_rsi[4] = {0x49, 0x8D, 0x34, 0x37}, lea_rdi[4] = {0x49, 0x8D, 0x3C, 0x3F};
+        int need = ((facts & F_RSI) ? 2 : 0) + ((facts & F_RDI) ? 2 : 0), ok = nprev >= need, q = nprev - need, step = 0;
+        for (; ok && step < need; step++) {
+            int rdi = (facts & F_RSI) ? step >= 2 : 1, lea = step % 2;
+            const uint8_t *pc = s->code + prev[q + step];
+            int pl = prev_len[q + step];
+            ok = lea ? (pl == 4 && memcmp(pc, rdi ? lea_rdi : lea_rsi, 4) == 0) : is_mov_self(pc, pl, rdi ? 0xFF : 0xF6);
+        }
+        if (!ok) REFUSE(SIEVE_STRING_OUTSIDE_SEQUENCE);
+        else { for (step = 1; step < need; step++) s->valid[prev[q + step]] = 0; s->valid[at] = 0; }
+    }
+#undef REFUSE
+    return restricts;
+}
+
+size_t sieve_verify(const uint8_t *code, size_t size, uint64_t base, sieve_report_fn report, void *ctx) {
+    pass_t s;
+    insn_t i;
+    size_t at = 0, *branches = NULL, nbranches = 0, k;
+    s.code = code; s.size = size; s.base = base; s.report = report; s.ctx = ctx; s.count = 0;
+    if (SIEVE_MODEL_NONE) {
+        while (at < size) {
+            if (!decode(code + at, size - at, &i)) { emit(&s, SIEVE_INVALID, at, 1, -1, -1, 0); at++; continue; }
+            policy_check(&s, &i, at);
+            at += (size_t)i.length;
+        }
+        return s.count;
+    }
+    s.valid = (uint8_t *)calloc(size + 1, 1);
+    branches = (size_t *)malloc((size / 2 + 1) * sizeof *branches);
+    if (!s.valid || !branches) { free(s.valid); free(branches); emit(&s, SIEVE_INVALID, 0, 0, -1, -1, 0); return s.count; }
+    if (base % SIEVE_BUNDLE_SIZE) emit(&s, SIEVE_LAYOUT, 0, 0, -1, -1, 0);
+    while (at < size) {
+        size_t bundle_end = at + SIEVE_BUNDLE_SIZE - (size_t)((base + at) % SIEVE_BUNDLE_SIZE), prev[SIEVE_BUNDLE_SIZE];
+        int prev_len[SIEVE_BUNDLE_SIZE], nprev = 0, restricted = -1;
+        if (bundle_end > size) bundle_end = size;
+        while (at < bundle_end) {
+            if (!decode(code + at, size - at, &i)) { emit(&s, SIEVE_INVALID, at, 1, -1, -1, 0); at = bundle_end; break; }
+            if ((at + (size_t)i.length > bundle_end && bundle_end < size) || at + (size_t)i.length > size) {
+                emit(&s, SIEVE_BUNDLE_CROSSING, at, i.length, i.form, -1, 0); at = bundle_end; break;
+            }
+            s.valid[at] = 1;
+            if (sieve_forms[i.form].facts & F_DIRECT && i.imm_size && !i.refused) branches[nbranches++] = at;
+            restricted = i.refused ? (policy_check(&s, &i, at), -1) : check(&s, &i, at, restricted, prev, prev_len, nprev);
+            prev[nprev] = at; prev_len[nprev++] = i.length;
+            at += (size_t)i.length;
+        }
+        if ((restricted == 4 || restricted == 5) && nprev)
+            emit(&s, SIEVE_STACK_POINTER_WRITE, prev[nprev - 1], prev_len[nprev - 1], -1, -1, 0);
+        if (at < bundle_end) at = bundle_end;
+    }
+    for (k = 0; k < nbranches; k++) {
+        size_t from = branches[k];
+        int64_t target;
+        decode(code + from, size - from, &i);
+        target = (int64_t)from + i.length + rel(&i, code + from);
+        if (target >= 0 && (uint64_t)target < size ? !s.valid[target] : (int64_t)(base + (uint64_t)target) % SIEVE_BUNDLE_SIZE != 0)
+            emit(&s, SIEVE_BAD_JUMP_TARGET, from, i.length, i.form, -1, 0);
+    }
+    free(s.valid);
+    free(branches);
+    return s.count;
+}
+"""#
+}

@@ -1,0 +1,167 @@
+import Codegen
+import Foundation
+import Testing
+@testable import Policy
+@testable import Verifier
+import X86
+
+/// The generated C verifier against the Swift engine: the same findings (offset, kind, warning)
+/// on every input. The C side is compiled with the system compiler at -O2 and fed a batch file.
+enum CVerifierHarness {
+    static let driver = """
+        #include <stdio.h>
+        #include <stdlib.h>
+        #include "sieve_verifier.h"
+        static void report(const sieve_finding *f, void *ctx) {
+            (void)ctx;
+            printf(" %zu:%s%s", f->offset, sieve_kind_name(f->kind), f->warning ? "!" : "");
+        }
+        /* Input: records of u32 size, u64 base, bytes. Output: one line of findings per record. */
+        int main(int argc, char **argv) {
+            FILE *in = fopen(argv[1], "rb");
+            unsigned char header[12];
+            if (!in || argc < 2) return 2;
+            while (fread(header, 1, 12, in) == 12) {
+                unsigned size = header[0] | header[1] << 8 | header[2] << 16 | (unsigned)header[3] << 24;
+                unsigned long long base = 0;
+                unsigned char *code = malloc(size ? size : 1);
+                int k;
+                for (k = 0; k < 8; k++) base |= (unsigned long long)header[4 + k] << (8 * k);
+                if (fread(code, 1, size, in) != size) return 2;
+                printf(" #%zu\\n", sieve_verify(code, size, base, report, NULL));
+                free(code);
+            }
+            return 0;
+        }
+        """
+
+    /// Builds the C verifier for `compiled` with the driver; returns the executable's path.
+    static func build(_ compiled: CompiledPolicy) throws -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sieve-c-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        for (name, text) in try CVerifierGenerator(compiled).files() {
+            try text.write(to: dir.appendingPathComponent(name), atomically: true, encoding: .utf8)
+        }
+        try driver.write(to: dir.appendingPathComponent("driver.c"), atomically: true, encoding: .utf8)
+        let binary = dir.appendingPathComponent("verify").path
+        try Assembler.run("/usr/bin/cc", ["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-o", binary,
+                                         dir.appendingPathComponent("driver.c").path, dir.appendingPathComponent("sieve_verifier.c").path])
+        return binary
+    }
+
+    /// Runs the C verifier over every input; one findings line per input.
+    static func run(_ binary: String, _ inputs: [(code: [UInt8], base: UInt64)]) throws -> [String] {
+        var batch = Data()
+        for (code, base) in inputs {
+            var size = UInt32(code.count).littleEndian, b = base.littleEndian
+            batch.append(Data(bytes: &size, count: 4))
+            batch.append(Data(bytes: &b, count: 8))
+            batch.append(contentsOf: code)
+        }
+        let input = FileManager.default.temporaryDirectory.appendingPathComponent("sieve-batch-\(UUID().uuidString)")
+        try batch.write(to: input)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = [input.path]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: output, as: UTF8.self).split(separator: "\n").map { line in
+            let parts = line.split(separator: " ").map(String.init)
+            let count = parts.first { $0.hasPrefix("#") }.map { String($0.dropFirst()) } ?? "?"
+            return ([count] + parts.filter { !$0.hasPrefix("#") }.sorted()).joined(separator: " ")
+        }
+    }
+
+    /// The Swift engine's findings in the same line format.
+    static func line(_ report: VerificationReport) -> String {
+        let items = report.findings.map { "\($0.offset):\($0.kind.rawValue)" } + report.warnings.map { "\($0.offset):\($0.kind.rawValue)!" }
+        return ([String(report.findings.count)] + items.sorted()).joined(separator: " ")
+    }
+
+    /// Random and mutated inputs: prefixes, escapes and real code, some of them bundle-sized.
+    static func inputs(count: Int, seed: UInt64, corpus: [[UInt8]]) -> [(code: [UInt8], base: UInt64)] {
+        var state = seed
+        func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        var out: [(code: [UInt8], base: UInt64)] = []
+        for k in 0..<count {
+            var code: [UInt8]
+            if k % 2 == 0, let source = corpus.isEmpty ? nil : corpus[Int(next() % UInt64(corpus.count))] {
+                let start = Int(next() % UInt64(max(1, source.count - 96)))
+                code = Array(source[start..<min(source.count, start + 32 + Int(next() % 64))])
+                for _ in 0..<(1 + next() % 3) where !code.isEmpty { code[Int(next() % UInt64(code.count))] = UInt8(truncatingIfNeeded: next()) }
+            } else {
+                code = (0..<(1 + Int(next() % 64))).map { _ in UInt8(truncatingIfNeeded: next()) }
+            }
+            out.append((code, next() % 4 == 0 ? 0x1000 + (next() % 64) : 0x20000))
+        }
+        return out
+    }
+}
+
+@Suite struct CVerifierTests {
+    static func policy(_ text: String) throws -> ResolvedPolicy {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sieve-cp-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let path = dir.appendingPathComponent("p.yaml").path
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return try PolicyLoader.load(path)
+    }
+
+    static let policies: [(String, @Sendable () throws -> CompiledPolicy)] = [
+        ("nacl", { CompiledPolicy(try Repository.policy("nacl.yaml")) }),
+        ("nacl without non-temporal", { CompiledPolicy(try policy("""
+            sieve: 1
+            name: no-nt
+            extends: \(Repository.root)/policies/nacl.yaml
+            ban: [{class: non-temporal, reason: r, refs: [CVE-2015-0565]}]
+            sandbox: {call-alignment: refuse}
+            """)) }),
+        ("reptar (instance rules)", { CompiledPolicy(try Repository.policy("errata/reptar.yaml")) }),
+        ("taa (prefix and operand rules)", { CompiledPolicy(try Repository.policy("errata/taa.yaml")) }),
+        ("amd-rdrand (operand size)", { CompiledPolicy(try Repository.policy("errata/amd-rdrand.yaml")) }),
+        ("mov-ss (register)", { CompiledPolicy(try Repository.policy("errata/mov-ss.yaml")) }),
+        ("standard, model none", { CompiledPolicy(try Repository.policy("standard.yaml"), model: SandboxSettings.Model.none) }),
+    ]
+
+    @Test func generatedFilesAreDeterministicAndNamed() throws {
+        let compiled = CompiledPolicy(try Repository.policy("hardened.yaml"))
+        let a = try CVerifierGenerator(compiled).files(), b = try CVerifierGenerator(compiled).files()
+        #expect(a.map(\.text) == b.map(\.text))
+        #expect(a[1].text.contains("Policy content hash: \(compiled.contentHashHex)"))
+        #expect(a[0].text.contains("#define SIEVE_POLICY_NAME \"hardened\""))
+        let core = a[1].text.components(separatedBy: "/* ---- core: identical for every policy")[1]
+        #expect(core.split(separator: "\n").count <= 600, "the hand-written core stays small")
+    }
+
+    @Test(arguments: 0..<policies.count)
+    func agreesWithTheSwiftEngine(_ k: Int) throws {
+        let (name, make) = Self.policies[k]
+        let compiled = try make()
+        let binary = try CVerifierHarness.build(compiled)
+        let verifier = Verifier(compiled)
+        var corpus: [[UInt8]] = []
+        for file in NaClExecutableTests.files { corpus.append(try NaClExecutableTests.code(file).bytes) }
+        var inputs: [(code: [UInt8], base: UInt64)] = corpus.map { (code: $0, base: UInt64(0x20000)) }
+        inputs += try SandboxRuleCorpusTests.cases.map { (code: try $0.code(), base: $0.base) }
+        inputs += CVerifierHarness.inputs(count: 4000, seed: UInt64(k + 1), corpus: corpus)
+        let c = try CVerifierHarness.run(binary, inputs)
+        #expect(c.count == inputs.count)
+        var disagreements: [String] = []
+        for (index, input) in inputs.enumerated() where index < c.count {
+            let swift = CVerifierHarness.line(verifier.verify(input.code, base: input.base))
+            if swift != c[index] {
+                disagreements.append("\(Hex.string(input.code.prefix(48))) @\(input.base): swift [\(swift)] c [\(c[index])]")
+            }
+        }
+        #expect(disagreements.isEmpty, "\(name): \(disagreements.count) of \(inputs.count):\n\(disagreements.prefix(8).joined(separator: "\n"))")
+    }
+}
