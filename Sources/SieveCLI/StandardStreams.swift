@@ -81,3 +81,39 @@ func writeFile(_ path: String, _ text: String) throws {
     let written = text.withUTF8 { fwrite($0.baseAddress, 1, $0.count, file) }
     if written != text.utf8.count { throw InputError("cannot write \(path)") }
 }
+
+/// Writes bytes to a file, replacing it.
+func writeBytes(_ path: String, _ bytes: [UInt8]) throws {
+    guard let file = fopen(path, "wb") else { throw InputError("cannot write \(path)") }
+    defer { fclose(file) }
+    if bytes.withUnsafeBytes({ fwrite($0.baseAddress, 1, $0.count, file) }) != bytes.count { throw InputError("cannot write \(path)") }
+}
+
+/// Runs a program with arguments (no shell); returns its exit status.
+@discardableResult
+func shell(_ arguments: [String]) -> Int32 {
+    var pid: pid_t = 0
+    let argv = arguments.map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    guard posix_spawn(&pid, arguments[0], nil, nil, argv, environ) == 0 else { return -1 }
+    var status: Int32 = 0
+    waitpid(pid, &status, 0)
+    return (status >> 8) & 0xFF
+}
+
+/// Runs a program and returns what it printed.
+func capture(_ arguments: [String]) throws -> String {
+    let output = "/tmp/sieve-capture-\(getpid())"
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    var pid: pid_t = 0
+    let argv = arguments.map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    guard posix_spawn(&pid, arguments[0], &actions, nil, argv, environ) == 0 else { throw InputError("cannot run \(arguments[0])") }
+    var status: Int32 = 0
+    waitpid(pid, &status, 0)
+    defer { unlink(output) }
+    return String(decoding: try readFile(output), as: UTF8.self)
+}

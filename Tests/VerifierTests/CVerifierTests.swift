@@ -152,7 +152,9 @@ enum CVerifierHarness {
         for file in NaClExecutableTests.files { corpus.append(try NaClExecutableTests.code(file).bytes) }
         var inputs: [(code: [UInt8], base: UInt64)] = corpus.map { (code: $0, base: UInt64(0x20000)) }
         inputs += try SandboxRuleCorpusTests.cases.map { (code: try $0.code(), base: $0.base) }
-        inputs += CVerifierHarness.inputs(count: 4000, seed: UInt64(k + 1), corpus: corpus)
+        // Scripts/differential raises this to a million per policy.
+        let count = ProcessInfo.processInfo.environment["SIEVE_DIFFERENTIAL_INPUTS"].flatMap(Int.init) ?? 4000
+        inputs += CVerifierHarness.inputs(count: count, seed: UInt64(k + 1), corpus: corpus)
         let c = try CVerifierHarness.run(binary, inputs)
         #expect(c.count == inputs.count)
         var disagreements: [String] = []
