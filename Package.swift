@@ -41,7 +41,7 @@ let package = Package(
         .testTarget(name: "X86Tests", dependencies: ["X86", "Disassembly", "CZydis", "CCapstone"],
                     exclude: ["Fixtures"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "X86"]),
-        .testTarget(name: "VerifierTests", dependencies: ["Verifier", "Codegen", "Policy", "X86"], exclude: ["Corpus"]),
+        .testTarget(name: "VerifierTests", dependencies: ["Verifier", "Codegen", "Policy", "X86", "CZydis"], exclude: ["Corpus"]),
         .testTarget(name: "SieveCLITests", dependencies: ["SieveCLI"]),
     ]
 )
