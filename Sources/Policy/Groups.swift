@@ -99,9 +99,11 @@ public struct GroupCatalog: Sendable {
     static let timers: Set<String> = ["rdtsc", "rdtscp", "rdpmc", "rdpru"]
 
     public static let builtins: [BuiltinGroup] = [
-        BuiltinGroup.make(name: "base", about: "the general-purpose integer core of x86-64 (no privileged, I/O, far or segment forms)") { f in
+        // Reserved NOPs (0F 0D, 0F 18-1F hint space) are left out: CPUs give them meanings (MPX's
+        // BNDSTX stores to memory on Skylake; 0F 1E FA became ENDBR64), and compilers never emit them.
+        BuiltinGroup.make(name: "base", about: "the general-purpose integer core of x86-64 (no privileged, I/O, far, segment or reserved-NOP forms)") { f in
             f.encoding == .legacy && !f.cpuid.isEmpty && f.cpuid.allSatisfy(integerCore.contains)
-                && f.classes.isDisjoint(with: [.privileged, .io, .far, .segmentLoad])
+                && f.classes.isDisjoint(with: [.privileged, .io, .far, .segmentLoad, .reservedNop])
                 && f.flow != .int && !f.mnemonic.hasPrefix("sys") && !timers.contains(f.mnemonic)
         },
         BuiltinGroup.make(name: "x87", about: "the x87 floating-point unit") { f in
