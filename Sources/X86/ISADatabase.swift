@@ -17,7 +17,9 @@ public final class ISADatabase: Sendable {
         var forms: [Form] = []
         var version = "unknown"
         var lineNumber = 0
-        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        // Byte-wise splitting: Character-wise splitting of 900 KB costs most of the load time.
+        for bytes in text.utf8.split(separator: 0x0A, omittingEmptySubsequences: false) {
+            let line = Substring(bytes)
             lineNumber += 1
             if line.hasPrefix("#") {
                 if lineNumber == 1, let source = line.split(separator: " from ").last {
@@ -25,7 +27,7 @@ public final class ISADatabase: Sendable {
                 }
                 continue
             }
-            if line.allSatisfy(\.isWhitespace) { continue }
+            if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
             forms.append(try Self.parse(line, index: forms.count, line: lineNumber))
         }
         var byID: [String: Int] = [:]
@@ -44,14 +46,16 @@ public final class ISADatabase: Sendable {
     // MARK: - One line
 
     private static func parse(_ line: Substring, index: Int, line number: Int) throws(ISADatabaseError) -> Form {
-        let pieces = line.split(separator: "|", omittingEmptySubsequences: false)
-        let columns = pieces[0].split(separator: " ").map(String.init)
+        let pieces = line.utf8.split(separator: UInt8(ascii: "|"), omittingEmptySubsequences: false).map(Substring.init)
+        let columns = pieces[0].utf8.split(separator: 0x20).map { String(Substring($0)) }
         func fail(_ message: String) -> ISADatabaseError { ISADatabaseError(line: number, message: message) }
         guard pieces.count == 3, columns.count == 19 else {
             throw fail("expected 19 columns and two '|' fields, found \(columns.count) and \(pieces.count - 1)")
         }
         func optional(_ text: String) -> String? { text == "-" ? nil : text }
-        func list(_ text: String) -> [String] { text == "-" ? [] : text.split(separator: ",").map(String.init) }
+        func list(_ text: String) -> [String] {
+            text == "-" ? [] : text.utf8.split(separator: UInt8(ascii: ",")).map { String(Substring($0)) }
+        }
         func int(_ text: String, _ allowed: Set<Int>) throws(ISADatabaseError) -> Int? {
             guard let text = optional(text) else { return nil }
             guard let value = Int(text), allowed.contains(value) else { throw fail("bad value '\(text)'") }
@@ -87,15 +91,15 @@ public final class ISADatabase: Sendable {
         guard let sample = Hex.bytes(columns[14]), !sample.isEmpty else { throw fail("bad sample \(columns[14])") }
         var operands: [Operand] = []
         for text in list(columns[15]) {
-            let parts = text.split(separator: ":").map(String.init)
-            guard parts.count == 2, let kind = OperandKind(parts[0]), let access = Access(rawValue: parts[1]) else {
+            let parts = text.utf8.split(separator: UInt8(ascii: ":")).map { String(Substring($0)) }
+            guard parts.count == 2, let kind = OperandKind.parsed(parts[0]), let access = Access(rawValue: parts[1]) else {
                 throw fail("unknown operand \(text)")
             }
             operands.append(Operand(kind: kind, access: access))
         }
         var implicit: [ImplicitRegister] = []
         for text in list(columns[16]) {
-            let parts = text.split(separator: ":").map(String.init)
+            let parts = text.utf8.split(separator: UInt8(ascii: ":")).map { String(Substring($0)) }
             guard parts.count == 2, let access = Access(rawValue: parts[1]) else { throw fail("bad implicit \(text)") }
             implicit.append(ImplicitRegister(register: parts[0], access: access))
         }
@@ -157,7 +161,9 @@ public struct ISADatabaseError: Error, CustomStringConvertible {
 
 extension Substring {
     func trimmingSpaces() -> String {
-        String(drop { $0 == " " }.reversed().drop { $0 == " " }.reversed())
+        let bytes = utf8
+        guard let first = bytes.firstIndex(where: { $0 != 0x20 }), let last = bytes.lastIndex(where: { $0 != 0x20 }) else { return "" }
+        return String(Substring(bytes[first...last]))
     }
 }
 

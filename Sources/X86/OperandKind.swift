@@ -1,3 +1,5 @@
+import Synchronization
+
 /// An operand kind of the database (iced-x86's OpCodeOperandKind names), split into what the
 /// verifier needs: which register file, and where in the encoding the operand lives.
 public struct OperandKind: Sendable, Hashable, CustomStringConvertible {
@@ -43,6 +45,16 @@ public struct OperandKind: Sendable, Hashable, CustomStringConvertible {
         case .memory, .vsib, .sibMemory, .implicitMemory, .memoryOffset, .modrmRegisterOrMemory: true
         default: false
         }
+    }
+
+    /// The database names about a hundred kinds: each is parsed once.
+    private static let cache = Mutex<[String: OperandKind]>([:])
+
+    static func parsed(_ name: String) -> OperandKind? {
+        if let known = cache.withLock({ $0[name] }) { return known }
+        guard let kind = OperandKind(name) else { return nil }
+        cache.withLock { $0[name] = kind }
+        return kind
     }
 
     /// Parses a database operand kind; `nil` for a name the loader does not know.
