@@ -31,7 +31,7 @@ static int decode(const uint8_t *code, size_t avail, insn_t *o) {
     const struct sieve_entry *e;
     uint64_t key = 0, sel = 0, allowed, size;
     const struct sieve_form *f;
-    int k, imm;
+    int imm;
     memset(o, 0, sizeof *o);
     for (;; i++) {
         if (i >= end) return 0;
@@ -117,17 +117,18 @@ opcode:
     if (!vec) sel = last_rep ? (last_rep == 0xF3 ? 2 : 3) : ((p & P_66) ? 1 : 0);
     key |= KEY(S_PFX, sel) | KEY(S_ASZ, (p & P_67) ? 0 : 1) | KEY(S_W, vec ? o->vw : (rex >> 3) & 1);
     key |= KEY(S_L, evex && o->bcst && (modrm >> 6) == 3 ? 2 : o->vl) | KEY(S_REXB, rex & 1);
-    for (k = 0; k < e->count; k++) {
-        const struct sieve_pattern *pt = &sieve_patterns[e->start + (unsigned)k];
+    {
+        /* The operand-size field per size rule: normal, default 64, always 64, mandatory 66. */
         int w = (rex & 8) != 0, o16 = (p & P_66) != 0;
-        switch (pt->size_rule) {
-        case 0: size = KEY(S_SIZE, w ? 2 : o16 ? 0 : 1); break;
-        case 1: size = KEY(S_SIZE, w ? 2 : o16 ? 0 : 2); break;
-        case 2: size = KEY(S_SIZE, 2); break;
-        default: size = KEY(S_SIZE, w ? 2 : 1);
+        uint64_t sizes[4];
+        const struct sieve_pattern *pt = &sieve_patterns[e->start], *last = pt + e->count;
+        sizes[0] = KEY(S_SIZE, w ? 2 : o16 ? 0 : 1); sizes[1] = KEY(S_SIZE, w ? 2 : o16 ? 0 : 2);
+        sizes[2] = KEY(S_SIZE, 2); sizes[3] = KEY(S_SIZE, w ? 2 : 1);
+        for (; pt < last; pt++) {
+            size = sizes[pt->size_rule & 3];
+            allowed = pt->allowed;
+            if (((key | size) & ~allowed) == 0) { o->form = pt->form; goto matched; }
         }
-        allowed = pt->allowed;
-        if (((key | size) & ~allowed) == 0) { o->form = pt->form; goto matched; }
     }
     return 0;
 matched:
@@ -443,9 +444,10 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
 }
 
 size_t sieve_verify(const uint8_t *code, size_t size, uint64_t base, sieve_report_fn report, void *ctx) {
+    struct branch { size_t from; int64_t target; int length, form; } *branches = NULL;
     pass_t s;
     insn_t i;
-    size_t at = 0, *branches = NULL, nbranches = 0, k;
+    size_t at = 0, nbranches = 0, k;
     s.code = code; s.size = size; s.base = base; s.report = report; s.ctx = ctx; s.count = 0;
     if (SIEVE_MODEL_NONE) {
         while (at < size) {
@@ -456,7 +458,7 @@ size_t sieve_verify(const uint8_t *code, size_t size, uint64_t base, sieve_repor
         return s.count;
     }
     s.valid = (uint8_t *)calloc(size + 1, 1);
-    branches = (size_t *)malloc((size / 2 + 1) * sizeof *branches);
+    branches = (struct branch *)malloc((size / 2 + 1) * sizeof *branches);
     if (!s.valid || !branches) { free(s.valid); free(branches); emit(&s, SIEVE_INVALID, 0, 0, -1, -1, 0); return s.count; }
     if (base % SIEVE_BUNDLE_SIZE) emit(&s, SIEVE_LAYOUT, 0, 0, -1, -1, 0);
     while (at < size) {
@@ -469,7 +471,11 @@ size_t sieve_verify(const uint8_t *code, size_t size, uint64_t base, sieve_repor
                 emit(&s, SIEVE_BUNDLE_CROSSING, at, i.length, i.form, -1, 0); at = bundle_end; break;
             }
             s.valid[at] = 1;
-            if (sieve_forms[i.form].facts & F_DIRECT && i.imm_size && !i.refused) branches[nbranches++] = at;
+            if (sieve_forms[i.form].facts & F_DIRECT && i.imm_size && !i.refused) {
+                struct branch *b = &branches[nbranches++];
+                b->from = at; b->length = i.length; b->form = i.form;
+                b->target = (int64_t)at + i.length + rel(&i, code + at);
+            }
             restricted = i.refused ? (policy_check(&s, &i, at), -1) : check(&s, &i, at, restricted, prev, prev_len, nprev);
             prev[nprev] = at; prev_len[nprev++] = i.length;
             at += (size_t)i.length;
@@ -479,12 +485,9 @@ size_t sieve_verify(const uint8_t *code, size_t size, uint64_t base, sieve_repor
         if (at < bundle_end) at = bundle_end;
     }
     for (k = 0; k < nbranches; k++) {
-        size_t from = branches[k];
-        int64_t target;
-        decode(code + from, size - from, &i);
-        target = (int64_t)from + i.length + rel(&i, code + from);
+        int64_t target = branches[k].target;
         if (target >= 0 && (uint64_t)target < size ? !s.valid[target] : (int64_t)(base + (uint64_t)target) % SIEVE_BUNDLE_SIZE != 0)
-            emit(&s, SIEVE_BAD_JUMP_TARGET, from, i.length, i.form, -1, 0);
+            emit(&s, SIEVE_BAD_JUMP_TARGET, branches[k].from, branches[k].length, branches[k].form, -1, 0);
     }
     free(s.valid);
     free(branches);
