@@ -216,17 +216,26 @@ static int prefix_effective(const insn_t *i, const struct sieve_form *f, uint8_t
     }
 }
 
-static int has_redundant_prefix(const insn_t *i, const uint8_t *code) {
+/* Whether a prefix is redundant; legacy_only: ignore REX bytes (NaCl admits optional REX bits). */
+static int has_redundant_prefix(const insn_t *i, const uint8_t *code, int legacy_only) {
     const struct sieve_form *f = &sieve_forms[i->form];
     unsigned seen = 0, g;
     int k;
     for (k = i->prefix_count - 1; k >= 0; k--) {
         uint8_t b = code[k];
         g = b == 0xF0 ? 1u : (b == 0xF2 || b == 0xF3) ? 2u : (b == 0x66) ? 8u : (b == 0x67) ? 16u : (b & 0xF0) == 0x40 ? 32u : 4u;
-        if ((seen & g) || !prefix_effective(i, f, b)) return 1;
+        if (((seen & g) || !prefix_effective(i, f, b)) && !(legacy_only && g == 32u)) return 1;
         seen |= g;
     }
     return 0;
+}
+
+/* NaCl's padding NOPs: 66{1,6} 2E 0F 1F 84 00 00 00 00 00. */
+static int nacl_nop(const uint8_t *c, int n) {
+    int k = n - 9, a;
+    if (k < 1 || k > 6) return 0;
+    for (a = 0; a < k; a++) if (c[a] != 0x66) return 0;
+    return memcmp(c + k, "\x2e\x0f\x1f\x84\x00\x00\x00\x00\x00", 9) == 0;
 }
 
 static int register_id(int file, int number, int rex) {
@@ -249,7 +258,7 @@ static int instance_matches(const struct sieve_instance_rule *r, const insn_t *i
                 ((i->rex & 8) ? 16u : 0) | (p & P_66 ? 32u : 0) | (p & P_67 ? 64u : 0) | (p & P_CS ? 128u : 0) |
                 (p & P_DS ? 256u : 0) | (p & P_ES ? 512u : 0) | (p & P_SS ? 1024u : 0) | (p & P_FS ? 2048u : 0) |
                 (p & P_GS ? 4096u : 0);
-        if ((r->prefixes & 8192u) && has_redundant_prefix(i, code)) have |= 8192u;
+        if ((r->prefixes & 8192u) && has_redundant_prefix(i, code, 0)) have |= 8192u;
         if (!(r->prefixes & have)) return 0;
     }
     if (r->register_count) {
@@ -371,6 +380,7 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
     if (f->forbidden) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
     if (i->prefixes & (P_FS | P_GS)) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
     if ((i->prefixes & P_67) && (i->mem || f->implicit_memory)) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
+    if (i->prefix_count && has_redundant_prefix(i, c, 1) && !nacl_nop(c, i->length)) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
     if (sp == 1) {
         if (pending == 4 || pending == 5) REFUSE(SIEVE_STACK_POINTER_WRITE);
     } else if (sp) {

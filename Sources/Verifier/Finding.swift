@@ -9,7 +9,8 @@ public enum FindingKind: String, Sendable, CaseIterable, Comparable {
     /// Not an instruction, or an encoding the decoder refuses (vendor-dependent, ignored REX).
     case invalid
     /// The model refuses it whatever the policy trusts: FS/GS overrides, 0x67 on memory,
-    /// segment/control/debug writes, far transfers, system calls, VSIB, implicit memory.
+    /// segment/control/debug writes, far transfers, system calls, VSIB, implicit memory, and
+    /// legacy prefixes the instruction ignores (outside NaCl's padding NOPs).
     case sandboxForbidden = "sandbox-forbidden"
     /// An instruction crosses a bundle boundary.
     case bundleCrossing = "bundle-crossing"

@@ -13,7 +13,9 @@ public struct Verifier: Sendable {
 
     public init(_ compiled: CompiledPolicy, decoder: Decoder? = nil) {
         self.compiled = compiled
-        self.decoder = decoder ?? (compiled.needsRedundantPrefixes ? .shared : .withoutRedundancy)
+        // The NaCl model refuses redundant legacy prefixes, so it needs the decoder's analysis.
+        let redundancy = compiled.needsRedundantPrefixes || compiled.model == .naclX86_64
+        self.decoder = decoder ?? (redundancy ? .shared : .withoutRedundancy)
     }
 
     public func verify(_ bytes: [UInt8], base: UInt64 = 0) -> VerificationReport {
@@ -168,6 +170,9 @@ struct NaClPass {
         }
         if prefixes.contains(.addressSize) && (insn.hasMemoryModRM || plan.implicitMemory) {
             refuse(.sandboxForbidden, "0x67 truncates the address to 32 bits: outside the sandbox")
+        }
+        if insn.redundantPrefixes != 0 && Self.redundantLegacyPrefix(code, offset, insn) {
+            refuse(.sandboxForbidden, "a prefix the instruction ignores: NaCl accepts those only in its NOP strings")
         }
 
         // %rsp/%rbp: the sanctioned forms first, then every register the instruction writes.
@@ -328,6 +333,22 @@ struct NaClPass {
     }
 
     // MARK: - Byte patterns of NaCl's sanctioned instructions
+
+    /// A redundant prefix other than REX (NaCl's patterns admit optional REX bits), outside
+    /// NaCl's padding NOPs `66{1,6} 2E 0F 1F 84 00 00 00 00 00`.
+    static func redundantLegacyPrefix(_ code: UnsafeRawBufferPointer, _ offset: Int, _ insn: Instruction) -> Bool {
+        var legacy = false
+        for k in 0..<insn.prefixCount where insn.redundantPrefixes & (1 << k) != 0 && code[offset + k] & 0xF0 != 0x40 {
+            legacy = true
+        }
+        guard legacy else { return false }
+        let tail: [UInt8] = [0x2E, 0x0F, 0x1F, 0x84, 0, 0, 0, 0, 0]
+        let count = insn.length - tail.count
+        guard (1...6).contains(count) else { return true }
+        for k in 0..<count where code[offset + k] != 0x66 { return true }
+        for k in 0..<tail.count where code[offset + count + k] != tail[k] { return true }
+        return false
+    }
 
     enum Special { case none, stackMove, rspSandboxing, rbpSandboxing }
 
