@@ -10,8 +10,16 @@ enum { T_REG = 1, T_MEM = 2 };
 enum { S_MOD = 0, S_REG = 2, S_RM = 10, S_PFX = 18, S_SIZE = 22, S_ASZ = 25, S_W = 27, S_L = 29, S_REXB = 33 };
 enum { P_LOCK = 1, P_REP = 2, P_REPNE = 4, P_66 = 8, P_67 = 16, P_ES = 32, P_CS = 64, P_SS = 128, P_DS = 256, P_FS = 512,
        P_GS = 1024, P_REX = 2048, P_IGNREX = 4096 };
-enum { C_LOCK = 1 << 3, C_STRING = 1 << 1, C_VSIB = 1 << 9, C_OPMASK = 1 << 16, C_OPMASK_REQ = 1 << 17, C_ZEROING = 1 << 18,
-       C_BCST = 1 << 19, C_ER = 1 << 20, C_SAE = 1 << 21, C_FORCE64 = 1 << 26, C_NO66 = 1u << 30, C_NOF2F3 = 1u << 31 };
+#define C_LOCK (1u << 3)
+#define C_OPMASK (1u << 16)
+#define C_OPMASK_REQ (1u << 17)
+#define C_ZEROING (1u << 18)
+#define C_BCST (1u << 19)
+#define C_ER (1u << 20)
+#define C_SAE (1u << 21)
+#define C_FORCE64 (1u << 26)
+#define C_NO66 (1u << 30)
+#define C_NOF2F3 (1u << 31)
 
 typedef struct {
     int length, form, refused, prefix_count;
@@ -21,6 +29,12 @@ typedef struct {
 } insn_t;
 
 static int is_mem(const insn_t *i) { return i->has_modrm && (i->modrm >> 6) != 3; }
+
+/* The legacy prefix each byte is, as a P_ bit (0: not a legacy prefix). */
+static const uint16_t prefix_bit[256] = {
+    [0xF0] = P_LOCK, [0xF2] = P_REPNE, [0xF3] = P_REP, [0x66] = P_66, [0x67] = P_67, [0x26] = P_ES, [0x2E] = P_CS,
+    [0x36] = P_SS, [0x3E] = P_DS, [0x64] = P_FS, [0x65] = P_GS,
+};
 
 /* Decodes the instruction at code[0..avail). Returns 0 (invalid) or 1; never reads past avail. */
 static int decode(const uint8_t *code, size_t avail, insn_t *o) {
@@ -34,27 +48,16 @@ static int decode(const uint8_t *code, size_t avail, insn_t *o) {
     int imm;
     memset(o, 0, sizeof *o);
     for (;; i++) {
+        unsigned bit;
         if (i >= end) return 0;
         b = code[i];
-        switch (b) {
-        case 0xF0: p |= P_LOCK; break;
-        case 0xF2: p |= P_REPNE; last_rep = b; break;
-        case 0xF3: p |= P_REP; last_rep = b; break;
-        case 0x66: p |= P_66; break;
-        case 0x67: p |= P_67; break;
-        case 0x26: p |= P_ES; break;
-        case 0x2E: p |= P_CS; break;
-        case 0x36: p |= P_SS; break;
-        case 0x3E: p |= P_DS; break;
-        case 0x64: p |= P_FS; break;
-        case 0x65: p |= P_GS; break;
-        default:
-            if ((b & 0xF0) == 0x40) { p |= P_REX; if (rex) p |= P_IGNREX; rex = b; continue; }
-            goto opcode;
-        }
+        if ((b & 0xF0) == 0x40) { p |= P_REX; if (rex) p |= P_IGNREX; rex = b; continue; }
+        bit = prefix_bit[b];
+        if (!bit) break;
+        p |= bit;
+        if (b == 0xF2 || b == 0xF3) last_rep = b;
         if (rex) { p |= P_IGNREX; rex = 0; }
     }
-opcode:
     o->prefix_count = (int)i;
     if (b == 0x0F) {
         if (++i >= end) return 0;
@@ -376,11 +379,12 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
     unsigned facts = f->facts;
     int restricts = -1, sp = i->rex ? special(c, i->length) : 0, k;
 #define REFUSE(kind) emit(s, kind, at, i->length, i->form, -1, 0)
-    if (!policy_check(s, i, at)) return -1;
+    if ((i->refused || f->decision || f->conditional_count) && !policy_check(s, i, at)) return -1;
     if (f->forbidden) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
     if (i->prefixes & (P_FS | P_GS)) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
     if ((i->prefixes & P_67) && (i->mem || f->implicit_memory)) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
-    if (i->prefix_count && has_redundant_prefix(i, c, 1) && !nacl_nop(c, i->length)) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
+    if ((i->prefixes & ~(unsigned)(P_REX | P_IGNREX)) && has_redundant_prefix(i, c, 1) && !nacl_nop(c, i->length))
+        REFUSE(SIEVE_SANDBOX_FORBIDDEN);
     if (sp == 1) {
         if (pending == 4 || pending == 5) REFUSE(SIEVE_STACK_POINTER_WRITE);
     } else if (sp) {

@@ -44,7 +44,7 @@ enum CVerifierHarness {
         }
         try driver.write(to: dir.appendingPathComponent("driver.c"), atomically: true, encoding: .utf8)
         let binary = dir.appendingPathComponent("verify").path
-        try Assembler.run("/usr/bin/cc", ["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-o", binary,
+        try Assembler.run("/usr/bin/cc", ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2", "-o", binary,
                                          dir.appendingPathComponent("driver.c").path, dir.appendingPathComponent("sieve_verifier.c").path])
         return binary
     }
