@@ -84,19 +84,19 @@ struct NaClPass {
 
     var report = VerificationReport()
     /// Instruction starts a direct jump may land on.
-    var validTargets: [Bool]
+    let validTargets: UnsafeMutableBufferPointer<Bool>
     /// (branch offset, branch length, target offset from the code's start)
     var branches: [(Int, Int, Int)] = []
-    /// The instructions of the current bundle: (offset, instruction).
-    var bundle: [(offset: Int, insn: Instruction)] = []
+    /// The instructions of the current bundle: where each starts and how long it is.
+    var bundle: [(offset: Int, length: Int, form: Int)] = []
     /// The register zero-extended by the previous instruction (NaCl's restricted register).
     var restricted: Int = -1
     let plans: UnsafeBufferPointer<FormPlan>
     /// The instruction being checked, for `refuse`.
-    var current: (insn: Instruction, offset: Int) = (Instruction(), 0)
+    var current: (offset: Int, length: Int, form: Int) = (0, 0, 0)
 
     mutating func refuse(_ kind: FindingKind, _ message: String) {
-        report.findings.append(Finding(kind, offset: current.offset, length: current.insn.length, form: current.insn.formIndex, message))
+        report.findings.append(Finding(kind, offset: current.offset, length: current.length, form: current.form, message))
     }
 
     var bundleSize: Int { verifier.compiled.bundleSize }
@@ -106,7 +106,8 @@ struct NaClPass {
         self.plans = plans
         self.code = code
         self.base = base
-        validTargets = [Bool](repeating: false, count: code.count + 1)
+        validTargets = .allocate(capacity: code.count + 1)
+        validTargets.initialize(repeating: false)
     }
 
     mutating func run() -> VerificationReport {
@@ -138,16 +139,17 @@ struct NaClPass {
                 report.instructions += 1
                 validTargets[offset] = true
                 check(insn, at: offset)
-                bundle.append((offset, insn))
+                bundle.append((offset, insn.length, insn.formIndex))
                 offset += insn.length
             }
             if restricted == 4 || restricted == 5, let last = bundle.last {
-                report.findings.append(Finding(.stackPointerWrite, offset: last.offset, length: last.insn.length, form: last.insn.formIndex,
+                report.findings.append(Finding(.stackPointerWrite, offset: last.offset, length: last.length, form: last.form,
                     "%\(restricted == 4 ? "esp" : "ebp") is zero-extended at the end of the bundle without the add %r15 that must follow"))
             }
             offset = max(offset, bundleEnd)
         }
         checkBranchTargets()
+        validTargets.deallocate()
         return report
     }
 
@@ -156,7 +158,7 @@ struct NaClPass {
     mutating func check(_ insn: Instruction, at offset: Int) {
         let plan = plans[insn.formIndex]
         let facts = plan.facts
-        current = (insn, offset)
+        current = (offset, insn.length, insn.formIndex)
         if insn.refusal != nil || plan.decision != .accept {
             if let finding = verifier.policyFinding(insn, at: offset) {
                 report.findings.append(finding)
@@ -276,8 +278,8 @@ struct NaClPass {
         }
         let register = Int(insn.modrm & 7) | Int(insn.vector.b) << 3
         let mask = bundle[bundle.count - 2], add = bundle[bundle.count - 1]
-        let maskBytes = Array(code[mask.offset..<mask.offset + mask.insn.length])
-        let addBytes = Array(code[add.offset..<add.offset + add.insn.length])
+        let maskBytes = Array(code[mask.offset..<mask.offset + mask.length])
+        let addBytes = Array(code[add.offset..<add.offset + add.length])
         guard register != 15, Self.isMask(maskBytes, register: register, bundleSize: bundleSize),
               Self.isAddR15(addBytes, register: register) else {
             refuse(.unsafeIndirectBranch, "an indirect branch outside the masked sequence and $~\(bundleSize - 1),%eXX; add %r15,%rXX")
@@ -306,7 +308,7 @@ struct NaClPass {
         }
         let sequence = bundle.suffix(needed.count)
         for (entry, pattern) in zip(sequence, needed) {
-            let bytes = Array(code[entry.offset..<entry.offset + entry.insn.length])
+            let bytes = Array(code[entry.offset..<entry.offset + entry.length])
             let matches = pattern.count == 1 ? Self.isMovSelf(bytes, modrm: pattern[0]) : bytes == pattern
             if !matches {
                 refuse(.stringOutsideSequence, "a string instruction outside its %rsi/%rdi sandboxing sequence")
