@@ -34,19 +34,12 @@ public struct Renderer {
         return aliases[sieve]?.contains(name) ?? false
     }
 
-    /// Sieve's (iced-x86's) mnemonic → capstone 4's spellings of the same instruction.
+    /// Sieve's (iced-x86's) mnemonic → capstone 4's other spellings of the same instruction.
     private static let aliases: [String: Set<String>] = [
-        "je": ["je"], "jne": ["jne"], "jb": ["jb"], "jae": ["jae"], "sete": ["sete"],
-        "xlatb": ["xlatb"], "cwd": ["cwd"], "cdq": ["cdq"], "cqo": ["cqo"],
-        "pushfq": ["pushfq"], "popfq": ["popfq"], "iretq": ["iretq"], "retf": ["retf", "lret"],
-        "movsd": ["movsd", "movsl"], "cmpsd": ["cmpsd", "cmpsl"], "stosd": ["stosd", "stosl"],
-        "lodsd": ["lodsd", "lodsl"], "scasd": ["scasd", "scasl"], "insd": ["insd", "insl"],
-        "outsd": ["outsd", "outsl"], "fnstsw": ["fnstsw"], "int1": ["int1"], "ud1": ["ud1"], "ud0": ["ud0"],
-        "wait": ["wait"], "sal": ["sal", "shl"], "nop": ["nop"], "ret": ["ret"], "call": ["call"],
-        "jmp": ["jmp"], "cmpxchg16b": ["cmpxchg16b"], "cbw": ["cbw"], "cwde": ["cwde"], "cdqe": ["cdqe"],
-        "fstp1": ["fstp"], "fxch4": ["fxch"], "fxch7": ["fxch"], "fcomp3": ["fcomp"], "fcomp5": ["fcomp"],
-        "fstp8": ["fstp"], "fstp9": ["fstp"], "ffreep": ["ffreep"], "movq": ["movq", "movd"],
-        "pextrw": ["pextrw"], "vmovq": ["vmovq", "vmovd"], "retfq": ["retfq", "lretq"],
+        "retf": ["lret"], "retfq": ["lretq"], "movsd": ["movsl"], "cmpsd": ["cmpsl"], "stosd": ["stosl"],
+        "lodsd": ["lodsl"], "scasd": ["scasl"], "insd": ["insl"], "outsd": ["outsl"], "sal": ["shl"],
+        "fstp1": ["fstp"], "fstp8": ["fstp"], "fstp9": ["fstp"], "fxch4": ["fxch"], "fxch7": ["fxch"],
+        "fcomp3": ["fcomp"], "fcomp5": ["fcomp"], "movq": ["movd"], "vmovq": ["vmovd"],
     ]
 
     /// Sieve's own text: the mnemonic and, for branches, the target.
