@@ -253,18 +253,7 @@ public struct CVerifierGenerator {
 
     /// The data-operand size of the form's memory and register encodings, as `sizeBit`s.
     static func sizes(_ form: Form) -> (memory: Int, register: Int) {
-        func size(memoryModRM: Bool) -> Int? {
-            let memory = memoryModRM || form.operands.contains {
-                [.memory, .vsib, .sibMemory, .implicitMemory, .memoryOffset].contains($0.kind.location)
-            }
-            if memory, let bits = form.memoryBits { return bits }
-            for operand in form.operands {
-                if operand.kind.location == .modrmRegisterOrMemory && memoryModRM { continue }
-                if let bits = Decoder.registerBits[operand.kind.registerClass] { return bits }
-            }
-            return form.memoryBits
-        }
-        return (size(memoryModRM: true).map(sizeBit) ?? 0, size(memoryModRM: false).map(sizeBit) ?? 0)
+        (Decoder.operandSize(form, memoryModRM: true).map(sizeBit) ?? 0, Decoder.operandSize(form, memoryModRM: false).map(sizeBit) ?? 0)
     }
 
     static func array(_ name: String, _ type: String, _ values: [Int], _ about: String) -> String {

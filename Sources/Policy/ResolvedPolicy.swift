@@ -75,16 +75,19 @@ public struct AcceptedSet: Sendable {
 extension ResolvedPolicy {
     /// The verdict on one decoded instruction and the rule that decided it (nil rule: default deny).
     public func decide(_ insn: Instruction, decoder: Decoder = .shared) -> (accepted: Bool, rule: Rule?) {
+        let (accepted, index) = decision(insn, decoder: decoder)
+        return (accepted, index.map { rules[$0] })
+    }
+
+    /// The same verdict with the deciding rule's index in `rules`.
+    public func decision(_ insn: Instruction, decoder: Decoder = .shared) -> (accepted: Bool, rule: Int?) {
         let form = decoder.form(of: insn)
         let decision = accepted.decisions[form.index]
-        for index in decision.conditional.reversed() {
-            let rule = rules[index]
-            if rule.selector.matchesInstance(insn, form, decoder: decoder, groups: groups) {
-                return (rule.accepts, rule)
-            }
+        for index in decision.conditional.reversed() where rules[index].selector.matchesInstance(insn, form, decoder: decoder, groups: groups) {
+            return (rules[index].accepts, index)
         }
         guard let index = decision.unconditional else { return (false, nil) }
-        return (rules[index].accepts, rules[index])
+        return (rules[index].accepts, index)
     }
 }
 

@@ -40,16 +40,10 @@ public struct CompiledPolicy: Sendable {
     public let model: SandboxSettings.Model
     public let bundleSize: Int
     public let callAlignment: SandboxSettings.Enforcement
-    public let decisions: [Decision]
-    /// For refused forms: the deciding rule's index (-1: nothing accepts the form).
-    public let refusingRule: [Int32]
-    public let facts: [ModelFacts]
-    /// Why the model refuses a form whatever the policy says (nil: it does not).
-    public let forbidden: [String?]
-    /// FNV-1a over every table above and the parameters: what the generated verifier is named by.
-    public let contentHash: UInt64
-    /// Everything above, per form, as plain values: the engines' hot path reads only this.
+    /// What the policy and the model decide for each form, as plain values: the engines read only this.
     public let plans: [FormPlan]
+    /// FNV-1a over the plans, the rules and the parameters: what the generated verifier is named by.
+    public let contentHash: UInt64
     /// The model's reasons, indexed by `FormPlan.forbidden - 1`.
     public let forbiddenReasons: [String]
     /// Whether some rule looks at redundant prefixes (the decoder may skip that analysis otherwise).
@@ -66,24 +60,20 @@ public struct CompiledPolicy: Sendable {
         model = override ?? policy.sandbox.model ?? .naclX86_64
         bundleSize = policy.sandbox.bundleSize ?? 32
         callAlignment = policy.sandbox.callAlignment ?? .warn
-        var decisions: [Decision] = [], refusing: [Int32] = [], facts: [ModelFacts] = [], forbidden: [String?] = []
-        let ruleIndex = Dictionary(policy.rules.enumerated().map { ("\($0.element.file):\($0.element.mark.line):\($0.element.mark.column)", $0.offset) },
-                                   uniquingKeysWith: { a, _ in a })
-        for form in database.forms {
-            switch policy.accepted.verdict(form.index) {
-            case .accepted: decisions.append(.accept)
-            case .refused: decisions.append(.refuse)
-            case .partial: decisions.append(.conditional)
-            }
-            let rule = policy.accepted.decidingRule(form.index)
-            refusing.append(rule.map { Int32(ruleIndex["\($0.file):\($0.mark.line):\($0.mark.column)"] ?? -1) } ?? -1)
-            facts.append(Self.modelFacts(form))
-            forbidden.append(model == .naclX86_64 ? NaClRules.forbiddenReason(form) : nil)
-        }
         var reasons: [String] = []
         var plans: [FormPlan] = []
+        var hash = FNV1a()
+        hash.add("sieve-1 \(database.version) \(model.rawValue) \(bundleSize) \(callAlignment.rawValue)")
         for form in database.forms {
-            let reason = forbidden[form.index]
+            let decision: Decision
+            switch policy.accepted.verdict(form.index) {
+            case .accepted: decision = .accept
+            case .refused: decision = .refuse
+            case .partial: decision = .conditional
+            }
+            let rule = Int32(policy.accepted.decisions[form.index].unconditional ?? -1)
+            let facts = Self.modelFacts(form)
+            let reason = model == .naclX86_64 ? NaClRules.forbiddenReason(form) : nil
             var reasonIndex: UInt8 = 0
             if let reason {
                 if let k = reasons.firstIndex(of: reason) { reasonIndex = UInt8(k + 1) } else {
@@ -91,22 +81,13 @@ public struct CompiledPolicy: Sendable {
                     reasonIndex = UInt8(reasons.count)
                 }
             }
-            plans.append(FormPlan(form, decision: decisions[form.index], rule: refusing[form.index], facts: facts[form.index],
-                                  forbidden: reasonIndex))
+            plans.append(FormPlan(form, decision: decision, rule: rule, facts: facts, forbidden: reasonIndex))
+            hash.add("\(form.id) \(decision.rawValue) \(facts.rawValue) \(reason ?? "-")")
         }
         self.plans = plans
         self.forbiddenReasons = reasons
         needsRedundantPrefixes = policy.rules.contains { $0.selector.prefixes?.contains(.redundant) ?? false }
             || policy.groups.user.values.joined().contains { $0.prefixes?.contains(.redundant) ?? false }
-        self.decisions = decisions
-        self.refusingRule = refusing
-        self.facts = facts
-        self.forbidden = forbidden
-        var hash = FNV1a()
-        hash.add("sieve-1 \(database.version) \(model.rawValue) \(bundleSize) \(callAlignment.rawValue)")
-        for i in database.forms.indices {
-            hash.add("\(database.forms[i].id) \(decisions[i].rawValue) \(facts[i].rawValue) \(forbidden[i] ?? "-")")
-        }
         for rule in policy.rules { hash.add("\(rule.effect.rawValue) \(rule.selector.canonicalDescription)") }
         contentHash = hash.value
     }

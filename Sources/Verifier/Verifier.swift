@@ -67,9 +67,8 @@ public struct Verifier: Sendable {
             return Finding(.banned, offset: offset, length: insn.length, form: form,
                            rule >= 0 ? "refused by the policy" : "not trusted by the policy", rule: rule >= 0 ? Int(rule) : nil)
         case .conditional:
-            let (accepted, rule) = compiled.policy.decide(insn, decoder: decoder)
+            let (accepted, index) = compiled.policy.decision(insn, decoder: decoder)
             if accepted { return nil }
-            let index = rule.flatMap { r in compiled.policy.rules.firstIndex { $0.file == r.file && $0.mark == r.mark } }
             return Finding(.banned, offset: offset, length: insn.length, form: form,
                            index != nil ? "refused by the policy" : "not trusted by the policy", rule: index)
         }
@@ -287,7 +286,7 @@ struct NaClPass {
         }
         validTargets[add.offset] = false
         validTargets[offset] = false
-        if verifier.compiled.facts[insn.formIndex].contains(.call) { checkCallAlignment(offset + insn.length, insn, at: offset) }
+        if plans[insn.formIndex].facts.contains(.call) { checkCallAlignment(offset + insn.length, insn, at: offset) }
     }
 
     mutating func checkCallAlignment(_ end: Int, _ insn: Instruction, at offset: Int) {

@@ -18,13 +18,17 @@ extension Decoder {
     /// The size in bits of the instruction's data operand: its memory operand where it has one
     /// (FIST m16int is 16), else its first register operand (RDSEED r32 is 32).
     public func operandSize(of insn: Instruction) -> Int? {
-        let form = database.forms[insn.formIndex]
-        let memory = insn.hasMemoryModRM
+        Self.operandSize(database.forms[insn.formIndex], memoryModRM: insn.hasMemoryModRM)
+    }
+
+    /// The data-operand size of a form's encodings whose ModRM names memory, or a register.
+    public static func operandSize(_ form: Form, memoryModRM: Bool) -> Int? {
+        let memory = memoryModRM
             || form.operands.contains { [.memory, .vsib, .sibMemory, .implicitMemory, .memoryOffset].contains($0.kind.location) }
         if memory, let bits = form.memoryBits { return bits }
         for operand in form.operands {
-            if operand.kind.location == .modrmRegisterOrMemory && insn.hasMemoryModRM { continue }
-            if let bits = Self.registerBits[operand.kind.registerClass] { return bits }
+            if operand.kind.location == .modrmRegisterOrMemory && memoryModRM { continue }
+            if let bits = registerBits[operand.kind.registerClass] { return bits }
         }
         return form.memoryBits
     }
