@@ -19,15 +19,8 @@ func now() -> Double {
 }
 
 func readAll(_ path: String) -> [UInt8] {
-    guard let f = fopen(path, "rb") else { fatalError("cannot open \(path)") }
-    defer { fclose(f) }
-    var out: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 1 << 20)
-    while true {
-        let n = fread(&chunk, 1, chunk.count, f)
-        out += chunk[0..<n]
-        if n < chunk.count { return out }
-    }
+    guard let bytes = FileBytes.read(path) else { fatalError("cannot read \(path)") }
+    return bytes
 }
 
 /// Runs `sweep` `passes` times; returns the median seconds and the count it reports.

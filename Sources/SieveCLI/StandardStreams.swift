@@ -1,3 +1,5 @@
+import X86
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -36,19 +38,10 @@ struct StandardOutput: TextOutputStream {
 
 /// Reads a whole file; the error names the file and what went wrong.
 func readFile(_ path: String) throws -> [UInt8] {
-    guard let file = fopen(path, "rb") else {
-        throw InputError("cannot open \(path): \(String(cString: strerror(errno)))")
-    }
-    defer { fclose(file) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 1 << 16)
-    while true {
-        let n = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, file) }
-        if n > 0 { bytes.append(contentsOf: chunk[0..<n]) }
-        if n < chunk.count {
-            if ferror(file) != 0 { throw InputError("cannot read \(path)") }
-            break
-        }
+    errno = 0
+    guard let bytes = FileBytes.read(path) else {
+        let reason = errno != 0 ? String(cString: strerror(errno)) : "not a regular file"
+        throw InputError("cannot read \(path): \(reason)")
     }
     return bytes
 }

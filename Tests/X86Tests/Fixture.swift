@@ -1,3 +1,5 @@
+import X86
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -25,15 +27,7 @@ enum Fixture {
     struct Missing: Error { let path: String }
 
     static func bytes(atPath path: String) throws -> [UInt8] {
-        guard let file = fopen(path, "rb") else { throw Missing(path: path) }
-        defer { fclose(file) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, file) }
-            bytes.append(contentsOf: chunk[0..<n])
-            if n < chunk.count { break }
-        }
+        guard let bytes = FileBytes.read(path) else { throw Missing(path: path) }
         return bytes
     }
 }
