@@ -148,19 +148,6 @@ private func fileSlice(_ bytes: [UInt8], _ offset: Int, _ count: Int) -> [UInt8]
     Array(bytes[offset..<offset + count])
 }
 
-/// A tiny deterministic PRNG (SplitMix64), so that fuzz failures reproduce.
-private struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var mixed = state
-        mixed = (mixed ^ (mixed >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        mixed = (mixed ^ (mixed >> 27)) &* 0x94D0_49BB_1331_11EB
-        return mixed ^ (mixed >> 31)
-    }
-}
-
 // MARK: - Tests
 
 @Suite struct ELFTests {
@@ -483,7 +470,7 @@ private struct SplitMix64: RandomNumberGenerator {
         let sectionHeaderCount = Int(file.load(UInt16.self, at: 60))
         // ELF header + program headers, and the section header table.
         let regions = [0..<64 + 4 * 56, sectionHeaders..<sectionHeaders + 64 * sectionHeaderCount]
-        var random = SplitMix64(state: 0x51E7E)
+        var random = FuzzTests.SplitMix(state: 0x51E7E)
         var successes = 0, failures = 0
 
         for _ in 0..<4000 {
