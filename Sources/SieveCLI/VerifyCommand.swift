@@ -58,11 +58,13 @@ struct VerifyCommand: ParsableCommand {
         for file in files {
             let segments = try failing { try CodeInput.segments(of: file, raw: raw, base: base) }
             var findings: [JSON] = [], warnings: [JSON] = []
-            var instructions = 0, bytes = 0
+            var instructions = 0, bytes = 0, findingCount = 0, warningCount = 0
             for segment in segments {
                 let report = segment.bytes.withUnsafeBytes { verifier.verify($0, base: segment.virtualAddress) }
                 instructions += report.instructions
                 bytes += report.bytes
+                findingCount += report.findings.count
+                warningCount += report.warnings.count
                 for (list, isWarning) in [(report.findings, false), (report.warnings, true)] {
                     for finding in list {
                         let entry = describe(finding, segment, compiled, renderer)
@@ -81,7 +83,7 @@ struct VerifyCommand: ParsableCommand {
                     "bytes": .int(bytes), "findings": .array(findings), "warnings": .array(warnings),
                 ]))
             } else {
-                print("\(file): \(instructions) instructions, \(bytes) bytes: \(summary(segments, verifier))", to: &out)
+                print("\(file): \(instructions) instructions, \(bytes) bytes: \(Self.summary(findingCount, warningCount))", to: &out)
             }
         }
         if format == .json {
@@ -100,10 +102,7 @@ struct VerifyCommand: ParsableCommand {
         if anyRefused { throw ExitStatus.findings }
     }
 
-    private func summary(_ segments: [CodeSegment], _ verifier: Verifier) -> String {
-        let reports = segments.map { segment in segment.bytes.withUnsafeBytes { verifier.verify($0, base: segment.virtualAddress) } }
-        let findings = reports.reduce(0) { $0 + $1.findings.count }
-        let warnings = reports.reduce(0) { $0 + $1.warnings.count }
+    static func summary(_ findings: Int, _ warnings: Int) -> String {
         let verdict = findings == 0 ? "accepted" : "refused (\(findings) finding\(findings == 1 ? "" : "s"))"
         return warnings == 0 ? verdict : "\(verdict), \(warnings) warning\(warnings == 1 ? "" : "s")"
     }

@@ -13,9 +13,8 @@ public struct Verifier: Sendable {
 
     public init(_ compiled: CompiledPolicy, decoder: Decoder? = nil) {
         self.compiled = compiled
-        // The NaCl model refuses redundant legacy prefixes, so it needs the decoder's analysis.
-        let redundancy = compiled.needsRedundantPrefixes || compiled.model == .naclX86_64
-        self.decoder = decoder ?? (redundancy ? .shared : .withoutRedundancy)
+        // The NaCl model asks for the analysis itself, where an instruction has a legacy prefix.
+        self.decoder = decoder ?? (compiled.needsRedundantPrefixes ? .shared : .withoutRedundancy)
     }
 
     public func verify(_ bytes: [UInt8], base: UInt64 = 0) -> VerificationReport {
@@ -23,6 +22,8 @@ public struct Verifier: Sendable {
     }
 
     public func verify(_ code: UnsafeRawBufferPointer, base: UInt64) -> VerificationReport {
+        // The engines read through the buffer's base address: give empty code one too.
+        guard code.baseAddress != nil else { return [UInt8(0)].withUnsafeBytes { verify(.init(rebasing: $0[0..<0]), base: base) } }
         switch compiled.model {
         case .none: return sweep(code)
         case .naclX86_64:
@@ -37,13 +38,14 @@ public struct Verifier: Sendable {
     private func sweep(_ code: UnsafeRawBufferPointer) -> VerificationReport {
         var report = VerificationReport()
         report.bytes = code.count
+        let bytes = code.baseAddress!.assumingMemoryBound(to: UInt8.self)
         var offset = 0
         while offset < code.count {
-            switch decoder.decode(code, at: offset) {
-            case .invalid(let reason):
+            var insn = Instruction()
+            if let reason = decoder.decode(bytes + offset, available: code.count - offset, into: &insn) {
                 report.findings.append(Finding(.invalid, offset: offset, length: 1, form: nil, reason.rawValue))
                 offset += 1
-            case .instruction(let insn):
+            } else {
                 report.instructions += 1
                 if let finding = policyFinding(insn, at: offset) { report.findings.append(finding) }
                 offset += insn.length
@@ -79,35 +81,42 @@ public struct Verifier: Sendable {
 struct NaClPass {
     let verifier: Verifier
     let code: UnsafeRawBufferPointer
+    /// The code's first byte (the buffer always has a base address here).
+    let bytes: UnsafePointer<UInt8>
     let base: UInt64
+    let bundleSize: Int
 
     var report = VerificationReport()
     /// Instruction starts a direct jump may land on.
-    let validTargets: UnsafeMutableBufferPointer<Bool>
+    let validTargets: TargetBitmap
     /// (branch offset, branch length, target offset from the code's start)
     var branches: [(Int, Int, Int)] = []
-    /// The instructions of the current bundle: where each starts and how long it is.
-    var bundle: [(offset: Int, length: Int, form: Int)] = []
+    /// The instructions of the current bundle so far (at most one per byte).
+    let bundle: UnsafeMutableBufferPointer<(offset: Int, length: Int, form: Int)>
+    var bundleCount = 0
     /// The register zero-extended by the previous instruction (NaCl's restricted register).
     var restricted: Int = -1
     let plans: UnsafeBufferPointer<FormPlan>
-    /// The instruction being checked, for `refuse`.
+    /// The instruction being checked (decoded in place: the checks read it here), and where it is, for `refuse`.
+    var insn = Instruction()
     var current: (offset: Int, length: Int, form: Int) = (0, 0, 0)
 
     mutating func refuse(_ kind: FindingKind, _ message: String) {
         report.findings.append(Finding(kind, offset: current.offset, length: current.length, form: current.form, message))
     }
 
-    var bundleSize: Int { verifier.compiled.bundleSize }
-
     init(verifier: Verifier, code: UnsafeRawBufferPointer, base: UInt64, plans: UnsafeBufferPointer<FormPlan>) {
         self.verifier = verifier
         self.plans = plans
         self.code = code
+        bytes = code.baseAddress!.assumingMemoryBound(to: UInt8.self)
         self.base = base
-        validTargets = .allocate(capacity: code.count + 1)
-        validTargets.initialize(repeating: false)
+        bundleSize = verifier.compiled.bundleSize
+        validTargets = TargetBitmap(count: code.count + 1)
+        bundle = .allocate(capacity: bundleSize)
     }
+
+    var decoder: Decoder { verifier.decoder }
 
     mutating func run() -> VerificationReport {
         report.bytes = code.count
@@ -115,17 +124,16 @@ struct NaClPass {
             report.findings.append(Finding(.layout, offset: 0, length: 0, form: nil,
                                            "the code starts at 0x\(String(base, radix: 16)), not on a \(bundleSize)-byte bundle boundary"))
         }
+        let decoder = verifier.decoder
         var offset = 0
         while offset < code.count {
             let bundleEnd = min(code.count, offset + bundleSize - Int((base &+ UInt64(offset)) % UInt64(bundleSize)))
-            bundle.removeAll(keepingCapacity: true)
+            bundleCount = 0
             restricted = -1
             while offset < bundleEnd {
-                let decoded = verifier.decoder.decode(code, at: offset)
-                guard case .instruction(let insn) = decoded else {
-                    if case .invalid(let reason) = decoded {
-                        report.findings.append(Finding(.invalid, offset: offset, length: 1, form: nil, reason.rawValue))
-                    }
+                insn = Instruction()
+                if let reason = decoder.decode(bytes + offset, available: code.count - offset, into: &insn) {
+                    report.findings.append(Finding(.invalid, offset: offset, length: 1, form: nil, reason.rawValue))
                     offset = bundleEnd  // NaCl resumes at the next bundle
                     break
                 }
@@ -137,11 +145,13 @@ struct NaClPass {
                 }
                 report.instructions += 1
                 validTargets[offset] = true
-                check(insn, at: offset)
-                bundle.append((offset, insn.length, insn.formIndex))
+                check(at: offset)
+                bundle[bundleCount] = (offset, insn.length, insn.formIndex)
+                bundleCount += 1
                 offset += insn.length
             }
-            if restricted == 4 || restricted == 5, let last = bundle.last {
+            if restricted == 4 || restricted == 5, bundleCount > 0 {
+                let last = bundle[bundleCount - 1]
                 report.findings.append(Finding(.stackPointerWrite, offset: last.offset, length: last.length, form: last.form,
                     "%\(restricted == 4 ? "esp" : "ebp") is zero-extended at the end of the bundle without the add %r15 that must follow"))
             }
@@ -149,35 +159,42 @@ struct NaClPass {
         }
         checkBranchTargets()
         validTargets.deallocate()
+        bundle.deallocate()
         return report
     }
 
     // MARK: - One instruction
 
-    mutating func check(_ insn: Instruction, at offset: Int) {
-        let plan = plans[insn.formIndex]
-        let facts = plan.facts
+    mutating func check(at offset: Int) {
+        // Through a pointer: the checks read a few fields of the plan, not a copy of it.
+        let plan = plans.baseAddress.unsafelyUnwrapped + insn.formIndex
+        let facts = plan.pointee.facts
         current = (offset, insn.length, insn.formIndex)
-        if insn.refusal != nil || plan.decision != .accept {
+        if insn.refusal != nil || plan.pointee.decision != .accept {
             if let finding = verifier.policyFinding(insn, at: offset) {
                 report.findings.append(finding)
                 if insn.refusal != nil { restricted = -1; return }
             }
         }
-        if plan.forbidden != 0 { refuse(.sandboxForbidden, verifier.compiled.forbiddenReasons[Int(plan.forbidden) - 1]) }
+        if plan.pointee.forbidden != 0 { refuse(.sandboxForbidden, verifier.compiled.forbiddenReasons[Int(plan.pointee.forbidden) - 1]) }
         let prefixes = insn.prefixes
-        if !prefixes.isDisjoint(with: [.segmentFS, .segmentGS]) {
+        if prefixes.rawValue & (Prefixes.segmentFS.rawValue | Prefixes.segmentGS.rawValue) != 0 {
             refuse(.sandboxForbidden, "an FS or GS segment override reaches outside the sandbox")
         }
-        if prefixes.contains(.addressSize) && (insn.hasMemoryModRM || plan.implicitMemory) {
+        if prefixes.contains(.addressSize) && (insn.hasMemoryModRM || plan.pointee.implicitMemory) {
             refuse(.sandboxForbidden, "0x67 truncates the address to 32 bits: outside the sandbox")
         }
-        if insn.redundantPrefixes != 0 && Self.redundantLegacyPrefix(code, offset, insn) {
-            refuse(.sandboxForbidden, "a prefix the instruction ignores: NaCl accepts those only in its NOP strings")
+        if prefixes.rawValue & Prefixes.legacy.rawValue != 0 && !Self.isNaClNOP(bytes + offset, insn.length) {
+            // The analysis runs here, for the few instructions with a legacy prefix, unless the decoder did it.
+            let redundant = decoder.redundancy == .all ? insn.redundantPrefixes : decoder.redundantPrefixes(of: insn, code: bytes + offset)
+            if Self.redundantLegacyPrefix(bytes + offset, insn.prefixCount, redundant) {
+                refuse(.sandboxForbidden, "a prefix the instruction ignores: NaCl accepts those only in its NOP strings")
+            }
         }
 
         // %rsp/%rbp: the sanctioned forms first, then every register the instruction writes.
-        let special = insn.rex != 0 ? Self.special(code, offset, insn.length) : .none
+        // Every sanctioned form is a REX byte, then two to seven bytes without another prefix.
+        let special = insn.rex != 0 && insn.prefixCount == 1 ? Self.special(code, offset, insn.length) : .none
         let pending = restricted
         var newRestricted = -1
         switch special {
@@ -193,29 +210,31 @@ struct NaClPass {
             if pending == 4 || pending == 5 {
                 refuse(.stackPointerWrite, "%\(pending == 4 ? "esp" : "ebp") was zero-extended but this is not the add %r15 that must follow")
             }
-            if plan.writes.0 != 0 || plan.implicitWrites != 0 { newRestricted = checkWrites(insn, plan) }
+            if plan.pointee.writes.0 != 0 || plan.pointee.implicitWrites != 0 { newRestricted = checkWrites(plan) }
         }
 
         // (A VSIB operand's index is a vector: the model forbids those forms outright.)
-        if insn.hasMemoryModRM && !facts.contains(.noMemoryAccess) && !plan.vsib {
-            checkMemory(insn, at: offset, pending: pending)
+        if insn.hasMemoryModRM && !facts.contains(.noMemoryAccess) && !plan.pointee.vsib {
+            checkMemory(at: offset, pending: pending)
         }
-        if facts.contains(.indirectBranch) { checkIndirectBranch(insn, at: offset) }
+        if facts.contains(.indirectBranch) { checkIndirectBranch(at: offset) }
         if facts.contains(.ret) { refuse(.unsafeIndirectBranch, "RET jumps to an unmasked address: use pop and the masked jump") }
         if facts.contains(.directBranch), let target = Self.relativeTarget(insn, code, offset) {
             branches.append((offset, insn.length, offset + insn.length + target))
-            if facts.contains(.call) { checkCallAlignment(offset + insn.length, insn, at: offset) }
+            if facts.contains(.call) { checkCallAlignment(offset + insn.length, at: offset) }
         }
-        if facts.contains(.stringRSI) || facts.contains(.stringRDI) { checkStringSequence(insn, facts, at: offset) }
+        if facts.contains(.stringRSI) || facts.contains(.stringRDI) { checkStringSequence(facts, at: offset) }
         restricted = newRestricted
     }
 
     /// Explicit register writes: %r15 never, %rsp/%rbp only as a zero-extending 32-bit first
     /// half. Returns the register this instruction restricts (-1: none).
-    mutating func checkWrites(_ insn: Instruction, _ plan: FormPlan) -> Int {
+    @_transparent mutating func checkWrites(_ plan: UnsafePointer<FormPlan>) -> Int {
         var restricts = -1
-        let zeroExtends = plan.facts.contains(.zeroExtends)
-        for slot in [plan.writes.0, plan.writes.1, plan.writes.2] where slot != 0 {
+        let zeroExtends = plan.pointee.facts.contains(.zeroExtends)
+        for k in 0..<3 {
+            let slot = k == 0 ? plan.pointee.writes.0 : k == 1 ? plan.pointee.writes.1 : plan.pointee.writes.2
+            if slot == 0 { break }
             let v = insn.vector
             let number: Int
             switch slot & 0x0F {
@@ -237,13 +256,13 @@ struct NaClPass {
             }
             if zeroExtending && restricts < 0 { restricts = number }
         }
-        if plan.implicitWrites & 1 != 0 { refuse(.reservedRegisterWrite, "writes %r15 implicitly") }
-        if plan.implicitWrites & 2 != 0 { refuse(.stackPointerWrite, "writes %rbp implicitly") }
-        if plan.implicitWrites & 4 != 0 && !plan.facts.contains(.stackEngine) { refuse(.stackPointerWrite, "writes %rsp implicitly") }
+        if plan.pointee.implicitWrites & 1 != 0 { refuse(.reservedRegisterWrite, "writes %r15 implicitly") }
+        if plan.pointee.implicitWrites & 2 != 0 { refuse(.stackPointerWrite, "writes %rbp implicitly") }
+        if plan.pointee.implicitWrites & 4 != 0 && !plan.pointee.facts.contains(.stackEngine) { refuse(.stackPointerWrite, "writes %rsp implicitly") }
         return restricts
     }
 
-    mutating func checkMemory(_ insn: Instruction, at offset: Int, pending: Int) {
+    mutating func checkMemory(at offset: Int, pending: Int) {
         let mod = insn.modrm >> 6, rm = insn.modrm & 7
         let b = Int(insn.vector.b), x = Int(insn.vector.x)
         var baseRegister: Int? = nil, index: Int? = nil
@@ -270,26 +289,24 @@ struct NaClPass {
     }
 
     /// `and $~(bundle-1),%eXX; add %r15,%rXX; jmp|call *%rXX`, all in one bundle.
-    mutating func checkIndirectBranch(_ insn: Instruction, at offset: Int) {
-        guard !insn.hasMemoryModRM, bundle.count >= 2 else {
+    mutating func checkIndirectBranch(at offset: Int) {
+        guard !insn.hasMemoryModRM, bundleCount >= 2 else {
             refuse(.unsafeIndirectBranch, "an indirect branch outside the masked sequence and $~\(bundleSize - 1),%eXX; add %r15,%rXX")
             return
         }
         let register = Int(insn.modrm & 7) | Int(insn.vector.b) << 3
-        let mask = bundle[bundle.count - 2], add = bundle[bundle.count - 1]
-        let maskBytes = Array(code[mask.offset..<mask.offset + mask.length])
-        let addBytes = Array(code[add.offset..<add.offset + add.length])
-        guard register != 15, Self.isMask(maskBytes, register: register, bundleSize: bundleSize),
-              Self.isAddR15(addBytes, register: register) else {
+        let mask = bundle[bundleCount - 2], add = bundle[bundleCount - 1]
+        guard register != 15, Self.isMask(bytes + mask.offset, mask.length, register: register, bundleSize: bundleSize),
+              Self.isAddR15(bytes + add.offset, add.length, register: register) else {
             refuse(.unsafeIndirectBranch, "an indirect branch outside the masked sequence and $~\(bundleSize - 1),%eXX; add %r15,%rXX")
             return
         }
         validTargets[add.offset] = false
         validTargets[offset] = false
-        if plans[insn.formIndex].facts.contains(.call) { checkCallAlignment(offset + insn.length, insn, at: offset) }
+        if plans[insn.formIndex].facts.contains(.call) { checkCallAlignment(offset + insn.length, at: offset) }
     }
 
-    mutating func checkCallAlignment(_ end: Int, _ insn: Instruction, at offset: Int) {
+    mutating func checkCallAlignment(_ end: Int, at offset: Int) {
         guard (base &+ UInt64(end)) % UInt64(bundleSize) != 0 else { return }
         let finding = Finding(.callAlignment, offset: offset, length: insn.length, form: insn.formIndex,
                               "the call does not end at a bundle end, so its return address is not bundle-aligned")
@@ -297,24 +314,25 @@ struct NaClPass {
     }
 
     /// String instructions only right after their %rsi/%rdi sandboxing, in the same bundle.
-    mutating func checkStringSequence(_ insn: Instruction, _ facts: CompiledPolicy.ModelFacts, at offset: Int) {
+    mutating func checkStringSequence(_ facts: CompiledPolicy.ModelFacts, at offset: Int) {
         var needed: [[UInt8]] = []
         if facts.contains(.stringRSI) { needed += [[0xF6], [0x49, 0x8D, 0x34, 0x37]] }
         if facts.contains(.stringRDI) { needed += [[0xFF], [0x49, 0x8D, 0x3C, 0x3F]] }
-        guard bundle.count >= needed.count else {
+        guard bundleCount >= needed.count else {
             refuse(.stringOutsideSequence, "a string instruction outside its %rsi/%rdi sandboxing sequence")
             return
         }
-        let sequence = bundle.suffix(needed.count)
-        for (entry, pattern) in zip(sequence, needed) {
-            let bytes = Array(code[entry.offset..<entry.offset + entry.length])
-            let matches = pattern.count == 1 ? Self.isMovSelf(bytes, modrm: pattern[0]) : bytes == pattern
+        let first = bundleCount - needed.count
+        for (k, pattern) in needed.enumerated() {
+            let entry = bundle[first + k]
+            let instruction = Array(code[entry.offset..<entry.offset + entry.length])
+            let matches = pattern.count == 1 ? Self.isMovSelf(instruction, modrm: pattern[0]) : instruction == pattern
             if !matches {
                 refuse(.stringOutsideSequence, "a string instruction outside its %rsi/%rdi sandboxing sequence")
                 return
             }
         }
-        for entry in sequence.dropFirst() { validTargets[entry.offset] = false }
+        for k in first + 1 ..< bundleCount { validTargets[bundle[k].offset] = false }
         validTargets[offset] = false
     }
 
@@ -337,18 +355,20 @@ struct NaClPass {
 
     /// A redundant prefix other than REX (NaCl's patterns admit optional REX bits), outside
     /// NaCl's padding NOPs `66{1,6} 2E 0F 1F 84 00 00 00 00 00`.
-    static func redundantLegacyPrefix(_ code: UnsafeRawBufferPointer, _ offset: Int, _ insn: Instruction) -> Bool {
-        var legacy = false
-        for k in 0..<insn.prefixCount where insn.redundantPrefixes & (1 << k) != 0 && code[offset + k] & 0xF0 != 0x40 {
-            legacy = true
-        }
-        guard legacy else { return false }
-        let tail: [UInt8] = [0x2E, 0x0F, 0x1F, 0x84, 0, 0, 0, 0, 0]
-        let count = insn.length - tail.count
-        guard (1...6).contains(count) else { return true }
-        for k in 0..<count where code[offset + k] != 0x66 { return true }
-        for k in 0..<tail.count where code[offset + count + k] != tail[k] { return true }
+    static func redundantLegacyPrefix(_ code: UnsafePointer<UInt8>, _ prefixCount: Int, _ redundant: UInt16) -> Bool {
+        for k in 0..<prefixCount where redundant & (1 << k) != 0 && code[k] & 0xF0 != 0x40 { return true }
         return false
+    }
+
+    /// NaCl's padding NOPs: `66{1,6} 2E 0F 1F 84 00 00 00 00 00`.
+    static func isNaClNOP(_ code: UnsafePointer<UInt8>, _ length: Int) -> Bool {
+        let count = length - 9
+        guard (1...6).contains(count) else { return false }
+        for k in 0..<count where code[k] != 0x66 { return false }
+        let tail: (UInt8, UInt8, UInt8, UInt8) = (0x2E, 0x0F, 0x1F, 0x84)
+        guard code[count] == tail.0, code[count + 1] == tail.1, code[count + 2] == tail.2, code[count + 3] == tail.3 else { return false }
+        for k in count + 4 ..< length where code[k] != 0 { return false }
+        return true
     }
 
     enum Special { case none, stackMove, rspSandboxing, rbpSandboxing }
@@ -384,20 +404,21 @@ struct NaClPass {
     }
 
     /// `and $~(bundle-1),%eXX` (83 /4 ib), with at most a REX whose B bit names the register.
-    static func isMask(_ bytes: [UInt8], register: Int, bundleSize: Int) -> Bool {
-        var b = bytes[...]
-        if let first = b.first, first & 0xF0 == 0x40 {
-            guard first & 0x08 == 0, Int(first & 1) == register >> 3 else { return false }
-            b = b.dropFirst()
+    static func isMask(_ bytes: UnsafePointer<UInt8>, _ length: Int, register: Int, bundleSize: Int) -> Bool {
+        var b = bytes, n = length
+        if n == 4 && b[0] & 0xF0 == 0x40 {
+            guard b[0] & 0x08 == 0, Int(b[0] & 1) == register >> 3 else { return false }
+            b += 1
+            n = 3
         } else if register >= 8 {
             return false
         }
-        return Array(b) == [0x83, 0xE0 | UInt8(register & 7), UInt8(truncatingIfNeeded: -bundleSize)]
+        return n == 3 && b[0] == 0x83 && b[1] == 0xE0 | UInt8(register & 7) && b[2] == UInt8(truncatingIfNeeded: -bundleSize)
     }
 
     /// `add %r15,%rXX`, either direction (01 /r or 03 /r), REX.W.
-    static func isAddR15(_ bytes: [UInt8], register: Int) -> Bool {
-        guard bytes.count == 3, bytes[0] & 0xF8 == 0x48 else { return false }
+    static func isAddR15(_ bytes: UnsafePointer<UInt8>, _ length: Int, register: Int) -> Bool {
+        guard length == 3, bytes[0] & 0xF8 == 0x48 else { return false }
         let rex = bytes[0], modrm = bytes[2]
         if bytes[1] == 0x01 {
             return rex & 4 != 0 && Int(rex & 1) == register >> 3 && modrm == 0xF8 | UInt8(register & 7)
@@ -445,5 +466,26 @@ struct NaClPass {
 
     static func name(_ register: Int) -> String {
         "%" + (Decoder.name(.gpr64, register, anyREX: true) ?? "r?")
+    }
+}
+
+/// One bit per byte of code: whether a direct jump may land there. A bit rather than a byte
+/// keeps it in cache next to the code (NaCl's validator keeps bitmaps too).
+struct TargetBitmap {
+    private let words: UnsafeMutablePointer<UInt64>
+
+    init(count: Int) {
+        let n = count / 64 + 1
+        words = .allocate(capacity: n)
+        words.initialize(repeating: 0, count: n)
+    }
+
+    func deallocate() { words.deallocate() }
+
+    subscript(offset: Int) -> Bool {
+        get { words[offset >> 6] & (1 << UInt64(offset & 63)) != 0 }
+        nonmutating set {
+            if newValue { words[offset >> 6] |= 1 << UInt64(offset & 63) } else { words[offset >> 6] &= ~(1 << UInt64(offset & 63)) }
+        }
     }
 }

@@ -1,17 +1,22 @@
 /// Which prefixes of a decoded instruction change nothing, for policies that refuse them
 /// (`prefix: redundant`): Reptar is a redundant REX on REP MOVSB; compilers pad with repeated 0x66.
 extension Decoder {
+    /// `redundantPrefixes` of an instruction this decoder decoded at `code`, for readers whose
+    /// decoder skipped the analysis.
+    public func redundantPrefixes(of insn: Instruction, code: UnsafePointer<UInt8>) -> UInt16 {
+        insn.opcodeOffset == 0 ? 0 : redundantPrefixes(insn, tables.facts[insn.formIndex].prefixUse, code)
+    }
+
     /// A bit per prefix position (0 is the instruction's first byte) for each prefix that has no
     /// effect on this instruction: a repeat of a prefix that takes effect later, a segment
     /// override the CPU ignores, 0x66/0x67/F2/F3/REX where the form does not use them.
-    func redundantPrefixes(_ insn: Instruction, _ use: DecoderTables.PrefixUse,
-                           _ code: UnsafeRawBufferPointer, at offset: Int) -> UInt16 {
+    func redundantPrefixes(_ insn: Instruction, _ use: DecoderTables.PrefixUse, _ code: UnsafePointer<UInt8>) -> UInt16 {
         let count = Int(insn.opcodeOffset)
         var mask: UInt16 = 0
         var groupsSeen: UInt8 = 0
         // Walk backwards: the last prefix of each group is the one that can take effect.
         for position in stride(from: count - 1, through: 0, by: -1) {
-            let byte = code[offset + position]
+            let byte = code[position]
             let group = Self.prefixGroup(byte)
             if groupsSeen & group != 0 || !Self.takesEffect(byte, insn, use) {
                 mask |= 1 << position

@@ -8,21 +8,28 @@ public struct Decoder: Sendable {
     public let database: ISADatabase
     let tables: DecoderTables
 
-    /// Whether decoded instructions carry `redundantPrefixes` (a little work per prefixed
+    /// Which decoded instructions carry `redundantPrefixes` (a little work per prefixed
     /// instruction; a verifier whose policy never asks can skip it).
-    public let findsRedundantPrefixes: Bool
+    public let redundancy: RedundancyAnalysis
 
-    public init(database: ISADatabase = .shared, findsRedundantPrefixes: Bool = true) {
+    public enum RedundancyAnalysis: Sendable {
+        /// None: `redundantPrefixes` is always 0 (`redundantPrefixes(of:code:)` computes it on demand).
+        case off
+        /// Every instruction with a prefix.
+        case all
+    }
+
+    public init(database: ISADatabase = .shared, redundancy: RedundancyAnalysis = .all) {
         self.database = database
         self.tables = database === ISADatabase.shared && Self.sharedTables != nil ? Self.sharedTables! : DecoderTables(database: database)
-        self.findsRedundantPrefixes = findsRedundantPrefixes
+        self.redundancy = redundancy
     }
 
     /// One copy of the compiled-in database's tables for every decoder.
     private static let sharedTables: DecoderTables? = DecoderTables(database: .shared)
 
     /// The same decoder without the redundant-prefix analysis.
-    public static let withoutRedundancy = Decoder(findsRedundantPrefixes: false)
+    public static let withoutRedundancy = Decoder(redundancy: .off)
 
     /// The decoder over the compiled-in database.
     public static let shared = Decoder()
@@ -35,283 +42,327 @@ public struct Decoder: Sendable {
 
     /// Decodes the instruction starting at `offset`; reads no byte outside `code`.
     public func decode(_ code: UnsafeRawBufferPointer, at offset: Int) -> Decoded {
-        guard offset >= 0, offset < code.count else { return .invalid(.truncated) }
-        // An instruction is at most 15 bytes: a window of that size bounds every read below.
-        let end = min(code.count, offset + 15)
-        let truncated: InvalidReason = code.count - offset < 15 ? .truncated : .tooLong
-        var i = offset
+        guard offset >= 0, offset < code.count, let base = code.baseAddress else { return .invalid(.truncated) }
         var insn = Instruction()
-        var prefixes = Prefixes()
+        let bytes = (base + offset).assumingMemoryBound(to: UInt8.self)
+        if let reason = decode(bytes, available: code.count - offset, into: &insn) { return .invalid(reason) }
+        return .instruction(insn)
+    }
+
+    /// The engines' entry point: decodes the instruction at `code`, of which `available` bytes
+    /// (at least 1) may be read, into `insn` (which must be fresh); nil when it is an instruction.
+    public func decode(_ code: UnsafePointer<UInt8>, available: Int, into insn: inout Instruction) -> InvalidReason? {
+        // An instruction is at most 15 bytes: a window of that size bounds every read below.
+        let window = Window(end: available < 15 ? available : 15, truncated: available < 15 ? .truncated : .tooLong)
+        var i = 0
+        var prefixes: UInt16 = 0
         var rex: UInt8 = 0
         var lastRepeat: UInt8 = 0
 
         // Legacy prefixes and REX. A REX followed by anything but the opcode is ignored.
         var byte: UInt8 = 0
-        prefixLoop: while true {
-            guard i < end else { return .invalid(truncated) }
+        let prefixBits = tables.prefixBits
+        while true {
+            guard i < window.end else { return window.truncated }
             byte = code[i]
-            switch byte {
-            case 0xF0: prefixes.insert(.lock)
-            case 0xF2: prefixes.insert(.repne); lastRepeat = byte
-            case 0xF3: prefixes.insert(.rep); lastRepeat = byte
-            case 0x66: prefixes.insert(.operandSize)
-            case 0x67: prefixes.insert(.addressSize)
-            case 0x26: prefixes.insert(.segmentES)
-            case 0x2E: prefixes.insert(.segmentCS)
-            case 0x36: prefixes.insert(.segmentSS)
-            case 0x3E: prefixes.insert(.segmentDS)
-            case 0x64: prefixes.insert(.segmentFS)
-            case 0x65: prefixes.insert(.segmentGS)
-            case 0x40...0x4F:
-                prefixes.insert(.rex)
-                if rex != 0 { prefixes.insert(.ignoredREX) }
+            let bit = prefixBits[Int(byte)]
+            if bit == 0 { break }
+            if bit == Prefixes.rex.rawValue {
+                if rex != 0 { prefixes |= Prefixes.ignoredREX.rawValue }
                 rex = byte
-                i += 1
-                continue prefixLoop
-            default: break prefixLoop
+            } else {
+                if byte & 0xFE == 0xF2 { lastRepeat = byte }
+                if rex != 0 { prefixes |= Prefixes.ignoredREX.rawValue; rex = 0 }
             }
-            if rex != 0 { prefixes.insert(.ignoredREX); rex = 0 }
-            i += 1
+            prefixes |= bit
+            i &+= 1
         }
-        if lastRepeat == 0xF3 { prefixes.insert(.lastIsF3) }
-        insn.opcodeOffset = UInt8(i - offset)
+        if lastRepeat == 0xF3 { prefixes |= Prefixes.lastIsF3.rawValue }
+        insn.opcodeOffset = UInt8(truncatingIfNeeded: i)
+        let context = PrefixContext(prefixes: prefixes, rex: rex, lastRepeat: lastRepeat)
+
+        // The common case: a one-byte or 0F opcode with no prefix that selects a form but REX.
+        if prefixes & Self.keyPrefixes == 0 {
+            if byte == 0x0F {
+                guard i &+ 1 < window.end else { return window.truncated }
+                let second = code[i &+ 1]
+                if second != 0x38 && second != 0x3A && second != 0x0F {
+                    return decodeDirect(code, table: 1, opcodeAt: i &+ 1, window, context, into: &insn)
+                }
+            } else if byte != 0xC4 && byte != 0xC5 && byte != 0x62 && byte != 0x8F {
+                return decodeDirect(code, table: 0, opcodeAt: i, window, context, into: &insn)
+            }
+        }
+        return decodeSearched(code, escapeAt: i, window, context, into: &insn)
+    }
+
+    /// 66, 67, F2 and F3: the legacy prefixes that take part in selecting a form.
+    static let keyPrefixes = Prefixes.operandSize.rawValue | Prefixes.addressSize.rawValue | Prefixes.rep.rawValue | Prefixes.repne.rawValue
+
+    /// The bytes an instruction may span, and what running out of them means.
+    struct Window {
+        let end: Int
+        let truncated: InvalidReason
+    }
+
+    /// What the legacy prefixes and REX said.
+    struct PrefixContext {
+        let prefixes: UInt16
+        let rex: UInt8
+        let lastRepeat: UInt8
+    }
+
+    /// A legacy one-byte or 0F opcode without 66, 67, F2 or F3: its form is a table lookup.
+    @_transparent
+    func decodeDirect(_ code: UnsafePointer<UInt8>, table: Int, opcodeAt start: Int, _ window: Window,
+                              _ context: PrefixContext, into insn: inout Instruction) -> InvalidReason? {
+        let t = tables
+        var i = start
+        let opcode = code[i]  // the caller has checked that it is inside the window
+        i &+= 1
+        insn.opcode = opcode
+        let entry = t.entries[table &* 256 &+ Int(opcode)]
+        if entry.hasModRM {
+            if let reason = readModRM(code, &i, window, entry, into: &insn) { return reason }
+        } else if entry.count == 0 {
+            return .undefined
+        }
+        if entry.count == 0 { return i <= window.end ? .undefined : window.truncated }
+        let run = t.directRuns[table &* 256 &+ Int(opcode)]
+        let index = DecoderTables.directIndex(modrm: insn.modrm, takesModRM: entry.hasModRM, rex: context.rex)
+        let form = t.directForms[Int(run.start) &+ (index & Int(run.mask))]
+        if form == DecoderTables.noForm { return .undefined }
+        return finish(code, form: Int(form), table: table, at: i, window, context, takesModRM: entry.hasModRM, into: &insn)
+    }
+
+    /// Everything else: the escapes, VEX/EVEX/XOP, and the prefixes that select forms, through
+    /// the pattern search.
+    private func decodeSearched(_ code: UnsafePointer<UInt8>, escapeAt start: Int, _ window: Window, _ context: PrefixContext,
+                                into insn: inout Instruction) -> InvalidReason? {
+        let t = tables
+        let end = window.end, truncated = window.truncated
+        var i = start
+        let byte = code[i]
+        let prefixes = context.prefixes, rex = context.rex
 
         // Opcode escapes and VEX/EVEX/XOP prefixes select the table.
         var table = 0
-        var vector = VectorFields()
         var isEVEX = false, isVector = false
-        let legacySelector: Prefixes = [.operandSize, .rep, .repne, .lock]
         switch byte {
         case 0x0F:
-            i += 1
-            guard i < end else { return .invalid(truncated) }
+            i &+= 1
+            guard i < end else { return truncated }
             switch code[i] {
-            case 0x38: table = 2; i += 1
-            case 0x3A: table = 3; i += 1
-            case 0x0F: table = 4; i += 1
+            case 0x38: table = 2; i &+= 1
+            case 0x3A: table = 3; i &+= 1
+            case 0x0F: table = 4; i &+= 1
             default: table = 1
             }
         case 0xC5:
-            guard i + 1 < end else { return .invalid(truncated) }
-            let p = code[i + 1]
-            vector.r = (~p >> 7) & 1
-            vector.vvvv = (~p >> 3) & 0xF
-            vector.l = (p >> 2) & 1
-            vector.pp = p & 3
-            vector.map = 1
+            guard i &+ 1 < end else { return truncated }
+            let p = code[i &+ 1]
+            insn.vector.r = (~p >> 7) & 1
+            insn.vector.vvvv = (~p >> 3) & 0xF
+            insn.vector.l = (p >> 2) & 1
+            insn.vector.pp = p & 3
+            insn.vector.map = 1
             table = 5
             isVector = true
-            i += 2
+            i &+= 2
         case 0xC4, 0x8F:
-            guard i + 1 < end else { return .invalid(truncated) }
-            let p0 = code[i + 1]
+            guard i &+ 1 < end else { return truncated }
+            let p0 = code[i &+ 1]
             let map = p0 & 0x1F
             if byte == 0x8F && map < 8 { break }  // POP r/m64, not XOP
-            guard i + 2 < end else { return .invalid(truncated) }
-            let p1 = code[i + 2]
-            vector.r = (~p0 >> 7) & 1
-            vector.x = (~p0 >> 6) & 1
-            vector.b = (~p0 >> 5) & 1
-            vector.w = p1 >> 7
-            vector.vvvv = (~p1 >> 3) & 0xF
-            vector.l = (p1 >> 2) & 1
-            vector.pp = p1 & 3
-            vector.map = map
+            guard i &+ 2 < end else { return truncated }
+            let p1 = code[i &+ 2]
+            insn.vector.r = (~p0 >> 7) & 1
+            insn.vector.x = (~p0 >> 6) & 1
+            insn.vector.b = (~p0 >> 5) & 1
+            insn.vector.w = p1 >> 7
+            insn.vector.vvvv = (~p1 >> 3) & 0xF
+            insn.vector.l = (p1 >> 2) & 1
+            insn.vector.pp = p1 & 3
+            insn.vector.map = map
             if byte == 0xC4 {
-                guard (1...3).contains(map) else { return .invalid(.undefined) }
-                table = 4 + Int(map)
+                guard (1...3).contains(map) else { return .undefined }
+                table = 4 &+ Int(map)
             } else {
-                guard (8...10).contains(map) else { return .invalid(.undefined) }
-                table = 5 + Int(map)
+                guard (8...10).contains(map) else { return .undefined }
+                table = 5 &+ Int(map)
             }
             isVector = true
-            i += 3
+            i &+= 3
         case 0x62:
-            guard i + 3 < end else { return .invalid(truncated) }
-            let p0 = code[i + 1], p1 = code[i + 2], p2 = code[i + 3]
+            guard i &+ 3 < end else { return truncated }
+            let p0 = code[i &+ 1], p1 = code[i &+ 2], p2 = code[i &+ 3]
             // P0 bit 3 is reserved (0); P1 bit 2 is fixed (1: EVEX, 0: Knights Corner's MVEX).
-            guard p0 & 0x08 == 0, p1 & 0x04 != 0 else { return .invalid(.reservedBits) }
-            vector.r = ((~p0 >> 7) & 1) | (((~p0 >> 4) & 1) << 1)
-            vector.x = (~p0 >> 6) & 1
-            vector.b = (~p0 >> 5) & 1
-            vector.map = p0 & 7
-            vector.w = p1 >> 7
-            vector.vvvv = ((~p1 >> 3) & 0xF) | (((~p2 >> 3) & 1) << 4)
-            vector.pp = p1 & 3
-            vector.z = p2 & 0x80 != 0
-            vector.l = (p2 >> 5) & 3
-            vector.broadcast = p2 & 0x10 != 0
-            vector.aaa = p2 & 7
-            switch vector.map {
-            case 1, 2, 3: table = 7 + Int(vector.map)
-            case 5, 6: table = 6 + Int(vector.map)
-            default: return .invalid(.undefined)
+            guard p0 & 0x08 == 0, p1 & 0x04 != 0 else { return .reservedBits }
+            insn.vector.r = ((~p0 >> 7) & 1) | (((~p0 >> 4) & 1) << 1)
+            insn.vector.x = (~p0 >> 6) & 1
+            insn.vector.b = (~p0 >> 5) & 1
+            insn.vector.map = p0 & 7
+            insn.vector.w = p1 >> 7
+            insn.vector.vvvv = ((~p1 >> 3) & 0xF) | (((~p2 >> 3) & 1) << 4)
+            insn.vector.pp = p1 & 3
+            insn.vector.z = p2 & 0x80 != 0
+            insn.vector.l = (p2 >> 5) & 3
+            insn.vector.broadcast = p2 & 0x10 != 0
+            insn.vector.aaa = p2 & 7
+            switch insn.vector.map {
+            case 1, 2, 3: table = 7 &+ Int(insn.vector.map)
+            case 5, 6: table = 6 &+ Int(insn.vector.map)
+            default: return .undefined
             }
             isVector = true
             isEVEX = true
-            i += 4
+            i &+= 4
         default:
             break
         }
-        if isVector {
-            // A VEX/EVEX/XOP prefix replaces 66/F2/F3 and REX; LOCK is never allowed with it.
-            if !prefixes.isDisjoint(with: legacySelector) || rex != 0 {
-                return .invalid(.prefixBeforeVEX)
-            }
-        }
+        // A VEX/EVEX/XOP prefix replaces 66/F2/F3 and REX; LOCK is never allowed with it.
+        let legacySelector = Prefixes.operandSize.rawValue | Prefixes.rep.rawValue | Prefixes.repne.rawValue | Prefixes.lock.rawValue
+        if isVector && (prefixes & legacySelector != 0 || rex != 0) { return .prefixBeforeVEX }
         var opcodeByte: UInt8 = 0
         if table != 4 {
-            guard i < end else { return .invalid(truncated) }
+            guard i < end else { return truncated }
             opcodeByte = code[i]
-            i += 1
+            i &+= 1
         }
         insn.opcode = opcodeByte
 
         // ModRM, SIB and displacement: their layout depends on the opcode alone.
-        var entry = tables.entries[table * 256 + Int(opcodeByte)]
+        var entry = t.entries[table &* 256 &+ Int(opcodeByte)]
         let takesModRM = table == 4 ? true : entry.hasModRM
-        if !takesModRM && entry.count == 0 { return .invalid(.undefined) }
-        var modrm: UInt8 = 0
-        if takesModRM {
-            guard i < end else { return .invalid(truncated) }
-            modrm = code[i]
-            insn.modrmOffset = UInt8(i - offset)
-            insn.modrm = modrm
-            i += 1
-            let mod = modrm >> 6, rm = modrm & 7
-            if entry.modIgnored {
-                modrm |= 0xC0  // MOV CR/DR: a register operand whatever mod says
-                insn.modrm = modrm
-            } else if mod != 3 {
-                if rm == 4 {
-                    guard i < end else { return .invalid(truncated) }
-                    insn.sib = code[i]
-                    insn.sibOffset = UInt8(i - offset)
-                    i += 1
-                }
-                var displacement = 0
-                if mod == 1 {
-                    displacement = 1
-                } else if mod == 2 || (mod == 0 && rm == 5) || (mod == 0 && rm == 4 && insn.sib & 7 == 5) {
-                    displacement = 4
-                }
-                if displacement != 0 {
-                    insn.displacementOffset = UInt8(i - offset)
-                    insn.displacementSize = UInt8(displacement)
-                    i += displacement
-                }
-            }
-        }
+        if !takesModRM && entry.count == 0 { return .undefined }
+        if takesModRM, let reason = readModRM(code, &i, window, entry, into: &insn) { return reason }
+        let modrm = insn.modrm
         if table == 4 {
             // 3DNow!: the opcode is the byte after ModRM, SIB and displacement.
-            guard i < end else { return .invalid(truncated) }
+            guard i < end else { return truncated }
             insn.opcode = code[i]
-            entry = tables.entries[4 * 256 + Int(code[i])]
-            i += 1
+            entry = t.entries[4 &* 256 &+ Int(code[i])]
+            i &+= 1
         }
-        guard i <= end else { return .invalid(truncated) }
-        if entry.count == 0 { return .invalid(.undefined) }
+        guard i <= end else { return truncated }
+        if entry.count == 0 { return .undefined }
 
         // The instance's fields, one bit each, to match against the patterns.
         let rexW = rex & 8 != 0
-        var key: UInt64 = 0
-        if takesModRM {
-            let mod = modrm >> 6
-            key |= (mod == 3 ? 1 : 2) << DecoderTables.modShift
-            key |= 1 << (DecoderTables.regShift + UInt64((modrm >> 3) & 7))
-            key |= 1 << (DecoderTables.rmShift + UInt64(modrm & 7))
-        } else {
-            key |= 1 << DecoderTables.modShift | 1 << DecoderTables.regShift | 1 << DecoderTables.rmShift
-        }
-        var selector: UInt64 = 0  // none
+        let has66 = prefixes & Prefixes.operandSize.rawValue != 0
+        var key: UInt64
         if isVector {
-            selector = UInt64(vector.pp)  // 0 none, 1 66, 2 F3, 3 F2
-        } else if lastRepeat != 0 {
-            selector = lastRepeat == 0xF3 ? 2 : 3
-        } else if prefixes.contains(.operandSize) {
-            selector = 1
+            key = DecoderTables.legacyKey(modrm: modrm, takesModRM: takesModRM, selector: UInt64(insn.vector.pp),  // 0 none, 1 66, 2 F3, 3 F2
+                                          address32: prefixes & Prefixes.addressSize.rawValue != 0, rex: insn.vector.w << 3)
+            key &= ~(0xF << DecoderTables.lShift)
+            var length = insn.vector.l
+            // EVEX.b on a register operand turns L'L into rounding control: the length is 512.
+            if isEVEX && insn.vector.broadcast && modrm >> 6 == 3 { length = 2 }
+            key |= 1 << (DecoderTables.lShift &+ UInt64(length))
+        } else {
+            let lastRepeat = context.lastRepeat
+            let selector: UInt64 = lastRepeat != 0 ? (lastRepeat == 0xF3 ? 2 : 3) : has66 ? 1 : 0
+            key = DecoderTables.legacyKey(modrm: modrm, takesModRM: takesModRM, selector: selector,
+                                          address32: prefixes & Prefixes.addressSize.rawValue != 0, rex: rex)
         }
-        key |= 1 << (DecoderTables.prefixShift + selector)
-        key |= 1 << (DecoderTables.addressShift + (prefixes.contains(.addressSize) ? 0 : 1))
-        let w = isVector ? vector.w : (rexW ? 1 : 0)
-        key |= 1 << (DecoderTables.wShift + UInt64(w))
-        var length = isVector ? vector.l : 0
-        // EVEX.b on a register operand turns L'L into rounding control: the length is 512.
-        if isEVEX && vector.broadcast && modrm >> 6 == 3 { length = 2 }
-        key |= 1 << (DecoderTables.lShift + UInt64(length))
-        key |= 1 << (DecoderTables.rexBShift + UInt64(rex & 1))
-        let has66 = prefixes.contains(.operandSize)
-        let sizeKeys: (UInt64, UInt64, UInt64, UInt64) = (
-            1 << (DecoderTables.sizeShift + (rexW ? 2 : has66 ? 0 : 1)),
-            1 << (DecoderTables.sizeShift + (rexW ? 2 : has66 ? 0 : 2)),
-            1 << (DecoderTables.sizeShift + 2),
-            1 << (DecoderTables.sizeShift + (rexW ? 2 : 1)))
+        // The operand-size field is folded into each pattern's mask per prefix context.
+        let form = t.search(entry, key: key, context: rexW ? 2 : has66 ? 1 : 0)
+        if form < 0 { return .undefined }
+        return finish(code, form: form, table: table, at: i, window, context, takesModRM: takesModRM, isVector: isVector,
+                      isEVEX: isEVEX, into: &insn)
+    }
 
-        var matched: DecoderTables.Pattern?
-        let patterns = tables.patterns
-        for p in Int(entry.start)..<Int(entry.start) + Int(entry.count) {
-            let pattern = patterns[p]
-            let size: UInt64
-            switch pattern.sizeRule {
-            case .normal: size = sizeKeys.0
-            case .default64: size = sizeKeys.1
-            case .always64: size = sizeKeys.2
-            case .mandatory66: size = sizeKeys.3
+    /// ModRM, SIB and displacement, at `i` (moved past them).
+    @_transparent
+    func readModRM(_ code: UnsafePointer<UInt8>, _ i: inout Int, _ window: Window, _ entry: DecoderTables.Entry,
+                           into insn: inout Instruction) -> InvalidReason? {
+        guard i < window.end else { return window.truncated }
+        var modrm = code[i]
+        insn.modrmOffset = UInt8(truncatingIfNeeded: i)
+        i &+= 1
+        let mod = modrm >> 6, rm = modrm & 7
+        if entry.modIgnored {
+            modrm |= 0xC0  // MOV CR/DR: a register operand whatever mod says
+        } else if mod != 3 {
+            var sibBase: UInt8 = 0
+            if rm == 4 {
+                guard i < window.end else { return window.truncated }
+                insn.sib = code[i]
+                sibBase = insn.sib & 7
+                insn.sibOffset = UInt8(truncatingIfNeeded: i)
+                i &+= 1
             }
-            if (key | size) & ~pattern.allowed == 0 { matched = pattern; break }
+            var displacement = 0
+            if mod == 1 {
+                displacement = 1
+            } else if mod == 2 || (mod == 0 && (rm == 5 || (rm == 4 && sibBase == 5))) {
+                displacement = 4
+            }
+            if displacement != 0 {
+                insn.displacementOffset = UInt8(truncatingIfNeeded: i)
+                insn.displacementSize = UInt8(truncatingIfNeeded: displacement)
+                i &+= displacement
+            }
         }
-        guard let pattern = matched else { return .invalid(.undefined) }
-        let facts = tables.facts[Int(pattern.form)]
+        insn.modrm = modrm
+        return nil
+    }
 
-        // Immediates, now that the form is known.
-        var immediate = Int(facts.immediateBytes)
-        if facts.hasMoffs { immediate += prefixes.contains(.addressSize) ? 4 : 8 }
+    /// Once the form is known: its immediates, what the CPU would refuse (#UD) beyond the
+    /// pattern, and what Sieve refuses although a CPU executes it.
+    @_transparent
+    func finish(_ code: UnsafePointer<UInt8>, form: Int, table: Int, at start: Int, _ window: Window, _ context: PrefixContext,
+                        takesModRM: Bool, isVector: Bool = false, isEVEX: Bool = false, into insn: inout Instruction) -> InvalidReason? {
+        guard start <= window.end else { return window.truncated }
+        let facts = tables.facts.baseAddress.unsafelyUnwrapped + form
+        let prefixes = context.prefixes, rex = context.rex, modrm = insn.modrm
+        var i = start
+        var immediate = Int(facts.pointee.immediateBytes)
+        if facts.pointee.hasMoffs { immediate &+= prefixes & Prefixes.addressSize.rawValue != 0 ? 4 : 8 }
         if immediate != 0 {
-            insn.immediateOffset = UInt8(i - offset)
-            insn.immediateSize = UInt8(immediate)
-            i += immediate
+            insn.immediateOffset = UInt8(truncatingIfNeeded: i)
+            insn.immediateSize = UInt8(truncatingIfNeeded: immediate)
+            i &+= immediate
         }
         if table == 4 {
             // The 3DNow! opcode byte sits where an immediate would.
-            insn.immediateOffset = UInt8(i - 1 - offset)
+            insn.immediateOffset = UInt8(truncatingIfNeeded: i &- 1)
             insn.immediateSize = 1
         }
-        guard i <= end else { return .invalid(truncated) }
+        guard i <= window.end else { return window.truncated }
 
-        // What the CPU would refuse (#UD) beyond the pattern.
-        if prefixes.contains(.lock) && !(facts.classes.contains(.lockable) && modrm >> 6 != 3 && takesModRM) {
-            return .invalid(.lockNotAllowed)
+        let classes = facts.pointee.classes
+        if prefixes & Prefixes.lock.rawValue != 0 && !(classes.contains(.lockable) && modrm >> 6 != 3 && takesModRM) {
+            return .lockNotAllowed
         }
-        if facts.classes.contains(.no66) && prefixes.contains(.operandSize) { return .invalid(.undefined) }
-        if facts.classes.contains(.noF2F3) && lastRepeat != 0 { return .invalid(.undefined) }
+        let has66 = prefixes & Prefixes.operandSize.rawValue != 0
+        if has66 && classes.contains(.no66) { return .undefined }
+        if context.lastRepeat != 0 && classes.contains(.noF2F3) { return .undefined }
         if isVector {
-            if !facts.usesVVVV && vector.vvvv & 0xF != 0 { return .invalid(.unusedVVVV) }
+            if !facts.pointee.usesVVVV && insn.vector.vvvv & 0xF != 0 { return .unusedVVVV }
             if isEVEX {
                 // EVEX.V' is vvvv's fifth bit, or VSIB's index high bit; otherwise it must be 1 (0 decoded).
-                if !facts.usesVVVV && !facts.vsib && vector.vvvv != 0 { return .invalid(.unusedVVVV) }
-                if let reason = Self.evexMaskingProblem(vector, facts.classes, memory: modrm >> 6 != 3) {
-                    return .invalid(reason)
-                }
+                if !facts.pointee.usesVVVV && !facts.pointee.vsib && insn.vector.vvvv != 0 { return .unusedVVVV }
+                if let reason = Self.evexMaskingProblem(insn.vector, classes, memory: modrm >> 6 != 3) { return reason }
             }
+        } else if rex != 0 {
+            insn.vector.r = (rex >> 2) & 1
+            insn.vector.x = (rex >> 1) & 1
+            insn.vector.b = rex & 1
+            insn.vector.w = (rex >> 3) & 1
         }
 
-        insn.length8 = UInt8(i - offset)
-        insn.form16 = pattern.form
+        insn.length8 = UInt8(truncatingIfNeeded: i)
+        insn.form16 = UInt16(truncatingIfNeeded: form)
         insn.rex = rex
-        insn.prefixes = prefixes
-        if !isVector && rex != 0 {
-            vector.r = (rex >> 2) & 1
-            vector.x = (rex >> 1) & 1
-            vector.b = rex & 1
-            vector.w = (rex >> 3) & 1
+        insn.prefixes = Prefixes(rawValue: prefixes)
+        if facts.pointee.checksRegisters, let reason = registerProblem(insn) { return reason }
+        let refusable = Prefixes.ignoredREX.rawValue | Prefixes.operandSize.rawValue
+        if prefixes & refusable != 0 || rex & 8 != 0 { insn.refusal = Self.refusal(insn, classes, table: table) }
+        if redundancy == .all && insn.opcodeOffset != 0 {
+            insn.redundantPrefixes = redundantPrefixes(insn, facts.pointee.prefixUse, code)
         }
-        insn.vector = vector
-        if facts.checksRegisters, let reason = registerProblem(insn) { return .invalid(reason) }
-        insn.refusal = Self.refusal(insn, facts.classes, table: table)
-        if findsRedundantPrefixes && insn.opcodeOffset != 0 {
-            insn.redundantPrefixes = redundantPrefixes(insn, facts.prefixUse, code, at: offset)
-        }
-        return .instruction(insn)
+        return nil
     }
 
     /// Register numbers that do not exist (CR9, DR8) or must differ and do not (gathers, AMX).

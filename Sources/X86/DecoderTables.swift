@@ -63,11 +63,77 @@ final class DecoderTables: @unchecked Sendable {  // immutable after init
     let entries: UnsafeMutableBufferPointer<Entry>
     let patterns: UnsafeMutableBufferPointer<Pattern>
     let facts: UnsafeMutableBufferPointer<FormFacts>
+    /// Three masks per pattern, one per prefix context (none, 66, REX.W): the pattern's allowed
+    /// bits where the operand size its rule gives in that context is allowed, else 0 (no match).
+    let contextMasks: UnsafeMutableBufferPointer<UInt64>
+    /// The `Prefixes` bit of each byte that is a legacy prefix, `.rex` for 40-4F, 0 otherwise.
+    let prefixBits: UnsafeMutableBufferPointer<UInt16>
+    /// The common case without the pattern search: a legacy one-byte or 0F opcode with no 66,
+    /// 67, F2 or F3 prefix, whose form then depends only on ModRM and REX.W/B. Per opcode, the
+    /// start of its run in `directForms` and the run's size minus one (a power of two minus
+    /// one, masking the `directIndex` bits that can matter).
+    let directRuns: UnsafeMutableBufferPointer<(start: UInt32, mask: UInt16)>
+    /// The form per `directIndex` value, `noForm` where no pattern matches.
+    let directForms: UnsafeMutableBufferPointer<UInt16>
+    static let noForm: UInt16 = 0xFFFF
+    /// The tables the direct lookup covers (legacy one-byte and 0F).
+    static let directTables = 2
+
+    /// The direct lookup's index: REX.W, register-vs-memory, ModRM.reg, ModRM.rm, REX.B, in that
+    /// order from bit 0, so that the fields most forms depend on give the shortest runs.
+    @inline(__always)
+    static func directIndex(modrm: UInt8, takesModRM: Bool, rex: UInt8) -> Int {
+        let w = Int(rex >> 3) & 1, b = Int(rex & 1) << 8
+        guard takesModRM else { return w | b }
+        return w | (modrm >= 0xC0 ? 2 : 0) | Int((modrm >> 3) & 7) << 2 | Int(modrm & 7) << 5 | b
+    }
+
+    /// The first pattern of `entry` that the key matches in the prefix context (0 none, 1 66,
+    /// 2 REX.W), as a form index; -1 when none does.
+    @inline(__always)
+    func search(_ entry: Entry, key: UInt64, context: Int) -> Int {
+        Self.search(entry, key: key, context: context, masks: contextMasks, patterns: patterns)
+    }
+
+    @inline(__always)
+    static func search(_ entry: Entry, key: UInt64, context: Int, masks contextMasks: UnsafeMutableBufferPointer<UInt64>,
+                       patterns: UnsafeMutableBufferPointer<Pattern>) -> Int {
+        var p = Int(entry.start)
+        let last = p &+ Int(entry.count)
+        while p < last {
+            if key & ~contextMasks[p &* 3 &+ context] == 0 { return Int(patterns[p].form) }
+            p &+= 1
+        }
+        return -1
+    }
+
+    /// The instance key (all fields but the operand size) of a legacy instruction.
+    @inline(__always)
+    static func legacyKey(modrm: UInt8, takesModRM: Bool, selector: UInt64, address32: Bool, rex: UInt8) -> UInt64 {
+        var key: UInt64
+        if takesModRM {
+            key = (modrm >> 6 == 3 ? 1 : 2) << modShift
+            key |= 1 << (regShift &+ UInt64((modrm >> 3) & 7))
+            key |= 1 << (rmShift &+ UInt64(modrm & 7))
+        } else {
+            key = 1 << modShift | 1 << regShift | 1 << rmShift
+        }
+        key |= 1 << (prefixShift &+ selector)
+        key |= 1 << (addressShift &+ (address32 ? 0 : 1))
+        key |= 1 << (wShift &+ UInt64((rex >> 3) & 1))
+        key |= 1 << lShift
+        key |= 1 << (rexBShift &+ UInt64(rex & 1))
+        return key
+    }
 
     deinit {
         entries.deallocate()
         patterns.deallocate()
         facts.deallocate()
+        contextMasks.deallocate()
+        prefixBits.deallocate()
+        directRuns.deallocate()
+        directForms.deallocate()
     }
 
     // Bit positions of the instance/pattern fields.
@@ -171,6 +237,54 @@ final class DecoderTables: @unchecked Sendable {  // immutable after init
         _ = self.patterns.initialize(from: patterns)
         self.facts = .allocate(capacity: facts.count)
         _ = self.facts.initialize(from: facts)
+        contextMasks = .allocate(capacity: patterns.count * 3)
+        for (k, pattern) in patterns.enumerated() {
+            for context in 0..<3 {
+                let size = Self.operandSizeValue(pattern.sizeRule, rexW: context == 2, has66: context == 1)
+                let allowed = pattern.allowed & (1 << (Self.sizeShift + size)) != 0
+                contextMasks[k * 3 + context] = allowed ? pattern.allowed : 0
+            }
+        }
+        prefixBits = .allocate(capacity: 256)
+        prefixBits.initialize(repeating: 0)
+        let legacy: [(UInt8, Prefixes)] = [(0xF0, .lock), (0xF2, .repne), (0xF3, .rep), (0x66, .operandSize), (0x67, .addressSize),
+                                          (0x26, .segmentES), (0x2E, .segmentCS), (0x36, .segmentSS), (0x3E, .segmentDS),
+                                          (0x64, .segmentFS), (0x65, .segmentGS)]
+        for (byte, bit) in legacy { prefixBits[Int(byte)] = bit.rawValue }
+        for byte in 0x40...0x4F { prefixBits[byte] = Prefixes.rex.rawValue }
+
+        // The direct lookup, derived from the search itself so that both always agree.
+        directRuns = .allocate(capacity: Self.directTables * 256)
+        var forms: [UInt16] = []
+        var all = [UInt16](repeating: 0, count: 512)
+        for slot in 0..<Self.directTables * 256 {
+            let entry = self.entries[slot]
+            for index in 0..<512 {
+                let w = UInt8(index & 1), register = index & 2 != 0
+                let modrm = UInt8(register ? 0xC0 : 0) | UInt8((index >> 2) & 7) << 3 | UInt8((index >> 5) & 7)
+                let rex = w << 3 | UInt8(index >> 8)
+                let key = Self.legacyKey(modrm: modrm, takesModRM: entry.hasModRM, selector: 0, address32: false, rex: rex)
+                let form = entry.count == 0 ? -1 : Self.search(entry, key: key, context: w != 0 ? 2 : 0, masks: contextMasks, patterns: self.patterns)
+                all[index] = form < 0 ? Self.noForm : UInt16(form)
+            }
+            // The shortest run (a power of two) whose index bits decide every form.
+            var size = 512
+            while size > 1 && (0..<512).allSatisfy({ all[$0] == all[$0 & (size / 2 - 1)] }) { size /= 2 }
+            directRuns[slot] = (UInt32(forms.count), UInt16(size - 1))
+            forms += all[0..<size]
+        }
+        directForms = .allocate(capacity: forms.count)
+        _ = directForms.initialize(from: forms)
+    }
+
+    /// The operand-size field value (0: 16, 1: 32, 2: 64) a size rule selects under REX.W and 66.
+    static func operandSizeValue(_ rule: OperandSizeRule, rexW: Bool, has66: Bool) -> UInt64 {
+        switch rule {
+        case .normal: rexW ? 2 : has66 ? 0 : 1
+        case .default64: rexW ? 2 : has66 ? 0 : 2
+        case .always64: 2
+        case .mandatory66: rexW ? 2 : 1
+        }
     }
 
     private static func prefixUse(_ form: Form) -> PrefixUse {

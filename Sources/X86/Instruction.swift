@@ -3,11 +3,11 @@
 public struct Instruction: Sendable, Equatable {
     public init() {}
 
-    public var length: Int { Int(length8) }
-    public var formIndex: Int { Int(form16) }
+    @inlinable public var length: Int { Int(length8) }
+    @inlinable public var formIndex: Int { Int(form16) }
 
-    var length8: UInt8 = 0
-    var form16: UInt16 = 0
+    @usableFromInline var length8: UInt8 = 0
+    @usableFromInline var form16: UInt16 = 0
     /// Why Sieve refuses it although a CPU executes it.
     public internal(set) var refusal: Refusal?
     public internal(set) var prefixes = Prefixes()
@@ -31,15 +31,15 @@ public struct Instruction: Sendable, Equatable {
     public internal(set) var sib: UInt8 = 0
     public internal(set) var opcode: UInt8 = 0
 
-    public var hasModRM: Bool { modrmOffset != 0 }
+    @inlinable public var hasModRM: Bool { modrmOffset != 0 }
     /// Legacy prefixes and REX bytes: the instruction's first `prefixCount` bytes.
-    public var prefixCount: Int { Int(opcodeOffset) }
-    public var hasRedundantPrefix: Bool { redundantPrefixes != 0 }
+    @inlinable public var prefixCount: Int { Int(opcodeOffset) }
+    @inlinable public var hasRedundantPrefix: Bool { redundantPrefixes != 0 }
     /// The ModRM form actually used: memory (mod != 11) or register.
-    public var hasMemoryModRM: Bool { hasModRM && modrm >> 6 != 3 }
-    public var rexW: Bool { rex & 8 != 0 }
+    @inlinable public var hasMemoryModRM: Bool { hasModRM && modrm >> 6 != 3 }
+    @inlinable public var rexW: Bool { rex & 8 != 0 }
     /// Effective operand size attribute of a legacy instruction (16, 32 or 64), before the form's own rules.
-    public var addressSize: Int { prefixes.contains(.addressSize) ? 32 : 64 }
+    @inlinable public var addressSize: Int { prefixes.contains(.addressSize) ? 32 : 64 }
 }
 
 public enum Refusal: String, Sendable, Equatable {
@@ -54,29 +54,31 @@ public enum Refusal: String, Sendable, Equatable {
 }
 
 /// The legacy prefixes present, in any order; `Instruction.prefixBytes` gives them in order.
-public struct Prefixes: OptionSet, Sendable, Equatable {
+@frozen public struct Prefixes: OptionSet, Sendable, Equatable {
     public let rawValue: UInt16
-    public init(rawValue: UInt16) { self.rawValue = rawValue }
+    @inlinable public init(rawValue: UInt16) { self.rawValue = rawValue }
 
-    public static let lock = Prefixes(rawValue: 1 << 0)
-    public static let rep = Prefixes(rawValue: 1 << 1)           // F3
-    public static let repne = Prefixes(rawValue: 1 << 2)         // F2
-    public static let operandSize = Prefixes(rawValue: 1 << 3)   // 66
-    public static let addressSize = Prefixes(rawValue: 1 << 4)   // 67
-    public static let segmentES = Prefixes(rawValue: 1 << 5)
-    public static let segmentCS = Prefixes(rawValue: 1 << 6)
-    public static let segmentSS = Prefixes(rawValue: 1 << 7)
-    public static let segmentDS = Prefixes(rawValue: 1 << 8)
-    public static let segmentFS = Prefixes(rawValue: 1 << 9)
-    public static let segmentGS = Prefixes(rawValue: 1 << 10)
+    @inlinable public static var lock: Prefixes { Prefixes(rawValue: 1 << 0) }
+    @inlinable public static var rep: Prefixes { Prefixes(rawValue: 1 << 1) }           // F3
+    @inlinable public static var repne: Prefixes { Prefixes(rawValue: 1 << 2) }         // F2
+    @inlinable public static var operandSize: Prefixes { Prefixes(rawValue: 1 << 3) }   // 66
+    @inlinable public static var addressSize: Prefixes { Prefixes(rawValue: 1 << 4) }   // 67
+    @inlinable public static var segmentES: Prefixes { Prefixes(rawValue: 1 << 5) }
+    @inlinable public static var segmentCS: Prefixes { Prefixes(rawValue: 1 << 6) }
+    @inlinable public static var segmentSS: Prefixes { Prefixes(rawValue: 1 << 7) }
+    @inlinable public static var segmentDS: Prefixes { Prefixes(rawValue: 1 << 8) }
+    @inlinable public static var segmentFS: Prefixes { Prefixes(rawValue: 1 << 9) }
+    @inlinable public static var segmentGS: Prefixes { Prefixes(rawValue: 1 << 10) }
     /// A REX byte is present (effective or ignored).
-    public static let rex = Prefixes(rawValue: 1 << 11)
+    @inlinable public static var rex: Prefixes { Prefixes(rawValue: 1 << 11) }
     /// A REX byte is present but ignored: it is not the last prefix.
-    public static let ignoredREX = Prefixes(rawValue: 1 << 12)
+    @inlinable public static var ignoredREX: Prefixes { Prefixes(rawValue: 1 << 12) }
     /// The last of F2/F3 is F3 (the one that takes effect when both are present).
-    public static let lastIsF3 = Prefixes(rawValue: 1 << 13)
+    @inlinable public static var lastIsF3: Prefixes { Prefixes(rawValue: 1 << 13) }
 
-    public static let segments: Prefixes = [.segmentES, .segmentCS, .segmentSS, .segmentDS, .segmentFS, .segmentGS]
+    @inlinable public static var segments: Prefixes { Prefixes(rawValue: 0x3E0) }
+    /// Every legacy prefix: LOCK, F2, F3, 66, 67 and the segments (not REX).
+    @inlinable public static var legacy: Prefixes { Prefixes(rawValue: 0x7FF) }
 }
 
 public struct VectorFields: Sendable, Equatable {
