@@ -81,7 +81,7 @@ public struct Decoder: Sendable {
         insn.opcodeOffset = UInt8(truncatingIfNeeded: i)
         let context = PrefixContext(prefixes: prefixes, rex: rex, lastRepeat: lastRepeat)
 
-        // The common case: a one-byte or 0F opcode with no prefix that selects a form but REX.
+        // The common case: a one-byte or 0F opcode with no prefix that selects a form but 66 and REX.
         if prefixes & Self.keyPrefixes == 0 {
             if byte == 0x0F {
                 guard i &+ 1 < window.end else { return window.truncated }
@@ -96,8 +96,8 @@ public struct Decoder: Sendable {
         return decodeSearched(code, escapeAt: i, window, context, into: &insn)
     }
 
-    /// 66, 67, F2 and F3: the legacy prefixes that take part in selecting a form.
-    static let keyPrefixes = Prefixes.operandSize.rawValue | Prefixes.addressSize.rawValue | Prefixes.rep.rawValue | Prefixes.repne.rawValue
+    /// 67, F2 and F3: the legacy prefixes beside 66 that take part in selecting a form.
+    static let keyPrefixes = Prefixes.addressSize.rawValue | Prefixes.rep.rawValue | Prefixes.repne.rawValue
 
     /// The bytes an instruction may span, and what running out of them means.
     struct Window {
@@ -112,7 +112,7 @@ public struct Decoder: Sendable {
         let lastRepeat: UInt8
     }
 
-    /// A legacy one-byte or 0F opcode without 66, 67, F2 or F3: its form is a table lookup.
+    /// A legacy one-byte or 0F opcode without 67, F2 or F3: its form is a table lookup.
     @_transparent
     func decodeDirect(_ code: UnsafePointer<UInt8>, table: Int, opcodeAt start: Int, _ window: Window,
                               _ context: PrefixContext, into insn: inout Instruction) -> InvalidReason? {
@@ -121,18 +121,19 @@ public struct Decoder: Sendable {
         let opcode = code[i]  // the caller has checked that it is inside the window
         i &+= 1
         insn.opcode = opcode
-        let entry = t.entries[table &* 256 &+ Int(opcode)]
-        if entry.hasModRM {
-            if let reason = readModRM(code, &i, window, entry, into: &insn) { return reason }
-        } else if entry.count == 0 {
+        let run = t.directRuns[table &* 256 &+ Int(opcode)]
+        if run.hasModRM {
+            if let reason = readModRM(code, &i, window, modIgnored: run.modIgnored, into: &insn) { return reason }
+        } else if !run.defined {
             return .undefined
         }
-        if entry.count == 0 { return i <= window.end ? .undefined : window.truncated }
-        let run = t.directRuns[table &* 256 &+ Int(opcode)]
-        let index = DecoderTables.directIndex(modrm: insn.modrm, takesModRM: entry.hasModRM, rex: context.rex)
-        let form = t.directForms[Int(run.start) &+ (index & Int(run.mask))]
-        if form == DecoderTables.noForm { return .undefined }
-        return finish(code, form: Int(form), table: table, at: i, window, context, takesModRM: entry.hasModRM, into: &insn)
+        if !run.defined { return i <= window.end ? .undefined : window.truncated }
+        let index = DecoderTables.directIndex(modrm: insn.modrm, takesModRM: run.hasModRM, rex: context.rex,
+                                              has66: context.prefixes & Prefixes.operandSize.rawValue != 0)
+        let direct = t.directForms[Int(run.start) &+ (index & Int(run.mask))]
+        if direct & 0xFFFF == DecoderTables.noForm { return .undefined }
+        return finish(code, form: Int(direct & 0xFFFF), immediate: Int(direct >> 16), table: table, at: i, window, context,
+                      takesModRM: run.hasModRM, into: &insn)
     }
 
     /// Everything else: the escapes, VEX/EVEX/XOP, and the prefixes that select forms, through
@@ -235,7 +236,7 @@ public struct Decoder: Sendable {
         var entry = t.entries[table &* 256 &+ Int(opcodeByte)]
         let takesModRM = table == 4 ? true : entry.hasModRM
         if !takesModRM && entry.count == 0 { return .undefined }
-        if takesModRM, let reason = readModRM(code, &i, window, entry, into: &insn) { return reason }
+        if takesModRM, let reason = readModRM(code, &i, window, modIgnored: entry.modIgnored, into: &insn) { return reason }
         let modrm = insn.modrm
         if table == 4 {
             // 3DNow!: the opcode is the byte after ModRM, SIB and displacement.
@@ -268,20 +269,23 @@ public struct Decoder: Sendable {
         // The operand-size field is folded into each pattern's mask per prefix context.
         let form = t.search(entry, key: key, context: rexW ? 2 : has66 ? 1 : 0)
         if form < 0 { return .undefined }
-        return finish(code, form: form, table: table, at: i, window, context, takesModRM: takesModRM, isVector: isVector,
-                      isEVEX: isEVEX, into: &insn)
+        let facts = t.facts[form]
+        var immediate = Int(facts.immediateBytes)
+        if facts.hasMoffs { immediate &+= prefixes & Prefixes.addressSize.rawValue != 0 ? 4 : 8 }
+        return finish(code, form: form, immediate: immediate, table: table, at: i, window, context, takesModRM: takesModRM,
+                      isVector: isVector, isEVEX: isEVEX, into: &insn)
     }
 
     /// ModRM, SIB and displacement, at `i` (moved past them).
     @_transparent
-    func readModRM(_ code: UnsafePointer<UInt8>, _ i: inout Int, _ window: Window, _ entry: DecoderTables.Entry,
-                           into insn: inout Instruction) -> InvalidReason? {
+    func readModRM(_ code: UnsafePointer<UInt8>, _ i: inout Int, _ window: Window, modIgnored: Bool,
+                   into insn: inout Instruction) -> InvalidReason? {
         guard i < window.end else { return window.truncated }
         var modrm = code[i]
         insn.modrmOffset = UInt8(truncatingIfNeeded: i)
         i &+= 1
         let mod = modrm >> 6, rm = modrm & 7
-        if entry.modIgnored {
+        if modIgnored {
             modrm |= 0xC0  // MOV CR/DR: a register operand whatever mod says
         } else if mod != 3 {
             var sibBase: UInt8 = 0
@@ -308,17 +312,16 @@ public struct Decoder: Sendable {
         return nil
     }
 
-    /// Once the form is known: its immediates, what the CPU would refuse (#UD) beyond the
-    /// pattern, and what Sieve refuses although a CPU executes it.
+    /// Once the form and its immediate bytes are known: the immediates, what the CPU would refuse
+    /// (#UD) beyond the pattern, and what Sieve refuses although a CPU executes it.
     @_transparent
-    func finish(_ code: UnsafePointer<UInt8>, form: Int, table: Int, at start: Int, _ window: Window, _ context: PrefixContext,
-                        takesModRM: Bool, isVector: Bool = false, isEVEX: Bool = false, into insn: inout Instruction) -> InvalidReason? {
+    func finish(_ code: UnsafePointer<UInt8>, form: Int, immediate: Int, table: Int, at start: Int, _ window: Window,
+                _ context: PrefixContext, takesModRM: Bool, isVector: Bool = false, isEVEX: Bool = false,
+                into insn: inout Instruction) -> InvalidReason? {
         guard start <= window.end else { return window.truncated }
         let facts = tables.facts.baseAddress.unsafelyUnwrapped + form
         let prefixes = context.prefixes, rex = context.rex, modrm = insn.modrm
         var i = start
-        var immediate = Int(facts.pointee.immediateBytes)
-        if facts.pointee.hasMoffs { immediate &+= prefixes & Prefixes.addressSize.rawValue != 0 ? 4 : 8 }
         if immediate != 0 {
             insn.immediateOffset = UInt8(truncatingIfNeeded: i)
             insn.immediateSize = UInt8(truncatingIfNeeded: immediate)

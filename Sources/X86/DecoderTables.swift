@@ -68,25 +68,38 @@ final class DecoderTables: @unchecked Sendable {  // immutable after init
     let contextMasks: UnsafeMutableBufferPointer<UInt64>
     /// The `Prefixes` bit of each byte that is a legacy prefix, `.rex` for 40-4F, 0 otherwise.
     let prefixBits: UnsafeMutableBufferPointer<UInt16>
-    /// The common case without the pattern search: a legacy one-byte or 0F opcode with no 66,
-    /// 67, F2 or F3 prefix, whose form then depends only on ModRM and REX.W/B. Per opcode, the
-    /// start of its run in `directForms` and the run's size minus one (a power of two minus
-    /// one, masking the `directIndex` bits that can matter).
-    let directRuns: UnsafeMutableBufferPointer<(start: UInt32, mask: UInt16)>
-    /// The form per `directIndex` value, `noForm` where no pattern matches.
-    let directForms: UnsafeMutableBufferPointer<UInt16>
-    static let noForm: UInt16 = 0xFFFF
+    /// The common case without the pattern search: a legacy one-byte or 0F opcode with no 67,
+    /// F2 or F3 prefix, whose form then depends only on ModRM, 66 and REX.W/B. Per opcode, the
+    /// start of its run in `directForms`, the run's size minus one (a power of two minus one,
+    /// masking the `directIndex` bits that can matter), and the opcode's `Entry` facts: one load
+    /// tells the decoder all it needs before the ModRM byte.
+    let directRuns: UnsafeMutableBufferPointer<DirectRun>
+    /// Per `directIndex` value: the form (low 16 bits, `noForm` where no pattern matches) and
+    /// its immediate bytes (above), so that the instruction's length, on which the next
+    /// instruction's decoding waits, needs no further load.
+    let directForms: UnsafeMutableBufferPointer<UInt32>
+    static let noForm: UInt32 = 0xFFFF
+
+    struct DirectRun {
+        var start: UInt32
+        var mask: UInt16
+        var hasModRM: Bool
+        var modIgnored: Bool
+        /// Some form has this opcode.
+        var defined: Bool
+    }
     /// The tables the direct lookup covers (legacy one-byte and 0F).
     static let directTables = 2
 
-    /// The direct lookup's index: REX.W, register-vs-memory, ModRM.reg, ModRM.rm, REX.B, in that
-    /// order from bit 0, so that the fields most forms depend on give the shortest runs.
+    /// The direct lookup's index: REX.W, 66, register-vs-memory, ModRM.reg, ModRM.rm, REX.B, in
+    /// that order from bit 0, so that the fields most forms depend on give the shortest runs.
     @inline(__always)
-    static func directIndex(modrm: UInt8, takesModRM: Bool, rex: UInt8) -> Int {
-        let w = Int(rex >> 3) & 1, b = Int(rex & 1) << 8
-        guard takesModRM else { return w | b }
-        return w | (modrm >= 0xC0 ? 2 : 0) | Int((modrm >> 3) & 7) << 2 | Int(modrm & 7) << 5 | b
+    static func directIndex(modrm: UInt8, takesModRM: Bool, rex: UInt8, has66: Bool) -> Int {
+        let w = Int(rex >> 3) & 1, o16 = has66 ? 2 : 0, b = Int(rex & 1) << 9
+        guard takesModRM else { return w | o16 | b }
+        return w | o16 | (modrm >= 0xC0 ? 4 : 0) | Int((modrm >> 3) & 7) << 3 | Int(modrm & 7) << 6 | b
     }
+    static let directIndexCount = 1024
 
     /// The first pattern of `entry` that the key matches in the prefix context (0 none, 1 66,
     /// 2 REX.W), as a form index; -1 when none does.
@@ -255,22 +268,27 @@ final class DecoderTables: @unchecked Sendable {  // immutable after init
 
         // The direct lookup, derived from the search itself so that both always agree.
         directRuns = .allocate(capacity: Self.directTables * 256)
-        var forms: [UInt16] = []
-        var all = [UInt16](repeating: 0, count: 512)
+        var forms: [UInt32] = []
+        let count = Self.directIndexCount
+        var all = [UInt32](repeating: 0, count: count)
         for slot in 0..<Self.directTables * 256 {
             let entry = self.entries[slot]
-            for index in 0..<512 {
-                let w = UInt8(index & 1), register = index & 2 != 0
-                let modrm = UInt8(register ? 0xC0 : 0) | UInt8((index >> 2) & 7) << 3 | UInt8((index >> 5) & 7)
-                let rex = w << 3 | UInt8(index >> 8)
-                let key = Self.legacyKey(modrm: modrm, takesModRM: entry.hasModRM, selector: 0, address32: false, rex: rex)
-                let form = entry.count == 0 ? -1 : Self.search(entry, key: key, context: w != 0 ? 2 : 0, masks: contextMasks, patterns: self.patterns)
-                all[index] = form < 0 ? Self.noForm : UInt16(form)
+            for index in 0..<count {
+                let w = UInt8(index & 1), has66 = index & 2 != 0, register = index & 4 != 0
+                let modrm = UInt8(register ? 0xC0 : 0) | UInt8((index >> 3) & 7) << 3 | UInt8((index >> 6) & 7)
+                let rex = w << 3 | UInt8(index >> 9)
+                let key = Self.legacyKey(modrm: modrm, takesModRM: entry.hasModRM, selector: has66 ? 1 : 0, address32: false, rex: rex)
+                let context = w != 0 ? 2 : has66 ? 1 : 0
+                let form = entry.count == 0 ? -1 : Self.search(entry, key: key, context: context, masks: contextMasks, patterns: self.patterns)
+                // Without 67, a moffs operand is 8 bytes.
+                let immediate = form < 0 ? 0 : UInt32(facts[form].immediateBytes) + (facts[form].hasMoffs ? 8 : 0)
+                all[index] = form < 0 ? Self.noForm : UInt32(form) | immediate << 16
             }
             // The shortest run (a power of two) whose index bits decide every form.
-            var size = 512
-            while size > 1 && (0..<512).allSatisfy({ all[$0] == all[$0 & (size / 2 - 1)] }) { size /= 2 }
-            directRuns[slot] = (UInt32(forms.count), UInt16(size - 1))
+            var size = count
+            while size > 1 && (0..<count).allSatisfy({ all[$0] == all[$0 & (size / 2 - 1)] }) { size /= 2 }
+            directRuns[slot] = DirectRun(start: UInt32(forms.count), mask: UInt16(size - 1), hasModRM: entry.hasModRM,
+                                         modIgnored: entry.modIgnored, defined: entry.count != 0)
             forms += all[0..<size]
         }
         directForms = .allocate(capacity: forms.count)
