@@ -33,6 +33,9 @@ public struct CompiledPolicy: Sendable {
         public static let writesRegisters = ModelFacts(rawValue: 1 << 9)
         /// XBEGIN: its fallback target is checked like a branch target.
         public static let xbegin = ModelFacts(rawValue: 1 << 10)
+        /// A 64-bit MOV, ADD, OR, AND or LEA: the forms of NaCl's sanctioned %rsp/%rbp moves and
+        /// re-basings, whose bytes the model then compares (a superset, so that none is missed).
+        public static let sanctionedForm = ModelFacts(rawValue: 1 << 11)
     }
 
     public let policy: ResolvedPolicy
@@ -116,6 +119,9 @@ public struct CompiledPolicy: Sendable {
             facts.insert(.noMemoryAccess)
         }
         if form.classes.contains(.stack) { facts.insert(.stackEngine) }
+        if form.encoding == .legacy && form.operandSize == 64 && ["mov", "add", "or", "and", "lea"].contains(form.mnemonic) {
+            facts.insert(.sanctionedForm)
+        }
         if form.operands.contains(where: { $0.access.writes && $0.kind.registerClass != .none }) || !form.implicitRegisters.isEmpty {
             facts.insert(.writesRegisters)
         }

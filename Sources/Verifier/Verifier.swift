@@ -178,23 +178,12 @@ struct NaClPass {
         }
         if plan.pointee.forbidden != 0 { refuse(.sandboxForbidden, verifier.compiled.forbiddenReasons[Int(plan.pointee.forbidden) - 1]) }
         let prefixes = insn.prefixes
-        if prefixes.rawValue & (Prefixes.segmentFS.rawValue | Prefixes.segmentGS.rawValue) != 0 {
-            refuse(.sandboxForbidden, "an FS or GS segment override reaches outside the sandbox")
-        }
-        if prefixes.contains(.addressSize) && (insn.hasMemoryModRM || plan.pointee.implicitMemory) {
-            refuse(.sandboxForbidden, "0x67 truncates the address to 32 bits: outside the sandbox")
-        }
-        if prefixes.rawValue & Prefixes.legacy.rawValue != 0 && !Self.isNaClNOP(bytes + offset, insn.length) {
-            // The analysis runs here, for the few instructions with a legacy prefix, unless the decoder did it.
-            let redundant = decoder.redundancy == .all ? insn.redundantPrefixes : decoder.redundantPrefixes(of: insn, code: bytes + offset)
-            if Self.redundantLegacyPrefix(bytes + offset, insn.prefixCount, redundant) {
-                refuse(.sandboxForbidden, "a prefix the instruction ignores: NaCl accepts those only in its NOP strings")
-            }
-        }
+        if prefixes.rawValue & Prefixes.legacy.rawValue != 0 { checkLegacyPrefixes(plan, at: offset) }
+
 
         // %rsp/%rbp: the sanctioned forms first, then every register the instruction writes.
         // Every sanctioned form is a REX byte, then two to seven bytes without another prefix.
-        let special = insn.rex != 0 && insn.prefixCount == 1 ? Self.special(code, offset, insn.length) : .none
+        let special = facts.contains(.sanctionedForm) && insn.rex != 0 && insn.prefixCount == 1 ? Self.special(code, offset, insn.length) : .none
         let pending = restricted
         var newRestricted = -1
         switch special {
@@ -227,25 +216,42 @@ struct NaClPass {
         restricted = newRestricted
     }
 
+    /// FS/GS overrides, 0x67 on memory, and prefixes the instruction ignores (outside NaCl's NOPs).
+    mutating func checkLegacyPrefixes(_ plan: UnsafePointer<FormPlan>, at offset: Int) {
+        let prefixes = insn.prefixes
+        if prefixes.rawValue & (Prefixes.segmentFS.rawValue | Prefixes.segmentGS.rawValue) != 0 {
+            refuse(.sandboxForbidden, "an FS or GS segment override reaches outside the sandbox")
+        }
+        if prefixes.contains(.addressSize) && (insn.hasMemoryModRM || plan.pointee.implicitMemory) {
+            refuse(.sandboxForbidden, "0x67 truncates the address to 32 bits: outside the sandbox")
+        }
+        if !Self.isNaClNOP(bytes + offset, insn.length) {
+            // The analysis runs here, for the few instructions with a legacy prefix, unless the decoder did it.
+            let redundant = decoder.redundancy == .all ? insn.redundantPrefixes : decoder.redundantPrefixes(of: insn, code: bytes + offset)
+            if Self.redundantLegacyPrefix(bytes + offset, insn.prefixCount, redundant) {
+                refuse(.sandboxForbidden, "a prefix the instruction ignores: NaCl accepts those only in its NOP strings")
+            }
+        }
+    }
+
     /// Explicit register writes: %r15 never, %rsp/%rbp only as a zero-extending 32-bit first
     /// half. Returns the register this instruction restricts (-1: none).
     @_transparent mutating func checkWrites(_ plan: UnsafePointer<FormPlan>) -> Int {
         var restricts = -1
         let zeroExtends = plan.pointee.facts.contains(.zeroExtends)
+        // The register at each place a write slot names (ModRM.reg, ModRM.rm, the opcode, vvvv),
+        // a byte each, 0xFF for a memory ModRM.rm: picked by shifting, not by a branch per place.
+        let v = insn.vector
+        let rmRegister = insn.hasMemoryModRM ? 0xFF : UInt32(insn.modrm & 7 | v.b << 3)
+        let numbers = UInt32((insn.modrm >> 3) & 7 | v.r << 3) | rmRegister << 8
+            | UInt32(insn.opcode & 7 | v.b << 3) << 16 | UInt32(v.vvvv & 15) << 24
         for k in 0..<3 {
             let slot = k == 0 ? plan.pointee.writes.0 : k == 1 ? plan.pointee.writes.1 : plan.pointee.writes.2
             if slot == 0 { break }
-            let v = insn.vector
-            let number: Int
-            switch slot & 0x0F {
-            case FormPlan.WriteSlot.modrmReg: number = Int((insn.modrm >> 3) & 7 | v.r << 3)
-            case FormPlan.WriteSlot.modrmRM:
-                if insn.hasMemoryModRM { continue }
-                number = Int(insn.modrm & 7 | v.b << 3)
-            case FormPlan.WriteSlot.opcodeRegister: number = Int(insn.opcode & 7 | v.b << 3)
-            case FormPlan.WriteSlot.vvvv: number = Int(v.vvvv & 15)
-            default: continue
-            }
+            let place = Int(slot & 0x0F)
+            guard place >= FormPlan.WriteSlot.modrmReg && place <= FormPlan.WriteSlot.vvvv else { continue }
+            let number = Int((numbers >> UInt32((place - 1) * 8)) & 0xFF)
+            if number == 0xFF { continue }
             let width = slot & 0xF0
             if width == FormPlan.WriteSlot.width8 && number >= 4 && number < 8 && insn.rex == 0 { continue }  // AH..BH
             if number == 15 { refuse(.reservedRegisterWrite, "writes %r15, the sandbox base"); continue }
@@ -265,20 +271,21 @@ struct NaClPass {
     mutating func checkMemory(at offset: Int, pending: Int) {
         let mod = insn.modrm >> 6, rm = insn.modrm & 7
         let b = Int(insn.vector.b), x = Int(insn.vector.x)
-        var baseRegister: Int? = nil, index: Int? = nil
-        if rm == 4 {
-            let sibBase = Int(insn.sib & 7), sibIndex = Int((insn.sib >> 3) & 7) | x << 3
-            if !(sibBase == 5 && mod == 0) { baseRegister = sibBase | b << 3 }
-            if sibIndex != 4 { index = sibIndex }
-            if baseRegister == nil { refuse(.unsafeMemoryOperand, "an absolute address: the base must be %r15, %rsp, %rbp or %rip") ; return }
-        } else if mod == 0 && rm == 5 {
-            return  // %rip-relative
-        } else {
-            baseRegister = Int(rm) | b << 3
+        if mod == 0 && rm == 5 { return }  // %rip-relative
+        // Without a SIB byte the base is ModRM.rm; with one, SIB.base (none: mod 0 with base 5).
+        let hasSIB = rm == 4
+        let sibBase = Int(insn.sib & 7)
+        let base = (hasSIB ? sibBase : Int(rm)) | b << 3
+        let sibIndex = Int((insn.sib >> 3) & 7) | x << 3
+        if hasSIB && sibBase == 5 && mod == 0 {
+            refuse(.unsafeMemoryOperand, "an absolute address: the base must be %r15, %rsp, %rbp or %rip")
+            return
         }
-        if let base = baseRegister, ![15, 4, 5].contains(base) {
+        // %r15, %rsp and %rbp: bits 15, 4 and 5.
+        if (1 << base) & 0x8030 == 0 {
             refuse(.unsafeMemoryOperand, "the base \(Self.name(base)) is not %r15, %rsp, %rbp or %rip")
         }
+        let index: Int? = hasSIB && sibIndex != 4 ? sibIndex : nil
         if let index {
             if index == pending && pending != 4 && pending != 5 {
                 validTargets[offset] = false  // the access and the zero-extension are one unit

@@ -53,6 +53,7 @@ public struct Decoder: Sendable {
     /// (at least 1) may be read, into `insn` (which must be fresh); nil when it is an instruction.
     public func decode(_ code: UnsafePointer<UInt8>, available: Int, into insn: inout Instruction) -> InvalidReason? {
         // An instruction is at most 15 bytes: a window of that size bounds every read below.
+        guard available > 0 else { return .truncated }
         let window = Window(end: available < 15 ? available : 15, truncated: available < 15 ? .truncated : .tooLong)
         var i = 0
         var prefixes: UInt16 = 0
@@ -60,22 +61,34 @@ public struct Decoder: Sendable {
         var lastRepeat: UInt8 = 0
 
         // Legacy prefixes and REX. A REX followed by anything but the opcode is ignored.
-        var byte: UInt8 = 0
+        // Most instructions have at most one REX and no other prefix: that case takes no branch
+        // on whether the REX is there (which varies from one instruction to the next).
         let prefixBits = tables.prefixBits
-        while true {
-            guard i < window.end else { return window.truncated }
-            byte = code[i]
-            let bit = prefixBits[Int(byte)]
-            if bit == 0 { break }
-            if bit == Prefixes.rex.rawValue {
-                if rex != 0 { prefixes |= Prefixes.ignoredREX.rawValue }
-                rex = byte
-            } else {
-                if byte & 0xFE == 0xF2 { lastRepeat = byte }
-                if rex != 0 { prefixes |= Prefixes.ignoredREX.rawValue; rex = 0 }
+        let first = code[0]
+        let firstIsREX = first & 0xF0 == 0x40
+        i = firstIsREX ? 1 : 0
+        guard i < window.end else { return window.truncated }
+        var byte = code[i]
+        if prefixBits[Int(byte)] == 0 {
+            rex = firstIsREX ? first : 0
+            prefixes = firstIsREX ? Prefixes.rex.rawValue : 0
+        } else {
+            i = 0
+            while true {
+                guard i < window.end else { return window.truncated }
+                byte = code[i]
+                let bit = prefixBits[Int(byte)]
+                if bit == 0 { break }
+                if bit == Prefixes.rex.rawValue {
+                    if rex != 0 { prefixes |= Prefixes.ignoredREX.rawValue }
+                    rex = byte
+                } else {
+                    if byte & 0xFE == 0xF2 { lastRepeat = byte }
+                    if rex != 0 { prefixes |= Prefixes.ignoredREX.rawValue; rex = 0 }
+                }
+                prefixes |= bit
+                i &+= 1
             }
-            prefixes |= bit
-            i &+= 1
         }
         if lastRepeat == 0xF3 { prefixes |= Prefixes.lastIsF3.rawValue }
         insn.opcodeOffset = UInt8(truncatingIfNeeded: i)
@@ -296,17 +309,13 @@ public struct Decoder: Sendable {
                 insn.sibOffset = UInt8(truncatingIfNeeded: i)
                 i &+= 1
             }
-            var displacement = 0
-            if mod == 1 {
-                displacement = 1
-            } else if mod == 2 || (mod == 0 && (rm == 5 || (rm == 4 && sibBase == 5))) {
-                displacement = 4
-            }
-            if displacement != 0 {
-                insn.displacementOffset = UInt8(truncatingIfNeeded: i)
-                insn.displacementSize = UInt8(truncatingIfNeeded: displacement)
-                i &+= displacement
-            }
+            // mod 1: disp8; mod 2: disp32; mod 0: disp32 only for RIP (rm 5) or a SIB base of 5.
+            // Without branches: which case it is depends on the data, so a branch would mispredict.
+            var displacement = (0x410 &>> (Int(mod) &<< 2)) & 0xF
+            if mod == 0 && (rm == 5 || (rm == 4 && sibBase == 5)) { displacement = 4 }
+            insn.displacementOffset = displacement != 0 ? UInt8(truncatingIfNeeded: i) : 0
+            insn.displacementSize = UInt8(truncatingIfNeeded: displacement)
+            i &+= displacement
         }
         insn.modrm = modrm
         return nil
@@ -322,11 +331,9 @@ public struct Decoder: Sendable {
         let facts = tables.facts.baseAddress.unsafelyUnwrapped + form
         let prefixes = context.prefixes, rex = context.rex, modrm = insn.modrm
         var i = start
-        if immediate != 0 {
-            insn.immediateOffset = UInt8(truncatingIfNeeded: i)
-            insn.immediateSize = UInt8(truncatingIfNeeded: immediate)
-            i &+= immediate
-        }
+        insn.immediateOffset = immediate != 0 ? UInt8(truncatingIfNeeded: i) : 0
+        insn.immediateSize = UInt8(truncatingIfNeeded: immediate)
+        i &+= immediate
         if table == 4 {
             // The 3DNow! opcode byte sits where an immediate would.
             insn.immediateOffset = UInt8(truncatingIfNeeded: i &- 1)
@@ -348,7 +355,8 @@ public struct Decoder: Sendable {
                 if !facts.pointee.usesVVVV && !facts.pointee.vsib && insn.vector.vvvv != 0 { return .unusedVVVV }
                 if let reason = Self.evexMaskingProblem(insn.vector, classes, memory: modrm >> 6 != 3) { return reason }
             }
-        } else if rex != 0 {
+        } else {
+            // REX's bits (all 0 without one: no branch on whether it is there).
             insn.vector.r = (rex >> 2) & 1
             insn.vector.x = (rex >> 1) & 1
             insn.vector.b = rex & 1
@@ -360,8 +368,9 @@ public struct Decoder: Sendable {
         insn.rex = rex
         insn.prefixes = Prefixes(rawValue: prefixes)
         if facts.pointee.checksRegisters, let reason = registerProblem(insn) { return reason }
-        let refusable = Prefixes.ignoredREX.rawValue | Prefixes.operandSize.rawValue
-        if prefixes & refusable != 0 || rex & 8 != 0 { insn.refusal = Self.refusal(insn, classes, table: table) }
+        if prefixes & Prefixes.ignoredREX.rawValue != 0 || facts.pointee.mayBeRefused {
+            insn.refusal = Self.refusal(insn, classes, table: table)
+        }
         if redundancy == .all && insn.opcodeOffset != 0 {
             insn.redundantPrefixes = redundantPrefixes(insn, facts.pointee.prefixUse, code)
         }

@@ -39,6 +39,9 @@ final class DecoderTables: @unchecked Sendable {  // immutable after init
         var checksRegisters: Bool
         /// What the form does with each prefix, for `Decoder.redundantPrefixes`.
         var prefixUse: PrefixUse
+        /// A form `Decoder.refusal` may refuse whatever the prefixes before it: Intel's 64-bit near
+        /// branches (66) and the far transfers and segment loads at FF and 0F B2/B4/B5 (REX.W).
+        var mayBeRefused: Bool
     }
 
     /// The prefixes and REX bits a form can make use of (beyond the ones that select it).
@@ -201,7 +204,9 @@ final class DecoderTables: @unchecked Sendable {  // immutable after init
                     || form.encoding == .evex && form.operands.contains {
                         $0.kind.location == .modrmReg && [.gpr32, .gpr64].contains($0.kind.registerClass)
                     },
-                prefixUse: Self.prefixUse(form)))
+                prefixUse: Self.prefixUse(form),
+                mayBeRefused: form.classes.contains(.intelForce64) || form.encoding == .legacy
+                    && (form.map == .oneByte && form.opcode == 0xFF || form.map == .map0F && [0xB2, 0xB4, 0xB5].contains(form.opcode))))
             guard let table = Self.tableIndex(form.encoding, form.map) else {
                 preconditionFailure("form \(form.id): no table for \(form.encoding) \(form.map)")
             }
