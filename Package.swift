@@ -28,10 +28,12 @@ let package = Package(
         .target(name: "Verifier", dependencies: ["X86", "Policy"]),
         // The standalone C verifier: tables from a compiled policy above a fixed C core.
         .target(name: "Codegen", dependencies: ["Verifier", "Policy", "X86"]),
+        // Turing-completeness: capabilities, the universal machines, witnesses, negative lemmas.
+        .target(name: "Analysis", dependencies: ["Verifier", "Policy", "X86"]),
         // Human-readable instruction text through capstone, Sieve's own rendering where capstone fails.
         .target(name: "Disassembly", dependencies: ["X86", "CCapstone"]),
         .executableTarget(name: "SieveCLI", dependencies: [
-            "X86", "Disassembly", "Policy", "Verifier", "Codegen",
+            "X86", "Disassembly", "Policy", "Verifier", "Codegen", "Analysis",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Sources/SieveCLI"),
 
@@ -43,5 +45,6 @@ let package = Package(
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "X86"]),
         .testTarget(name: "VerifierTests", dependencies: ["Verifier", "Codegen", "Policy", "X86", "CZydis"], exclude: ["Corpus"]),
         .testTarget(name: "SieveCLITests", dependencies: ["SieveCLI"]),
+        .testTarget(name: "AnalysisTests", dependencies: ["Analysis", "Verifier", "Codegen", "Policy", "X86"]),
     ]
 )

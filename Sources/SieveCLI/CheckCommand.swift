@@ -1,11 +1,13 @@
+import Analysis
 import ArgumentParser
 import Policy
+import Verifier
 import X86
 
 struct CheckCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check",
-        abstract: "Parse, lint and resolve a policy, and summarise what it accepts.",
+        abstract: "Parse, lint and resolve a policy, summarise what it accepts, and decide whether it still computes.",
         discussion: """
             Reads POLICY and its `extends` chain, reports every error as file:line:col with the \
             source line, and lint findings as warnings: a ban without a reason, a sensitive group \
@@ -13,7 +15,16 @@ struct CheckCommand: ParsableCommand {
             that re-admits a parent's referenced ban. Then prints the accepted set: forms per \
             extension and per group, and the sandbox model.
 
-            Exit status: 0 clean, 1 lint findings, 2 errors.
+            Then the Turing-completeness verdict for the accepted subset under its sandbox model: \
+            turing-complete (with a witness: a universal machine made only of accepted forms, laid \
+            out to the model's rules and accepted by the policy's own verifier), weak (only a \
+            counter machine in registers: memory does not scale), not-turing-complete (with the \
+            negative lemma that proves it), or unknown (fail closed). Anything but turing-complete \
+            lists the missing capabilities and the forms whose trust would give a witness. \
+            --witness DIR writes the witness there: witness.bin (raw code, base 0), witness.s (an \
+            annotated listing), layout.txt (the data it expects at %r15) and data.bin (an example).
+
+            Exit status: 0 clean and turing-complete, 1 lint findings or another verdict, 2 errors.
             """)
 
     @Argument(help: "The policy file (YAML).")
@@ -22,8 +33,11 @@ struct CheckCommand: ParsableCommand {
     @Option(help: "Output format: text or json.")
     var format: OutputFormat = .text
 
-    @Flag(help: "Measure: load the instruction database, then read and resolve the policy 20 times; print the medians.")
+    @Flag(help: "Measure: load the instruction database, then read and resolve the policy and decide its Turing-completeness 20 times; print the medians.")
     var timing = false
+
+    @Option(help: ArgumentHelp("Write the witness into this directory (created) when the verdict is turing-complete.", valueName: "DIR"))
+    var witness: String?
 
     func run() throws {
         if timing { return try measure() }
@@ -40,6 +54,10 @@ struct CheckCommand: ParsableCommand {
             for group in GroupCatalog.builtins where group.contains(form) { byGroup[group.name, default: 0] += 1 }
         }
         let sandbox = resolved.sandbox
+        let turing = TuringChecker(CompiledPolicy(resolved)).check()
+        if let directory = witness, let w = turing.witness, turing.verdict == .turingComplete {
+            try failing { try writeWitness(w, to: directory) }
+        }
         var out = StandardOutput()
         switch format {
         case .json:
@@ -59,6 +77,7 @@ struct CheckCommand: ParsableCommand {
                     "by_extension": .object(byExtension.mapValues(JSON.int)), "by_group": .object(byGroup.mapValues(JSON.int)),
                 ]),
                 "warnings": .array(resolved.warnings.map(diagnosticJSON)),
+                "turing": turingJSON(turing),
             ])
             print(json.compact, to: &out)
         case .text:
@@ -74,9 +93,11 @@ struct CheckCommand: ParsableCommand {
             for (name, count) in byExtension.sorted(by: { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }) {
                 print("  \(name): \(count)", to: &out)
             }
+            for line in turingText(turing) { print(line, to: &out) }
         }
         out.flush()
         try reportWarnings(resolved)
+        if turing.verdict != .turingComplete { throw ExitStatus.findings }
     }
 
     private func reportWarnings(_ resolved: ResolvedPolicy) throws {
@@ -95,20 +116,26 @@ struct CheckCommand: ParsableCommand {
         let start = Clock.now()
         _ = ISADatabase.shared
         let database = Clock.now() - start
-        var times: [Double] = []
+        var times: [Double] = [], turingTimes: [Double] = []
         for _ in 0..<20 {
             let t = Clock.now()
-            _ = try loadPolicy(policy)
+            let resolved = try loadPolicy(policy)
             times.append(Clock.now() - t)
+            let u = Clock.now()
+            _ = TuringChecker(CompiledPolicy(resolved)).check()
+            turingTimes.append(Clock.now() - u)
         }
         let median = times.sorted()[times.count / 2]
+        let turingMedian = turingTimes.sorted()[turingTimes.count / 2]
         var out = StandardOutput()
         if format == .json {
             print(JSON.object(["policy": .string(policy), "database_ms": .double(database * 1000),
-                               "resolve_ms": .double(median * 1000), "runs": .int(times.count)]).compact, to: &out)
+                               "resolve_ms": .double(median * 1000), "turing_ms": .double(turingMedian * 1000),
+                               "runs": .int(times.count)]).compact, to: &out)
         } else {
             print("database load: \(String(format3: database * 1000)) ms (once per process)", to: &out)
             print("read + resolve + lint \(policy): \(String(format3: median * 1000)) ms (median of \(times.count))", to: &out)
+            print("compile + Turing-completeness verdict with its witness: \(String(format3: turingMedian * 1000)) ms (median of \(times.count))", to: &out)
         }
         out.flush()
     }

@@ -496,3 +496,14 @@ struct TargetBitmap {
         }
     }
 }
+
+extension Verifier {
+    /// Whether these bytes are exactly one instruction that this verifier accepts on its own,
+    /// leaving aside the two rules that depend on the code around it: a branch target, and an
+    /// index restricted by the instruction before (what a program puts there is checked when the
+    /// whole program is verified).
+    public func acceptsAlone(_ bytes: [UInt8]) -> Bool {
+        guard case .instruction(let insn) = decoder.decode(bytes), insn.length == bytes.count else { return false }
+        return verify(bytes, base: 0).findings.allSatisfy { $0.kind == .badJumpTarget || $0.kind == .unrestrictedIndex }
+    }
+}
