@@ -42,8 +42,8 @@ final class ProgramBuilder {
     func emit(_ capability: String, _ pick: Pick, _ comment: String = "") {
         if let items = pick.chosen {
             program.emit(items, comment)
-        } else if !missing.contains(where: { $0.capability == capability }) {
-            missing.append((capability, pick.preferred))
+        } else if !missing.contains(where: { $0.capability == (pick.lacking ?? capability) }) {
+            missing.append((pick.lacking ?? capability, pick.preferred))
         }
     }
 

@@ -5,9 +5,12 @@ import Verifier
 struct Pick {
     var chosen: [Program.Item]?
     var preferred: [Program.Item]
+    /// The capability to report when the failure lies in a part (the index restriction of an access).
+    var lacking: String?
 
     static func + (a: Pick, b: Pick) -> Pick {
-        Pick(chosen: a.chosen.flatMap { x in b.chosen.map { x + $0 } }, preferred: a.preferred + b.preferred)
+        Pick(chosen: a.chosen.flatMap { x in b.chosen.map { x + $0 } }, preferred: a.preferred + b.preferred,
+             lacking: a.chosen == nil ? a.lacking : b.chosen == nil ? b.lacking : nil)
     }
 }
 
@@ -42,6 +45,12 @@ struct Toolkit {
 
     /// NaCl's restriction of an index: a zero-extending 32-bit write of the register itself.
     func restrict(_ r: Register) -> Pick {
+        var pick = restrictAlternatives(r)
+        if pick.chosen == nil { pick.lacking = "index restriction" }
+        return pick
+    }
+
+    private func restrictAlternatives(_ r: Register) -> Pick {
         first([[Encode.mov(.l, r, r)], [Encode.movLoadForm(.l, r, r)], [Encode.lea(.l, r, r, 0)],
                [Encode.alu(.add, .l, r, immediate: 0)], [Encode.alu(.or, .l, r, immediate: 0)],
                [Encode.alu(.and, .l, r, immediate: -1)], [Encode.alu(.xor, .l, r, immediate: 0)],

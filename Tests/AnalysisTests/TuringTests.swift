@@ -247,6 +247,30 @@ func witness(_ compiled: CompiledPolicy, _ attempt: TuringChecker.Attempt) -> Wi
         #expect(!report.missing.isEmpty && !report.repair.isEmpty)
     }
 
+    /// The repair is a promise: trusting exactly those forms gives a witness.
+    @Test(arguments: ["allow:\n  - group: base\n    mnemonic: [mov]\n",
+                      "allow:\n  - group: base\n    mnemonic: [mov, add, sub, cmp, xor, and, or, nop]\n",
+                      TestPolicy.registersOnly, "allow:\n  - group: base\n    mnemonic: [xadd, jmp, nop]\n"])
+    func trustingTheRepairGivesAWitness(_ policy: String) throws {
+        let report = TuringChecker(try TestPolicy.load(policy)).check()
+        #expect(report.verdict != .turingComplete && !report.repair.isEmpty)
+        let repaired = policy + "  - form: [\(report.repair.map(\.id).joined(separator: ", "))]\n"
+        #expect(TuringChecker(try TestPolicy.load(repaired)).check().verdict == .turingComplete, "\(report.repair.map(\.id))")
+    }
+
+    @Test func aMissingRestrictionIsNamed() throws {
+        // Indexed loads and stores, but no zero-extending 32-bit write to restrict an index with.
+        let report = TuringChecker(try TestPolicy.load("""
+            allow:
+              - group: base
+                mnemonic: [mov, jmp, nop]
+                operand-size: 64
+
+            """)).check()
+        #expect(report.verdict != .turingComplete)
+        #expect(report.missing.contains("index restriction"), "\(report.missing)")
+    }
+
     @Test func witnessesAreDeterministic() throws {
         let compiled = try TestPolicy.shipped("standard.yaml")
         let a = try #require(TuringChecker(compiled).check().witness), b = try #require(TuringChecker(compiled).check().witness)

@@ -148,6 +148,41 @@ struct Sieve {
         #expect((json["sandbox"] as? [String: Any])?["model"] as? String == "nacl-x86-64")
     }
 
+    @Test func checkWritesTheWitnessOfATuringCompleteProfile() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sieve-witness-\(UUID().uuidString)").path
+        let result = try Sieve.run("check", Self.policy("paranoid.yaml"), "--witness", dir, "--format", "json")
+        #expect(result.status == 0, "\(result.stderr)")
+        let json = try #require(try result.json() as? [String: Any])
+        let turing = try #require(json["turing"] as? [String: Any])
+        #expect(turing["verdict"] as? String == "turing-complete")
+        #expect(turing["model"] as? String == "subleq-interpreter")
+        let witness = try #require(turing["witness"] as? [String: Any])
+        let code = try Data(contentsOf: URL(fileURLWithPath: dir + "/witness.bin"))
+        #expect(witness["bytes"] as? Int == code.count && code.count % 32 == 0)
+        #expect((witness["forms"] as? [String])?.contains("sub_rm64_r64") == true)
+        let listing = try String(contentsOfFile: dir + "/witness.s", encoding: .utf8)
+        #expect(listing.contains("jle take") && listing.contains("# bundle 0"))
+        #expect(FileManager.default.fileExists(atPath: dir + "/layout.txt") && FileManager.default.fileExists(atPath: dir + "/data.bin"))
+        let text = try Sieve.run("check", Self.policy("minimal.yaml"))
+        #expect(text.status == 0 && text.stdout.contains("turing: turing-complete (subleq-interpreter"), "\(text.stdout)")
+    }
+
+    @Test func checkExitsOneAndWritesNothingForAnotherVerdict() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sieve-witness-\(UUID().uuidString)").path
+        let path = try Self.temporaryPolicy("sieve: 1\nname: movs\nallow: [{group: base, mnemonic: mov}]\n")
+        let result = try Sieve.run("check", path, "--witness", dir)
+        #expect(result.status == 1)
+        #expect(result.stdout.contains("turing: not-turing-complete"))
+        #expect(result.stdout.contains("lemma: NL1"))
+        #expect(result.stdout.contains("repair: allow `JMP rel32` (jmp_rel32_64)"), "\(result.stdout)")
+        #expect(!FileManager.default.fileExists(atPath: dir))
+        let json = try #require(try Sieve.run("check", path, "--format", "json").json() as? [String: Any])
+        let turing = try #require(json["turing"] as? [String: Any])
+        #expect(turing["verdict"] as? String == "not-turing-complete" && turing["witness"] is NSNull)
+        #expect(turing["repair"] as? [String] == ["jmp_rel32_64"])
+        #expect((turing["missing"] as? [String])?.contains("backward jump") == true)
+    }
+
     @Test func checkExitsOneOnLintAndTwoOnErrors() throws {
         let lint = try Sieve.run("check", try Self.temporaryPolicy("sieve: 1\nname: t\ntrust: [base, timers]\nban: [{mnemonic: clflush}]\n"))
         #expect(lint.status == 1)
