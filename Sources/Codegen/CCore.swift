@@ -1,11 +1,20 @@
 /// The hand-written core of the generated C verifier: the same for every policy, the tables
 /// above it in the generated file are what change. It mirrors `Decoder.decode` and the Swift
-/// engine's NaCl pass step for step, so that both engines agree (a differential test checks it).
+/// engine's NaCl pass step for step, so that both engines agree (a differential test checks it);
+/// `fast_step` is a shortcut for the common instruction that gives up wherever they would differ.
 enum CCore {
+    /// The pattern flags of the core's fast path (its Q_ enum).
+    static let qDecode: UInt8 = 1, qAccept: UInt8 = 2, q66: UInt8 = 4, qNOP66: UInt8 = 8, qCall: UInt8 = 16, qDirect: UInt8 = 32
+    static let qZeroExtends: UInt8 = 64, qNoMemory: UInt8 = 128
+
     static let source = #"""
 /* ---- core: identical for every policy ------------------------------------------------- */
 
-enum { T_REG = 1, T_MEM = 2 };
+/* Pattern flags for fast_step, set by the generator: decodable there (never on prefix and escape bytes), accepted
+   by the policy and by the model but for its register writes and memory operand, a lone 66 neither invalid, refused
+   nor redundant, NaCl's NOP prefixes neither invalid nor refused (no immediate), a direct call, a direct branch,
+   a 32-bit write zero-extends, no memory access. */
+enum { Q_DECODE = 1, Q_ACCEPT = 2, Q_66 = 4, Q_NOP66 = 8, Q_CALL = 16, Q_DIRECT = 32, Q_ZX = 64, Q_NO_MEMORY = 128 };
 #define KEY(shift, v) ((uint64_t)1 << ((shift) + (v)))
 enum { S_MOD = 0, S_REG = 2, S_RM = 10, S_PFX = 18, S_SIZE = 22, S_ASZ = 25, S_W = 27, S_L = 29, S_REXB = 33 };
 enum { P_LOCK = 1, P_REP = 2, P_REPNE = 4, P_66 = 8, P_67 = 16, P_ES = 32, P_CS = 64, P_SS = 128, P_DS = 256, P_FS = 512,
@@ -22,70 +31,60 @@ enum { P_LOCK = 1, P_REP = 2, P_REPNE = 4, P_66 = 8, P_67 = 16, P_ES = 32, P_CS 
 #define C_NOF2F3 (1u << 31)
 
 typedef struct {
-    int length, form, refused, prefix_count;
-    unsigned prefixes, redundant;
-    uint8_t rex, opcode, modrm, sib, has_modrm, mem, imm_off, imm_size, table;
+    int length, form;
+    unsigned prefixes;
+    uint8_t prefix_count, refused, rex, opcode, modrm, sib, has_modrm, mem, imm_off, imm_size;
     uint8_t vr, vx, vb, vvvv, vw, vl, aaa, z, bcst;
 } insn_t;
 
-static int is_mem(const insn_t *i) { return i->has_modrm && (i->modrm >> 6) != 3; }
-
-/* The legacy prefix each byte is, as a P_ bit (0: not a legacy prefix). */
+/* The legacy prefix each byte is, as a P_ bit (0: not a prefix). */
 static const uint16_t prefix_bit[256] = {
     [0xF0] = P_LOCK, [0xF2] = P_REPNE, [0xF3] = P_REP, [0x66] = P_66, [0x67] = P_67, [0x26] = P_ES, [0x2E] = P_CS,
-    [0x36] = P_SS, [0x3E] = P_DS, [0x64] = P_FS, [0x65] = P_GS,
+    [0x36] = P_SS, [0x3E] = P_DS, [0x64] = P_FS, [0x65] = P_GS, [0x40] = P_REX, [0x41] = P_REX, [0x42] = P_REX,
+    [0x43] = P_REX, [0x44] = P_REX, [0x45] = P_REX, [0x46] = P_REX, [0x47] = P_REX, [0x48] = P_REX, [0x49] = P_REX,
+    [0x4A] = P_REX, [0x4B] = P_REX, [0x4C] = P_REX, [0x4D] = P_REX, [0x4E] = P_REX, [0x4F] = P_REX,
 };
 
-/* Decodes the instruction at code[0..avail). Returns 0 (invalid) or 1; never reads past avail. */
+/* The bytes after a ModRM byte whose sieve_modrm entry is m and whose SIB (if any) is sib. */
+#define MODRM_BYTES(m, sib) ((int)(((m) >> 24) & 15) + ((((m) >> 29) & 1) && ((sib) & 7) == 5 ? 4 : 0))
+
+/* Decodes the instruction at code[0..avail) into *o. Returns 0 (invalid) or 1. Never reads past avail:
+   near the end the bytes are copied into a zero-padded buffer, so that no read below needs a bounds check
+   (none goes beyond index 22) and one length check decides truncation (every byte read counts in it). */
 static int decode(const uint8_t *code, size_t avail, insn_t *o) {
-    size_t end = avail < 15 ? avail : 15, i = 0;
-    unsigned p = 0;
-    uint8_t rex = 0, last_rep = 0, b = 0, op = 0, modrm = 0;
-    int table = 0, vec = 0, evex = 0, taken;
+    uint8_t pad[32], rex = 0, last_rep = 0, b, op = 0, modrm = 0;
+    int i = 0, end = avail < 15 ? (int)avail : 15, table = 0, vec = 0, evex = 0, taken, imm;
+    unsigned p = 0, bit, sel;
     const struct sieve_entry *e;
-    uint64_t key = 0, sel = 0, allowed, size;
+    const struct sieve_pattern *pt;
     const struct sieve_form *f;
-    int imm;
+    uint64_t key;
+    if (avail < sizeof pad) { memset(pad, 0, sizeof pad); memcpy(pad, code, avail); code = pad; }
     memset(o, 0, sizeof *o);
-    for (;; i++) {
-        unsigned bit;
-        if (i >= end) return 0;
-        b = code[i];
-        if ((b & 0xF0) == 0x40) { p |= P_REX; if (rex) p |= P_IGNREX; rex = b; continue; }
-        bit = prefix_bit[b];
-        if (!bit) break;
+    for (; (bit = prefix_bit[b = code[i]]) != 0; i++) {
+        if (bit == P_REX) { if (rex) p |= P_IGNREX; rex = b; }
+        else { if ((b & 0xFE) == 0xF2) last_rep = b; if (rex) { p |= P_IGNREX; rex = 0; } }
         p |= bit;
-        if (b == 0xF2 || b == 0xF3) last_rep = b;
-        if (rex) { p |= P_IGNREX; rex = 0; }
-    }
-    o->prefix_count = (int)i;
-    if (b == 0x0F) {
-        if (++i >= end) return 0;
-        switch (code[i]) {
-        case 0x38: table = 2; i++; break;
-        case 0x3A: table = 3; i++; break;
-        case 0x0F: table = 4; i++; break;
-        default: table = 1;
-        }
-    } else if (b == 0xC5) {
         if (i + 1 >= end) return 0;
+    }
+    o->prefix_count = (uint8_t)i;
+    sel = last_rep ? (last_rep == 0xF3 ? 2 : 3) : (p & P_66) ? 1 : 0;
+    if (b == 0x0F) {
+        b = code[++i];
+        table = b == 0x38 ? 2 : b == 0x3A ? 3 : b == 0x0F ? 4 : 1;
+        i += table > 1;
+    } else if (b == 0xC5) {
         o->vr = (uint8_t)((~code[i + 1] >> 7) & 1); o->vvvv = (uint8_t)((~code[i + 1] >> 3) & 15);
         o->vl = (code[i + 1] >> 2) & 1; sel = code[i + 1] & 3; table = 5; vec = 1; i += 2;
-    } else if (b == 0xC4 || (b == 0x8F && i + 1 < end && (code[i + 1] & 0x1F) >= 8)) {
-        uint8_t p0, p1, map;
-        if (i + 2 >= end) return 0;
-        p0 = code[i + 1]; p1 = code[i + 2]; map = p0 & 0x1F;
+    } else if (b == 0xC4 || (b == 0x8F && (code[i + 1] & 0x1F) >= 8)) {
+        uint8_t p0 = code[i + 1], p1 = code[i + 2], map = p0 & 0x1F;
         o->vr = (uint8_t)((~p0 >> 7) & 1); o->vx = (uint8_t)((~p0 >> 6) & 1); o->vb = (uint8_t)((~p0 >> 5) & 1);
         o->vw = p1 >> 7; o->vvvv = (uint8_t)((~p1 >> 3) & 15); o->vl = (p1 >> 2) & 1; sel = p1 & 3;
         if (b == 0xC4) { if (map < 1 || map > 3) return 0; table = 4 + map; }
         else { if (map > 10) return 0; table = 5 + map; }
         vec = 1; i += 3;
-    } else if (b == 0x8F && i + 1 >= end) {
-        return 0;
     } else if (b == 0x62) {
-        uint8_t p0, p1, p2;
-        if (i + 3 >= end) return 0;
-        p0 = code[i + 1]; p1 = code[i + 2]; p2 = code[i + 3];
+        uint8_t p0 = code[i + 1], p1 = code[i + 2], p2 = code[i + 3];
         if ((p0 & 8) || !(p1 & 4)) return 0;
         o->vr = (uint8_t)(((~p0 >> 7) & 1) | (((~p0 >> 4) & 1) << 1)); o->vx = (uint8_t)((~p0 >> 6) & 1);
         o->vb = (uint8_t)((~p0 >> 5) & 1); o->vw = p1 >> 7;
@@ -96,51 +95,28 @@ static int decode(const uint8_t *code, size_t avail, insn_t *o) {
         vec = evex = 1; i += 4;
     }
     if (vec && ((p & (P_66 | P_REP | P_REPNE | P_LOCK)) || rex)) return 0;
-    if (table != 4) { if (i >= end) return 0; op = code[i++]; }
+    if (table != 4) op = code[i++];
     e = &sieve_entries[table * 256 + op];
-    taken = table == 4 ? 1 : e->has_modrm;
-    if (!taken && !e->count) return 0;
+    taken = table == 4 || e->has_modrm;
     if (taken) {
-        if (i >= end) return 0;
-        modrm = code[i++]; o->has_modrm = 1;
-        if (e->mod_ignored) modrm |= 0xC0;
-        else if ((modrm >> 6) != 3) {
-            int disp = 0;
-            if ((modrm & 7) == 4) { if (i >= end) return 0; o->sib = code[i++]; }
-            if ((modrm >> 6) == 1) disp = 1;
-            else if ((modrm >> 6) == 2 || ((modrm >> 6) == 0 && ((modrm & 7) == 5 || ((modrm & 7) == 4 && (o->sib & 7) == 5)))) disp = 4;
-            i += (size_t)disp;
-        }
+        modrm = code[i++] | (e->mod_ignored ? 0xC0 : 0);
+        o->mem = modrm < 0xC0;
+        if (o->mem && (modrm & 7) == 4) o->sib = code[i];
+        i += MODRM_BYTES(sieve_modrm[modrm], o->sib);
     }
-    if (table == 4) { if (i >= end) return 0; op = code[i++]; e = &sieve_entries[4 * 256 + op]; }
-    if (i > end || !e->count) return 0;
-    o->opcode = op; o->modrm = modrm; o->table = (uint8_t)table;
-    if (taken) key |= KEY(S_MOD, (modrm >> 6) == 3 ? 0 : 1) | KEY(S_REG, (modrm >> 3) & 7) | KEY(S_RM, modrm & 7);
-    else key |= KEY(S_MOD, 0) | KEY(S_REG, 0) | KEY(S_RM, 0);
-    if (!vec) sel = last_rep ? (last_rep == 0xF3 ? 2 : 3) : ((p & P_66) ? 1 : 0);
-    key |= KEY(S_PFX, sel) | KEY(S_ASZ, (p & P_67) ? 0 : 1) | KEY(S_W, vec ? o->vw : (rex >> 3) & 1);
-    key |= KEY(S_L, evex && o->bcst && (modrm >> 6) == 3 ? 2 : o->vl) | KEY(S_REXB, rex & 1);
-    {
-        /* The operand-size field per size rule: normal, default 64, always 64, mandatory 66. */
-        int w = (rex & 8) != 0, o16 = (p & P_66) != 0;
-        uint64_t sizes[4];
-        const struct sieve_pattern *pt = &sieve_patterns[e->start], *last = pt + e->count;
-        sizes[0] = KEY(S_SIZE, w ? 2 : o16 ? 0 : 1); sizes[1] = KEY(S_SIZE, w ? 2 : o16 ? 0 : 2);
-        sizes[2] = KEY(S_SIZE, 2); sizes[3] = KEY(S_SIZE, w ? 2 : 1);
-        for (; pt < last; pt++) {
-            size = sizes[pt->size_rule & 3];
-            allowed = pt->allowed;
-            if (((key | size) & ~allowed) == 0) { o->form = pt->form; goto matched; }
-        }
-    }
-    return 0;
-matched:
-    f = &sieve_forms[o->form];
+    if (table == 4) { op = code[i++]; e = &sieve_entries[4 * 256 + op]; }
+    /* The instance's fields, one bit each, against the patterns of its context (operand size and W folded in). */
+    key = sieve_modrm[taken ? modrm : 0xC0] & 0x3FFFF;
+    key |= KEY(S_PFX, sel) | KEY(S_ASZ, (p & P_67) ? 0 : 1) | KEY(S_REXB, rex & 1);
+    key |= KEY(S_L, evex && o->bcst && taken && !o->mem ? 2 : o->vl);   /* EVEX.b on registers: rounding, the length 512 */
+    for (pt = &sieve_patterns[e->start[vec ? o->vw : (rex & 8) ? 2 : (p & P_66) ? 1 : 0]]; key & ~pt->allowed; pt++) {}
+    if (pt->form == SIEVE_NO_FORM) return 0;
+    f = &sieve_forms[pt->form];
     imm = f->imm_bytes + (f->moffs ? ((p & P_67) ? 4 : 8) : 0);
-    o->imm_off = (uint8_t)i; o->imm_size = (uint8_t)imm; i += (size_t)imm;
+    o->imm_off = (uint8_t)i; o->imm_size = (uint8_t)imm; i += imm;
     if (table == 4) { o->imm_off = (uint8_t)(i - 1); o->imm_size = 1; }
     if (i > end) return 0;
-    if ((p & P_LOCK) && !((f->classes & C_LOCK) && taken && (modrm >> 6) != 3)) return 0;
+    if ((p & P_LOCK) && !((f->classes & C_LOCK) && o->mem)) return 0;
     if ((f->classes & C_NO66) && (p & P_66)) return 0;
     if ((f->classes & C_NOF2F3) && last_rep) return 0;
     if (vec) {
@@ -150,12 +126,12 @@ matched:
             if (o->aaa && !(f->classes & C_OPMASK)) return 0;
             if (!o->aaa && (f->classes & C_OPMASK_REQ)) return 0;
             if (o->z && (!(f->classes & C_ZEROING) || !o->aaa)) return 0;
-            if (o->bcst && ((modrm >> 6) != 3 ? !(f->classes & C_BCST) : !(f->classes & (C_ER | C_SAE)))) return 0;
+            if (o->bcst && (o->mem || !taken ? !(f->classes & C_BCST) : !(f->classes & (C_ER | C_SAE)))) return 0;
         }
     } else if (rex) {
         o->vr = (rex >> 2) & 1; o->vx = (rex >> 1) & 1; o->vb = rex & 1; o->vw = (rex >> 3) & 1;
     }
-    o->length = (int)i; o->rex = rex; o->prefixes = p;
+    o->length = i; o->form = pt->form; o->rex = rex; o->prefixes = p; o->opcode = op; o->modrm = modrm; o->has_modrm = (uint8_t)taken;
     if (f->reg_checks || f->distinct) {
         unsigned reg = (modrm >> 3) & 7, c = f->reg_checks;
         int n[4], cnt = 0, a, d;
@@ -170,7 +146,7 @@ matched:
         for (a = 0; f->distinct && a < 4 && f->places[a]; a++) {
             switch (f->places[a]) {
             case 1: n[cnt++] = (int)(reg | (unsigned)o->vr << 3); break;
-            case 2: if (!is_mem(o)) n[cnt++] = (modrm & 7) | o->vb << 3 | o->vx << 4; break;
+            case 2: if (!o->mem) n[cnt++] = (modrm & 7) | o->vb << 3 | o->vx << 4; break;
             case 3: n[cnt++] = o->vvvv; break;
             default: n[cnt++] = ((o->sib >> 3) & 7) | o->vx << 3 | (o->vvvv & 16);
             }
@@ -182,7 +158,6 @@ matched:
     else if ((f->classes & C_FORCE64) && (p & P_66) && !(rex & 8)) o->refused = 1;
     else if ((rex & 8) && table == 0 && op == 0xFF && taken && (((modrm >> 3) & 7) == 3 || ((modrm >> 3) & 7) == 5)) o->refused = 1;
     else if ((rex & 8) && table == 1 && (op == 0xB2 || op == 0xB4 || op == 0xB5)) o->refused = 1;
-    o->mem = (uint8_t)is_mem(o);
     return 1;
 }
 
@@ -299,13 +274,16 @@ static int policy_accepts(const insn_t *i, const uint8_t *code, int *rule) {
 
 /* ---- the sandbox: NaCl's x86-64 rules (model none: the policy and the decoder only) --------- */
 
+typedef struct { size_t from; int64_t target; int length, form; } branch_t;
+
 typedef struct {
     const uint8_t *code;
-    size_t size, count;
+    size_t size, count, nbranches;
     uint64_t base;
     sieve_report_fn report;
     void *ctx;
     uint8_t *valid;   /* 1: a direct jump may land here */
+    branch_t *branches;  /* direct jumps and calls, checked once every instruction start is known */
 } pass_t;
 
 static void emit(pass_t *s, int kind, size_t offset, int length, int form, int rule, int warning) {
@@ -323,12 +301,12 @@ static int policy_check(pass_t *s, const insn_t *i, size_t at) {
     return 1;
 }
 
-static int equals(const uint8_t *c, int n, const char *pattern, int m) { return n == m && memcmp(c, pattern, (size_t)m) == 0; }
-
 /* 1 stack move, 2 re-base of %rsp, 3 re-base of %rbp (NaCl's sanctioned forms), 0 none. */
 static int special(const uint8_t *c, int n) {
+    uint8_t r, o, m;
+    if (n < 3) return 0;
+    r = c[0]; o = c[1]; m = c[2];
     if (n == 3) {
-        uint8_t r = c[0], o = c[1], m = c[2];
         if ((r == 0x48 || r == 0x4A) && ((o == 0x89 && (m == 0xE5 || m == 0xEC)) || (o == 0x8B && (m == 0xEC || m == 0xE5)))) return 1;
         if ((r == 0x4C || r == 0x4E) && (o == 0x01 || o == 0x09) && m == 0xFC) return 2;
         if ((r == 0x4C || r == 0x4E) && o == 0x01 && m == 0xFD) return 3;
@@ -336,11 +314,12 @@ static int special(const uint8_t *c, int n) {
         if ((r == 0x49 || r == 0x4B) && o == 0x03 && m == 0xEF) return 3;
         return 0;
     }
-    if (n == 4 && c[0] == 0x48 && c[1] == 0x83 && c[2] == 0xE4 && c[3] >= 0x80) return 1;
-    if (equals(c, n, "\x4a\x8d\x24\x3c", 4) || equals(c, n, "\x4a\x8d\x64\x3c\x00", 5) ||
-        equals(c, n, "\x4a\x8d\xa4\x3c\x00\x00\x00\x00", 8)) return 2;
-    if (equals(c, n, "\x4a\x8d\x6c\x3d\x00", 5) || equals(c, n, "\x4a\x8d\xac\x3d\x00\x00\x00\x00", 8)) return 3;
-    return 0;
+    if (n == 4 && r == 0x48 && o == 0x83 && m == 0xE4) return c[3] >= 0x80;
+    /* lea (%rsp|%rbp,%r15,1) with no or a zero displacement */
+    if (r != 0x4A || o != 0x8D || (n != 4 && n != 5 && n != 8) || (n == 4 ? m != 0x24 : n == 5 ? c[4] || (m != 0x64 && m != 0x6C)
+        : memcmp(c + 4, "\0\0\0\0", 4) || (m != 0xA4 && m != 0xAC)))
+        return 0;
+    return c[3] == 0x3C && (m & 0x38) == 0x20 ? 2 : c[3] == 0x3D && (m & 0x38) == 0x28 ? 3 : 0;
 }
 
 static int is_mask(const uint8_t *c, int n, int reg) {
@@ -361,11 +340,12 @@ static int is_mov_self(const uint8_t *c, int n, uint8_t modrm) {
     return n == 2 && (c[0] == 0x89 || c[0] == 0x8B) && c[1] == modrm;
 }
 
-static int64_t rel(const insn_t *i, const uint8_t *c) {
-    const uint8_t *p = c + i->imm_off;
-    if (i->imm_size == 1) return (int8_t)p[0];
-    if (i->imm_size == 2) return (int16_t)(uint16_t)(p[0] | p[1] << 8);
-    return (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+/* A direct branch at code[at..at+length) whose displacement is the size bytes at p. */
+static void direct_branch(pass_t *s, size_t at, int length, int form, const uint8_t *p, int size) {
+    branch_t *b = &s->branches[s->nbranches++];
+    int64_t d = size == 1 ? (int8_t)p[0] : size == 2 ? (int16_t)(uint16_t)(p[0] | p[1] << 8)
+        : (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+    b->from = at; b->length = length; b->form = form; b->target = (int64_t)at + length + d;
 }
 
 static void call_alignment(pass_t *s, size_t end, const insn_t *i, size_t at) {
@@ -383,7 +363,7 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
     if (f->forbidden) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
     if (i->prefixes & (P_FS | P_GS)) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
     if ((i->prefixes & P_67) && (i->mem || f->implicit_memory)) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
-    if ((i->prefixes & ~(unsigned)(P_REX | P_IGNREX)) && has_redundant_prefix(i, c, 1) && !nacl_nop(c, i->length))
+    if ((i->prefixes & ~(unsigned)(P_REX | P_IGNREX)) && !nacl_nop(c, i->length) && has_redundant_prefix(i, c, 1))
         REFUSE(SIEVE_SANDBOX_FORBIDDEN);
     if (sp == 1) {
         if (pending == 4 || pending == 5) REFUSE(SIEVE_STACK_POINTER_WRITE);
@@ -457,12 +437,84 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
     return restricts;
 }
 
+/* The common instruction, with at least 32 bytes of code left: at most a 66 and a REX prefix (or NaCl's
+   padding NOP), the one-byte or 0F map, a form the decoder and the policy take outright and the model
+   needs only its register writes and memory operand for (the pattern's Q_ flags, never set on prefix and
+   escape bytes), all of them fine. Returns the length and sets the register restricted, or returns 0
+   before any effect to leave the instruction to decode and check (which report what it would not decide). */
+static int fast_step(pass_t *s, size_t at, size_t room, int pending, int *restricts) {
+    const uint8_t *c = s->code + at;
+    unsigned i = 0, rex = 0, b = c[0], modrm = 0, mem = 0, sib = 0, n = 1, o16 = b == 0x66, need = Q_DECODE | Q_ACCEPT, q;
+    uint32_t m = sieve_modrm[0xC0];
+    const struct sieve_entry *e;
+    const struct sieve_pattern *pt;
+    int r = -1, k, length, index = -1;
+    if (o16) {
+        need |= Q_66;
+        if (c[1] == 0x66 || c[1] == 0x2E) {
+            /* NaCl's padding NOP 66{1,6} 2E 0F 1F 84 00 00 00 00 00: its prefixes are exempt */
+            while (i < 5 && c[i + 1] == 0x66) i++;
+            e = &sieve_entries[256 + 0x1F];   /* its length is 10 + i if 0F 1F takes a ModRM and the form no immediate */
+            if (memcmp(c + i + 1, "\x2e\x0f\x1f\x84\0\0\0\0\0", 9) || !e->has_modrm || e->mod_ignored) return 0;
+            i++; need ^= Q_66 | Q_NOP66;   /* Q_NOP66 instead of Q_66 */
+        }
+        b = c[++i];
+    }
+    if ((b & 0xF0) == 0x40) { rex = b; b = c[++i]; }
+    if (b == 0x0F) b = 256 + c[++i];   /* b: the entry, in the one-byte or the 0F map */
+    e = &sieve_entries[b];
+    if (e->has_modrm) {
+        modrm = c[i + 1] | (e->mod_ignored ? 0xC0 : 0);
+        m = sieve_modrm[modrm];
+        mem = (m >> 28) & 1;
+        sib = mem && (modrm & 7) == 4 ? c[i + 2] : 0;
+        n = 2 + (unsigned)MODRM_BYTES(m, sib);
+    }
+    pt = &sieve_patterns[e->start[rex & 8 ? 2 : o16]];
+    {
+        uint64_t key = (m & 0x3FFFF) | KEY(S_ASZ, 1) | KEY(S_L, 0) | KEY(S_PFX, o16) | KEY(S_REXB, rex & 1);
+        while (key & ~pt->allowed) pt++;
+    }
+    q = pt->quick;
+    length = (int)(i + n + pt->imm);
+    if ((q & need) != need || length > 15 || (size_t)length > room || pending == 4 || pending == 5) return 0;
+    if ((rex & 8) && (b == 0xFF || b == 256 + 0xB2 || b == 256 + 0xB4 || b == 256 + 0xB5)) return 0;   /* decode may refuse */
+    /* NaCl's sanctioned %rsp/%rbp forms all have REX.W; a direct call must end its bundle */
+    if (((rex & 8) && special(c, length)) || ((q & Q_CALL) && (s->base + at + (size_t)length) % SIEVE_BUNDLE_SIZE)) return 0;
+    for (k = 0; k < 3 && pt->writes[k]; k++) {   /* as check: %r15 never, %rsp/%rbp only zero-extended */
+        int slot = pt->writes[k], w;
+        switch (slot & 15) {
+        case 1: w = ((modrm >> 3) & 7) | (rex & 4) << 1; break;
+        case 2: if (mem) continue; w = (modrm & 7) | (rex & 1) << 3; break;
+        case 3: w = (b & 7) | (rex & 1) << 3; break;
+        case 4: w = 0; break;
+        default: continue;
+        }
+        if ((slot & 0xF0) == 0x10 && w >= 4 && w < 8 && !rex) continue;   /* AH..BH */
+        if ((q & Q_ZX) && (slot & 0xF0) == 0x30) { if (w == 15) return 0; if (r < 0) r = w; }
+        else if (w == 15 || w == 4 || w == 5) return 0;
+    }
+    if (mem && !(q & Q_NO_MEMORY)) {
+        unsigned mod = modrm >> 6, rm = modrm & 7;
+        int base = (int)(rm | (rex & 1) << 3);
+        if (rm == 4) {
+            base = (sib & 7) == 5 && mod == 0 ? -1 : (int)((sib & 7) | (rex & 1) << 3);
+            index = (int)(((sib >> 3) & 7) | (rex & 2) << 2);
+            if (index == 4) index = -1;
+        }
+        if (!(mod == 0 && rm == 5) && ((base != 15 && base != 4 && base != 5) || (index >= 0 && index != pending))) return 0;
+    }
+    s->valid[at] = index < 0;
+    if ((q & Q_DIRECT) && pt->imm) direct_branch(s, at, length, pt->form, c + length - pt->imm, pt->imm);
+    *restricts = r;
+    return length;
+}
+
 size_t sieve_verify(const uint8_t *code, size_t size, uint64_t base, sieve_report_fn report, void *ctx) {
-    struct branch { size_t from; int64_t target; int length, form; } *branches = NULL;
     pass_t s;
     insn_t i;
-    size_t at = 0, nbranches = 0, k;
-    s.code = code; s.size = size; s.base = base; s.report = report; s.ctx = ctx; s.count = 0;
+    size_t at = 0, k;
+    s.code = code; s.size = size; s.base = base; s.report = report; s.ctx = ctx; s.count = 0; s.nbranches = 0;
     if (SIEVE_MODEL_NONE) {
         while (at < size) {
             if (!decode(code + at, size - at, &i)) { emit(&s, SIEVE_INVALID, at, 1, -1, -1, 0); at++; continue; }
@@ -472,39 +524,39 @@ size_t sieve_verify(const uint8_t *code, size_t size, uint64_t base, sieve_repor
         return s.count;
     }
     s.valid = (uint8_t *)calloc(size + 1, 1);
-    branches = (struct branch *)malloc((size / 2 + 1) * sizeof *branches);
-    if (!s.valid || !branches) { free(s.valid); free(branches); emit(&s, SIEVE_INVALID, 0, 0, -1, -1, 0); return s.count; }
+    s.branches = (branch_t *)malloc((size / 2 + 1) * sizeof *s.branches);
+    if (!s.valid || !s.branches) { free(s.valid); free(s.branches); emit(&s, SIEVE_INVALID, 0, 0, -1, -1, 0); return s.count; }
     if (base % SIEVE_BUNDLE_SIZE) emit(&s, SIEVE_LAYOUT, 0, 0, -1, -1, 0);
     while (at < size) {
         size_t bundle_end = at + SIEVE_BUNDLE_SIZE - (size_t)((base + at) % SIEVE_BUNDLE_SIZE), prev[SIEVE_BUNDLE_SIZE];
-        int prev_len[SIEVE_BUNDLE_SIZE], nprev = 0, restricted = -1;
+        int prev_len[SIEVE_BUNDLE_SIZE], nprev = 0, restricted = -1, length;
         if (bundle_end > size) bundle_end = size;
         while (at < bundle_end) {
-            if (!decode(code + at, size - at, &i)) { emit(&s, SIEVE_INVALID, at, 1, -1, -1, 0); at = bundle_end; break; }
-            if ((at + (size_t)i.length > bundle_end && bundle_end < size) || at + (size_t)i.length > size) {
-                emit(&s, SIEVE_BUNDLE_CROSSING, at, i.length, i.form, -1, 0); at = bundle_end; break;
+            if (size - at < 32 || !(length = fast_step(&s, at, bundle_end - at, restricted, &restricted))) {
+                if (!decode(code + at, size - at, &i)) { emit(&s, SIEVE_INVALID, at, 1, -1, -1, 0); at = bundle_end; break; }
+                if (at + (size_t)i.length > bundle_end) {   /* bundle_end is at most size */
+                    emit(&s, SIEVE_BUNDLE_CROSSING, at, i.length, i.form, -1, 0); at = bundle_end; break;
+                }
+                s.valid[at] = 1;
+                if (sieve_forms[i.form].facts & F_DIRECT && i.imm_size && !i.refused)
+                    direct_branch(&s, at, i.length, i.form, code + at + i.imm_off, i.imm_size);
+                restricted = i.refused ? (policy_check(&s, &i, at), -1) : check(&s, &i, at, restricted, prev, prev_len, nprev);
+                length = i.length;
             }
-            s.valid[at] = 1;
-            if (sieve_forms[i.form].facts & F_DIRECT && i.imm_size && !i.refused) {
-                struct branch *b = &branches[nbranches++];
-                b->from = at; b->length = i.length; b->form = i.form;
-                b->target = (int64_t)at + i.length + rel(&i, code + at);
-            }
-            restricted = i.refused ? (policy_check(&s, &i, at), -1) : check(&s, &i, at, restricted, prev, prev_len, nprev);
-            prev[nprev] = at; prev_len[nprev++] = i.length;
-            at += (size_t)i.length;
+            prev[nprev] = at; prev_len[nprev++] = length;
+            at += (size_t)length;
         }
         if ((restricted == 4 || restricted == 5) && nprev)
             emit(&s, SIEVE_STACK_POINTER_WRITE, prev[nprev - 1], prev_len[nprev - 1], -1, -1, 0);
         if (at < bundle_end) at = bundle_end;
     }
-    for (k = 0; k < nbranches; k++) {
-        int64_t target = branches[k].target;
+    for (k = 0; k < s.nbranches; k++) {
+        int64_t target = s.branches[k].target;
         if (target >= 0 && (uint64_t)target < size ? !s.valid[target] : (int64_t)(base + (uint64_t)target) % SIEVE_BUNDLE_SIZE != 0)
-            emit(&s, SIEVE_BAD_JUMP_TARGET, branches[k].from, branches[k].length, branches[k].form, -1, 0);
+            emit(&s, SIEVE_BAD_JUMP_TARGET, s.branches[k].from, s.branches[k].length, s.branches[k].form, -1, 0);
     }
     free(s.valid);
-    free(branches);
+    free(s.branches);
     return s.count;
 }
 """#
