@@ -145,7 +145,13 @@ struct NaClPass {
                 }
                 report.instructions += 1
                 validTargets[offset] = true
-                check(at: offset)
+                let plan = plans.baseAddress.unsafelyUnwrapped + insn.formIndex
+                if plan.pointee.plain && insn.refusal == nil && insn.prefixes.rawValue & Prefixes.legacy.rawValue == 0
+                    && restricted & ~1 != 4 && (!insn.hasMemoryModRM || plan.pointee.facts.contains(.noMemoryAccess)) {
+                    restricted = -1  // nothing to check: what check(at:) would conclude, without the call
+                } else {
+                    check(at: offset)
+                }
                 bundle[bundleCount] = (offset, insn.length, insn.formIndex)
                 bundleCount += 1
                 offset += insn.length

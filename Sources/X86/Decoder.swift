@@ -134,16 +134,21 @@ public struct Decoder: Sendable {
         let opcode = code[i]  // the caller has checked that it is inside the window
         i &+= 1
         insn.opcode = opcode
-        let run = t.directRuns[table &* 256 &+ Int(opcode)]
+        let slot = table &* 256 &+ Int(opcode)
+        let has66 = context.prefixes & Prefixes.operandSize.rawValue != 0
+        let byPrefix = t.directByPrefix[slot &* 4 &+ Int((context.rex >> 3) & 1) &+ (has66 ? 2 : 0)]
+        let run = t.directRuns[slot]
         if run.hasModRM {
             if let reason = readModRM(code, &i, window, modIgnored: run.modIgnored, into: &insn) { return reason }
         } else if !run.defined {
             return .undefined
         }
         if !run.defined { return i <= window.end ? .undefined : window.truncated }
-        let index = DecoderTables.directIndex(modrm: insn.modrm, takesModRM: run.hasModRM, rex: context.rex,
-                                              has66: context.prefixes & Prefixes.operandSize.rawValue != 0)
-        let direct = t.directForms[Int(run.start) &+ (index & Int(run.mask))]
+        var direct = byPrefix
+        if direct == DecoderTables.useRun {
+            let index = DecoderTables.directIndex(modrm: insn.modrm, takesModRM: run.hasModRM, rex: context.rex, has66: has66)
+            direct = t.directForms[Int(run.start) &+ (index & Int(run.mask))]
+        }
         if direct & 0xFFFF == DecoderTables.noForm { return .undefined }
         return finish(code, form: Int(direct & 0xFFFF), immediate: Int(direct >> 16), table: table, at: i, window, context,
                       takesModRM: run.hasModRM, into: &insn)

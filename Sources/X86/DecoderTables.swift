@@ -82,6 +82,11 @@ final class DecoderTables: @unchecked Sendable {  // immutable after init
     /// instruction's decoding waits, needs no further load.
     let directForms: UnsafeMutableBufferPointer<UInt32>
     static let noForm: UInt32 = 0xFFFF
+    /// Four `directForms` values per opcode, by REX.W and 66, for the opcodes whose form depends
+    /// on nothing else (most do): addressed by the opcode alone, so this load does not wait for
+    /// the run's. `useRun` where the form also depends on ModRM or REX.B.
+    let directByPrefix: UnsafeMutableBufferPointer<UInt32>
+    static let useRun: UInt32 = 0xFFFF_FFFF
 
     struct DirectRun {
         var start: UInt32
@@ -150,6 +155,7 @@ final class DecoderTables: @unchecked Sendable {  // immutable after init
         prefixBits.deallocate()
         directRuns.deallocate()
         directForms.deallocate()
+        directByPrefix.deallocate()
     }
 
     // Bit positions of the instance/pattern fields.
@@ -275,6 +281,7 @@ final class DecoderTables: @unchecked Sendable {  // immutable after init
         directRuns = .allocate(capacity: Self.directTables * 256)
         var forms: [UInt32] = []
         let count = Self.directIndexCount
+        directByPrefix = .allocate(capacity: Self.directTables * 256 * 4)
         var all = [UInt32](repeating: 0, count: count)
         for slot in 0..<Self.directTables * 256 {
             let entry = self.entries[slot]
@@ -292,6 +299,7 @@ final class DecoderTables: @unchecked Sendable {  // immutable after init
             // The shortest run (a power of two) whose index bits decide every form.
             var size = count
             while size > 1 && (0..<count).allSatisfy({ all[$0] == all[$0 & (size / 2 - 1)] }) { size /= 2 }
+            for k in 0..<4 { directByPrefix[slot * 4 + k] = size <= 4 ? all[k & (size - 1)] : Self.useRun }
             directRuns[slot] = DirectRun(start: UInt32(forms.count), mask: UInt16(size - 1), hasModRM: entry.hasModRM,
                                          modIgnored: entry.modIgnored, defined: entry.count != 0)
             forms += all[0..<size]
