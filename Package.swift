@@ -44,7 +44,7 @@ let package = Package(
                     exclude: ["Fixtures"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "X86"]),
         .testTarget(name: "VerifierTests", dependencies: ["Verifier", "Codegen", "Policy", "X86", "CZydis"], exclude: ["Corpus"]),
-        .testTarget(name: "SieveCLITests", dependencies: ["SieveCLI"]),
+        .testTarget(name: "SieveCLITests", dependencies: ["SieveCLI"], exclude: ["Fixtures"]),
         .testTarget(name: "AnalysisTests", dependencies: ["Analysis", "Verifier", "Codegen", "Policy", "X86"]),
     ]
 )

@@ -184,7 +184,7 @@ struct SubsetFacts {
         let forbidding = compiled.model == .naclX86_64
         for form in compiled.database.forms {
             let plan = compiled.plans[form.index]
-            guard plan.decision != .refuse, !(forbidding && plan.forbidden != 0) else { continue }
+            guard plan.decision != .refuse, !(forbidding && plan.alwaysRefusedByNaCl) else { continue }
             if form.flow.map({ [.jmp, .jcc, .call, .icall, .ijmp, .ret, .xbegin].contains($0) }) ?? false { backwardTransfer = true }
             let memory = Self.memoryInstancesMayBeAccepted(form, compiled)
             let writesMemory = form.operands.contains { $0.kind.isMemory && $0.access.writes && (memory || $0.kind.location == .implicitMemory) }

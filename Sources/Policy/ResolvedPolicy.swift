@@ -103,7 +103,9 @@ public struct PolicyErrors: Error, Sendable {
 
 public enum PolicyLoader {
     /// Reads `path` and its `extends` chain, checks it, and resolves it against the database.
-    public static func load(_ path: String, database: ISADatabase = .shared) throws(PolicyErrors) -> ResolvedPolicy {
+    /// `source`, when given, stands for the contents of `path` itself (an edit not yet written:
+    /// diagnostics still name `path`, and `extends` resolves beside it).
+    public static func load(_ path: String, database: ISADatabase = .shared, source: [UInt8]? = nil) throws(PolicyErrors) -> ResolvedPolicy {
         var diagnostics: [Diagnostic] = []
         var sources: [String: [UInt8]] = [:]
         var files: [PolicyFile] = []
@@ -120,7 +122,7 @@ public enum PolicyLoader {
                 break
             }
             seen.append(canonical)
-            guard let bytes = readFile(current) else {
+            guard let bytes = from == nil ? source ?? readFile(current) : readFile(current) else {
                 if let (file, mark) = from {
                     diagnostics.append(Diagnostic(.error, file, mark, "cannot read '\(current)', named by 'extends'",
                                                   hint: "extends names a policy beside this file (standard) or a relative path"))

@@ -3,9 +3,9 @@ import X86
 
 /// Loads a policy for a command: errors go to standard error as `file:line:col` diagnostics
 /// with the source line and a caret, and the command exits 2.
-func loadPolicy(_ path: String) throws -> ResolvedPolicy {
+func loadPolicy(_ path: String, source: [UInt8]? = nil) throws -> ResolvedPolicy {
     do {
-        return try PolicyLoader.load(path)
+        return try PolicyLoader.load(path, source: source)
     } catch {
         var standardError = StandardError()
         print(error.rendered(), to: &standardError)

@@ -12,5 +12,21 @@ struct Sieve: ParsableCommand {
             Exit status: 0 success or accepted, 1 findings (refused code, policies differ), \
             2 usage or input error.
             """,
-        subcommands: [VerifyCommand.self, GenerateCommand.self, BenchCommand.self, CheckCommand.self, ExplainCommand.self, ISACommand.self, DisasmCommand.self])
+        subcommands: [VerifyCommand.self, ScanCommand.self, BanCommand.self, DiffCommand.self, GenerateCommand.self, BenchCommand.self, CheckCommand.self, ExplainCommand.self, MapCommand.self, ISACommand.self, DisasmCommand.self])
+
+    /// swift-argument-parser ends usage errors with 64 (EX_USAGE); Sieve's contract is 2 for
+    /// every usage or input error (DESIGN §11).
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                var standardError = StandardError()
+                print(fullMessage(for: error), to: &standardError)
+                exit(withError: ExitStatus.trouble)
+            }
+            exit(withError: error)
+        }
+    }
 }

@@ -161,6 +161,12 @@ public struct FormPlan: Sendable, Equatable {
     /// either needs no check beyond the decoder's (the engine's fast path).
     public private(set) var plain = false
 
+    /// Whether NaCl's model refuses every instance whatever the policy says: its deny list, RET,
+    /// and implicit writes of %r15, %rbp, or of %rsp outside the stack engine.
+    public var alwaysRefusedByNaCl: Bool {
+        forbidden != 0 || facts.contains(.ret) || implicitWrites & 3 != 0 || implicitWrites & 4 != 0 && !facts.contains(.stackEngine)
+    }
+
     public static func == (a: FormPlan, b: FormPlan) -> Bool {
         a.decision == b.decision && a.forbidden == b.forbidden && a.facts == b.facts && a.rule == b.rule
             && a.writes == b.writes && a.implicitWrites == b.implicitWrites && a.implicitMemory == b.implicitMemory && a.vsib == b.vsib

@@ -268,3 +268,103 @@ struct Sieve {
         #expect(FileManager.default.fileExists(atPath: dir + "/sieve_verifier.h"))
     }
 }
+
+@Suite struct MapCommandTests {
+    static func policy(_ name: String) -> String { Sieve.packageRoot.appendingPathComponent("policies/" + name).path }
+
+    @Test func writesTheMapAndSummarises() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("sieve-map-\(UUID().uuidString).svg").path
+        let result = try Sieve.run("map", "-p", Self.policy("errata/rowhammer.yaml"), "--against", Self.policy("standard.yaml"), "-o", path)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.hasPrefix("wrote \(path): Opcode map: standard + Rowhammer against standard, 16 grids of 256 cells: "))
+        #expect(result.stdout.contains(" newly refused, "))
+        let svg = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(svg.hasPrefix("<?xml") && svg.hasSuffix("</svg>\n"))
+    }
+
+    @Test func errorsAreExitTwo() throws {
+        let missing = try Sieve.run("map", "-p", "/no/such/policy.yaml", "-o", "/tmp/sieve-map-unused.svg")
+        #expect(missing.status == 2)
+        #expect(missing.stderr.contains("/no/such/policy.yaml"))
+        let unwritable = try Sieve.run("map", "-p", Self.policy("standard.yaml"), "-o", "/no/such/folder/map.svg")
+        #expect(unwritable.status == 2)
+        #expect(unwritable.stderr.contains("cannot write /no/such/folder/map.svg"))
+    }
+}
+
+@Suite struct ScanCommandTests {
+    static func policy(_ name: String) -> String { Sieve.packageRoot.appendingPathComponent("policies/" + name).path }
+    static let naclCorpus = Sieve.corpus.appendingPathComponent("nacl").path
+
+    @Test func listsTheSitesOfABanAsJSON() throws {
+        let policy = try PolicyCommandTests.temporaryPolicy("""
+            sieve: 1
+            name: nacl without non-temporal hints
+            extends: \(Self.policy("nacl.yaml"))
+            ban: [{class: non-temporal, reason: cache-bypassing stores hammer DRAM rows, refs: [CVE-2015-0565]}]
+
+            """)
+        let result = try Sieve.run("scan", "-p", policy, Self.naclCorpus, "--format", "json", "--sites", "--workers", "2")
+        #expect(result.status == 1, "\(result.stderr)")
+        #expect(result.stderr.isEmpty)  // no progress line in a pipe
+        let json = try #require(try result.json() as? [String: Any])
+        #expect(json["schema"] as? Int == 1 && json["safety_proof"] as? Bool == true && json["workers"] as? Int == 2)
+        #expect(json["model"] as? String == "nacl-x86-64")
+        let files = try #require(json["files"] as? [[String: Any]])
+        #expect(files.map { ($0["path"] as? String)?.hasSuffix(".nexe") } == [true, true])
+        for file in files {
+            #expect(file["accepted"] as? Bool == false && file["findings"] as? Int == 34 && file["error"] is NSNull)
+            let sites = try #require(file["sites"] as? [[String: Any]])
+            #expect(sites.count == 34)
+            #expect(sites.filter { $0["mnemonic"] as? String == "movnti" }.count == 32)
+            #expect(sites.allSatisfy { $0["address"] is Int && $0["offset"] is Int && $0["bytes"] is String && $0["kind"] as? String == "banned" })
+            #expect(sites.allSatisfy { (($0["rule"] as? [String: Any])?["refs"] as? [String]) == ["CVE-2015-0565"] })
+        }
+        let forms = try #require(json["forms"] as? [[String: Any]])
+        #expect(forms.map { "\($0["form"] ?? "") \($0["count"] ?? "")" } == ["movnti_m64_r64 64", "prefetchnta_m8 4"])
+        let totals = try #require(json["totals"] as? [String: Any])
+        #expect(totals["files"] as? Int == 2 && totals["refused"] as? Int == 2 && totals["findings"] as? Int == 68)
+        #expect(json["seconds"] is Double || json["seconds"] is Int)
+
+        let withoutSites = try #require(try Sieve.run("scan", "-p", policy, Self.naclCorpus, "--format", "json").json() as? [String: Any])
+        #expect((withoutSites["files"] as? [[String: Any]])?.allSatisfy { $0["sites"] == nil } == true)
+    }
+
+    @Test func acceptedCorpusIsExitZero() throws {
+        let result = try Sieve.run("scan", "-p", Self.policy("nacl.yaml"), Self.naclCorpus, "--workers", "1")
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.lines.first == "\(Self.naclCorpus)/x64_fib_array_v2.nexe: 40267 instructions, 203072 bytes: accepted")
+        #expect(result.stdout.contains("2 files: 2 accepted, 0 refused, 0 skipped;"))
+        #expect(result.stdout.contains(", 1 worker\n"))
+        #expect(!result.stdout.contains("safety proof"))
+    }
+
+    @Test func modelNoneSkipsWhatItCannotVerifyAndSaysItIsNoProof() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sieve-scan-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try Data([0x7F, 0x45, 0x4C, 0x46, 1, 1, 1, 0]).write(to: URL(fileURLWithPath: dir + "/elf32"))
+        try "not code".write(toFile: dir + "/notes.txt", atomically: true, encoding: .utf8)
+        let result = try Sieve.run("scan", "-p", Self.policy("nacl.yaml"), "--model", "none", dir, Self.naclCorpus + "/x64_hello_world.nexe")
+        #expect(result.status == 0, "\(result.stdout)")
+        #expect(result.lines.first == "\(dir)/elf32: skipped: ELF32 files are not supported (EI_CLASS at file offset 0x4 is 1)")
+        #expect(!result.stdout.contains("notes.txt"))
+        #expect(result.stdout.contains("2 files: 1 accepted, 0 refused, 1 skipped;"))
+        #expect(result.stdout.contains("not a safety proof"))
+        let json = try #require(try Sieve.run("scan", "-p", Self.policy("standard.yaml"), "--model", "none", dir, "--format", "json").json() as? [String: Any])
+        #expect(json["safety_proof"] as? Bool == false && json["model"] as? String == "none")
+    }
+
+    @Test func inputErrorsAreExitTwo() throws {
+        let missing = try Sieve.run("scan", "-p", Self.policy("nacl.yaml"), "/no/such/corpus")
+        #expect(missing.status == 2)
+        #expect(missing.stderr.contains("cannot read /no/such/corpus"))
+        let empty = FileManager.default.temporaryDirectory.appendingPathComponent("sieve-scan-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: true)
+        let nothing = try Sieve.run("scan", "-p", Self.policy("nacl.yaml"), empty)
+        #expect(nothing.status == 2 && nothing.stderr.contains("no ELF file under \(empty)"))
+        let workers = try Sieve.run("scan", "-p", Self.policy("nacl.yaml"), Self.naclCorpus, "--workers", "0")
+        #expect(workers.status == 2 && workers.stderr.contains("--workers must be at least 1"))
+        #expect(try Sieve.run("scan", "-p", Self.policy("nacl.yaml"), Self.naclCorpus, "--model", "lfi").status == 2)
+        #expect(try Sieve.run("scan", "-p", "/no/such/policy.yaml", Self.naclCorpus).status == 2)
+    }
+}

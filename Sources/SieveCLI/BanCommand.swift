@@ -1,0 +1,143 @@
+import Analysis
+import ArgumentParser
+import Codegen
+import Disassembly
+import Foundation
+import Policy
+import Verifier
+import X86
+
+struct BanCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ban",
+        abstract: "Erratum response: record a ban in the policy, regenerate the verifier, re-check, and show what breaks.",
+        discussion: """
+            SELECTOR is a mnemonic (`clflush`) or selector fields as key=value (`mnemonic=movsb \
+            prefix=rex`, `class=non-temporal`, `mnemonic=clflush,clflushopt`; the keys of a policy \
+            selector, see policies/README.md). The ban is appended to POLICY's `ban:` list in place, \
+            with the reason and references, keeping the file's comments, order and formatting \
+            (--dry-run prints the edit as a diff and changes nothing). Then: the edited policy is \
+            resolved and compiled, the C verifier regenerated into --out (replacing what is there), \
+            the Turing-completeness check re-run, and every ELF file under each --corpus verified \
+            before and after; the files and instruction sites the ban newly refuses are listed with \
+            address, bytes and disassembly. Each step is timed.
+
+            A ban that would make a Turing-complete policy lose that verdict is refused, naming \
+            the lost capabilities, unless --force.
+
+            Exit status: 0 the ban is recorded (and the verifier regenerated), whatever the corpus \
+            shows; 1 refused (Turing-completeness would be lost; nothing written); 2 errors.
+            """)
+
+    @Argument(help: "A mnemonic, or selector fields as key=value.")
+    var selector: [String]
+
+    @Option(name: .shortAndLong, help: "The policy file to edit (YAML).")
+    var policy: String
+
+    @Option(help: "Why: the erratum, in a line.")
+    var reason: String
+
+    @Option(name: .customLong("ref"), help: "A reference (CVE, erratum id); repeat for several.")
+    var refs: [String] = []
+
+    @Option(help: "A file or directory of ELF files to verify before and after; repeat for several.")
+    var corpus: [String] = []
+
+    @Option(help: "Regenerate the standalone C verifier into this folder (replaced).")
+    var out: String?
+
+    @Flag(help: "Record the ban even if the policy stops being Turing-complete.")
+    var force = false
+
+    @Flag(name: .customLong("dry-run"), help: "Print the edit as a diff; change nothing.")
+    var dryRun = false
+
+    func run() throws {
+        var timings: [(String, Double)] = []
+        func timed<T>(_ step: String, _ body: () throws -> T) rethrows -> T {
+            let start = Clock.now()
+            defer { timings.append((step, (Clock.now() - start) * 1000)) }
+            return try body()
+        }
+        var stdout = StandardOutput()
+        let original = try failing { String(decoding: try readFile(policy), as: UTF8.self) }
+        let fields = selector.map(PolicyEdit.selectorField)
+        let edited = try failing { try PolicyEdit.appendingBan(to: original, selector: fields, reason: reason, refs: refs) }
+        if dryRun {
+            print(PolicyEdit.diff(original, edited, path: policy), terminator: "", to: &stdout)
+            stdout.flush()
+            return
+        }
+
+        // The edit is resolved in memory, under the file's own path (errors point into it,
+        // `extends` resolves beside it), and replaces the file only once it loads and keeps its verdict.
+        let before = try timed("resolve") { try loadPolicy(policy) }
+        let after = try timed("resolve edited") { try loadPolicy(policy, source: Array(edited.utf8)) }
+        let (oldCompiled, newCompiled) = timed("compile") { (CompiledPolicy(before), CompiledPolicy(after)) }
+        let (oldTuring, newTuring) = timed("turing") { (TuringChecker(oldCompiled).check(), TuringChecker(newCompiled).check()) }
+        if oldTuring.verdict == .turingComplete && newTuring.verdict != .turingComplete && !force {
+            var err = StandardError()
+            print("sieve: refused: the ban makes \(after.name) \(newTuring.verdict.rawValue)"
+                  + (newTuring.missing.isEmpty ? "" : ": no alternative gives \(newTuring.missing.joined(separator: ", "))")
+                  + " (--force records it anyway)", to: &err)
+            throw ExitStatus.findings
+        }
+        try failing { try writeFile(policy, edited) }
+        print("recorded in \(policy):", to: &stdout)
+        print(PolicyEdit.diff(original, edited, path: policy), terminator: "", to: &stdout)
+        for (what, forms) in [("now refused", PolicyDiff.removedForms(oldCompiled, newCompiled)),
+                              ("now refused in part", PolicyDiff.narrowedForms(oldCompiled, newCompiled))] where what == "now refused" || !forms.isEmpty {
+            print("\(what): \(forms.count) form\(forms.count == 1 ? "" : "s")"
+                  + (forms.isEmpty ? "" : ": " + forms.prefix(12).map(\.id).joined(separator: ", ") + (forms.count > 12 ? ", ..." : "")), to: &stdout)
+        }
+        print("turing: \(oldTuring.verdict.rawValue) -> \(newTuring.verdict.rawValue)" + (newTuring.model.map { " (\($0.rawValue))" } ?? ""), to: &stdout)
+
+        if let out {
+            try timed("generate") {
+                let files = try failing { try CVerifierGenerator(newCompiled).files() }
+                try failing {
+                    try makeDirectory(out)
+                    for (name, text) in files { try writeFile(out + "/" + name, text) }
+                }
+            }
+            print("regenerated \(out)/\(CVerifierGenerator.sourceName): hash \(newCompiled.contentHashHex)", to: &stdout)
+        }
+
+        if !corpus.isEmpty {
+            let files = CorpusScan.elfFiles(under: corpus)
+            let (old, new) = timed("scan") {
+                (CorpusScan.run(Verifier(oldCompiled), files: files), CorpusScan.run(Verifier(newCompiled), files: files))
+            }
+            report(old, new, to: &stdout)
+        }
+        print("time: " + timings.map { "\($0.0) \(String(format3: $0.1)) ms" }.joined(separator: ", ")
+              + ", total \(String(format3: timings.reduce(0) { $0 + $1.1 })) ms", to: &stdout)
+        stdout.flush()
+    }
+
+    /// The files and sites the ban newly refuses.
+    private func report(_ old: [CorpusScan.FileResult], _ new: [CorpusScan.FileResult], to out: inout StandardOutput) {
+        let renderer = Renderer()
+        var newlyRefusedFiles = 0, newSites = 0
+        var lines: [String] = []
+        for (before, after) in zip(old, new) where after.error == nil {
+            let known = Set(before.sites.map { "\($0.segment) \($0.offset) \($0.kind.rawValue)" })
+            let fresh = after.sites.filter { !known.contains("\($0.segment) \($0.offset) \($0.kind.rawValue)") }
+            guard !fresh.isEmpty else { continue }
+            if before.accepted { newlyRefusedFiles += 1 }
+            newSites += fresh.count
+            lines.append("  \(after.path): \(fresh.count) new site\(fresh.count == 1 ? "" : "s")")
+            for site in fresh {
+                var text = site.message
+                if case .instruction(let insn) = renderer.decoder.decode(site.bytes) {
+                    text = site.bytes.withUnsafeBytes { renderer.render(insn, bytes: $0, address: site.address).text }
+                }
+                lines.append("    0x\(String(site.address, radix: 16)): \(Hex.string(site.bytes).padding(30))  \(text)  [\(site.kind.rawValue)]")
+            }
+        }
+        let scanned = new.filter { $0.error == nil }.count
+        print("corpus: \(scanned) file\(scanned == 1 ? "" : "s"); \(newlyRefusedFiles) newly refused, \(newSites) new site\(newSites == 1 ? "" : "s")", to: &out)
+        for line in lines { print(line, to: &out) }
+    }
+}
