@@ -3,9 +3,7 @@
 /// engine's NaCl pass step for step, so that both engines agree (a differential test checks it);
 /// `fast_step` is a shortcut for the common instruction that gives up wherever they would differ.
 enum CCore {
-    /// The pattern flags of the core's fast path (its Q_ enum).
-    static let qDecode: UInt8 = 1, qAccept: UInt8 = 2, q66: UInt8 = 4, qNOP66: UInt8 = 8, qCall: UInt8 = 16, qDirect: UInt8 = 32
-    static let qZeroExtends: UInt8 = 64, qNoMemory: UInt8 = 128
+    // The core's Q_ enum is `QuickFlags` (Verifier), whose values a test keeps equal.
 
     static let source = #"""
 /* ---- core: identical for every policy ------------------------------------------------- */

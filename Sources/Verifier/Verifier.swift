@@ -10,11 +10,16 @@ import X86
 public struct Verifier: Sendable {
     public let compiled: CompiledPolicy
     public let decoder: Decoder
+    /// The NaCl pass's shortcut tables (nil: every instruction takes the full path).
+    let fast: FastTables?
 
-    public init(_ compiled: CompiledPolicy, decoder: Decoder? = nil) {
+    /// `fastPath: false` makes every instruction take the full decode and check (the tests
+    /// compare the two).
+    public init(_ compiled: CompiledPolicy, decoder: Decoder? = nil, fastPath: Bool = true) {
         self.compiled = compiled
         // The NaCl model asks for the analysis itself, where an instruction has a legacy prefix.
         self.decoder = decoder ?? (compiled.needsRedundantPrefixes ? .shared : .withoutRedundancy)
+        fast = compiled.model == .naclX86_64 && fastPath ? FastTables(compiled, decoder: self.decoder) : nil
     }
 
     public func verify(_ bytes: [UInt8], base: UInt64 = 0) -> VerificationReport {
@@ -131,6 +136,10 @@ struct NaClPass {
             bundleCount = 0
             restricted = -1
             while offset < bundleEnd {
+                if let fast = verifier.fast, code.count - offset >= 16 {
+                    let length = fastStep(fast, at: offset, room: bundleEnd - offset)
+                    if length != 0 { offset += length; continue }
+                }
                 insn = Instruction()
                 if let reason = decoder.decode(bytes + offset, available: code.count - offset, into: &insn) {
                     report.findings.append(Finding(.invalid, offset: offset, length: 1, form: nil, reason.rawValue))

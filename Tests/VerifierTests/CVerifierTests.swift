@@ -1,4 +1,4 @@
-import Codegen
+@testable import Codegen
 import Foundation
 import Testing
 @testable import Policy
@@ -165,5 +165,44 @@ enum CVerifierHarness {
             }
         }
         #expect(disagreements.isEmpty, "\(name): \(disagreements.count) of \(inputs.count):\n\(disagreements.prefix(8).joined(separator: "\n"))")
+    }
+}
+
+/// The Swift engine's fast path against its full decode and check: the same report, finding by
+/// finding (offset, length, kind, form, rule, message), on every input.
+@Suite struct FastPathTests {
+    static func described(_ report: VerificationReport) -> String {
+        let items = (report.findings.map { ($0, "") } + report.warnings.map { ($0, "!") }).map { f, mark in
+            "\(f.offset)+\(f.length):\(f.kind.rawValue)\(mark):\(f.formIndex ?? -1):\(f.ruleIndex ?? -1):\(f.message)"
+        }
+        return "\(report.instructions) \(report.bytes) " + items.joined(separator: " | ")
+    }
+
+    @Test(arguments: 0..<CVerifierTests.policies.count)
+    func agreesWithTheFullPath(_ k: Int) throws {
+        let compiled = try CVerifierTests.policies[k].1()
+        let fast = Verifier(compiled), full = Verifier(compiled, fastPath: false)
+        var corpus: [[UInt8]] = []
+        for file in NaClExecutableTests.files { corpus.append(try NaClExecutableTests.code(file).bytes) }
+        var inputs: [(code: [UInt8], base: UInt64)] = corpus.map { (code: $0, base: UInt64(0x20000)) }
+        inputs += try SandboxRuleCorpusTests.cases.map { (code: try $0.code(), base: $0.base) }
+        let count = ProcessInfo.processInfo.environment["SIEVE_DIFFERENTIAL_INPUTS"].flatMap(Int.init) ?? 20000
+        inputs += CVerifierHarness.inputs(count: count, seed: UInt64(k + 100), corpus: corpus)
+        var disagreements: [String] = []
+        for input in inputs {
+            let a = Self.described(fast.verify(input.code, base: input.base)), b = Self.described(full.verify(input.code, base: input.base))
+            if a != b { disagreements.append("\(Hex.string(input.code.prefix(48))) @\(input.base):\n  fast [\(a)]\n  full [\(b)]") }
+        }
+        #expect(disagreements.isEmpty, "\(CVerifierTests.policies[k].0): \(disagreements.count) of \(inputs.count):\n\(disagreements.prefix(6).joined(separator: "\n"))")
+    }
+
+    /// The C core's Q_ values are `QuickFlags`'.
+    @Test func quickFlagsMatchTheCore() {
+        let core = CCore.source
+        for (name, value) in [("Q_DECODE", QuickFlags.decode), ("Q_ACCEPT", QuickFlags.accept), ("Q_66", QuickFlags.operandSize),
+                              ("Q_NOP66", QuickFlags.nop66), ("Q_CALL", QuickFlags.call), ("Q_DIRECT", QuickFlags.direct),
+                              ("Q_ZX", QuickFlags.zeroExtends), ("Q_NO_MEMORY", QuickFlags.noMemory)] {
+            #expect(core.contains("\(name) = \(value)"), "\(name)")
+        }
     }
 }

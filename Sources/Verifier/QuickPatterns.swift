@@ -1,0 +1,114 @@
+import X86
+
+/// What a fast path may take without the full decode and check, per form: the C core's
+/// `fast_step` and the Swift engine's `NaClPass.fastStep` read the same flags from the same
+/// pattern lists, so both shortcuts stand or fall together with the differential tests.
+public enum QuickFlags {
+    /// Decodable by the fast path (no register checks, no moffs; never set on prefix or escape bytes).
+    public static let decode: UInt8 = 1
+    /// Accepted by the policy outright and by the model but for its register writes and memory operand.
+    public static let accept: UInt8 = 2
+    /// A lone 66 is neither invalid, refused nor redundant.
+    public static let operandSize: UInt8 = 4
+    /// NaCl's NOP prefixes are neither invalid nor refused (no immediate).
+    public static let nop66: UInt8 = 8
+    public static let call: UInt8 = 16, direct: UInt8 = 32
+    /// A 32-bit write zero-extends (NaCl's restriction).
+    public static let zeroExtends: UInt8 = 64
+    public static let noMemory: UInt8 = 128
+}
+
+extension CompiledPolicy {
+    /// A form's quick flags: what a fast path (the C core's, the Swift engine's) may take without the full decode and check.
+    public func quickFlags(_ index: Int, _ f: DecoderTableExport.FormFacts) -> UInt8 {
+        let plan = plans[index], facts = plan.facts, decision = policy.accepted.decisions[index]
+        let accepted = decision.conditional.isEmpty && (decision.unconditional.map { policy.rules[$0].accepts } ?? false)
+        var q: UInt8 = 0
+        if f.registerChecks == 0 && f.distinct == 0 && !f.hasMoffs { q |= QuickFlags.decode }
+        if accepted && plan.forbidden == 0 && !plan.vsib && facts.isDisjoint(with: [.indirectBranch, .ret, .stringRSI, .stringRDI])
+            && (plan.implicitWrites == 0 || (plan.implicitWrites == 4 && facts.contains(.stackEngine))) {
+            q |= QuickFlags.accept
+        }
+        // 66 neither invalid nor refused; a lone 66 also not redundant (it selects or sizes the form); NaCl's NOP
+        // prefixes exempt only at its exact length (no immediate).
+        if FormClasses(rawValue: f.classes).isDisjoint(with: [.no66, .intelForce64]) {
+            q |= (f.immediateBytes == 0 ? QuickFlags.nop66 : 0) | (f.prefixUse & 1 != 0 ? QuickFlags.operandSize : 0)
+        }
+        if facts.contains(.call) { q |= QuickFlags.call }
+        if facts.contains(.directBranch) { q |= QuickFlags.direct }
+        if facts.contains(.zeroExtends) { q |= QuickFlags.zeroExtends }
+        if facts.contains(.noMemoryAccess) { q |= QuickFlags.noMemory }
+        return q
+    }
+}
+
+extension FormPlan {
+    public var writesList: [Int] { [Int(writes.0), Int(writes.1), Int(writes.2)] }
+}
+
+/// The decoder's patterns regrouped for the C core: one list per opcode entry and prefix context,
+/// holding only the patterns whose operand size (and W) that context selects, each list ending in
+/// a sentinel that matches anything. The matching loop then needs neither the size rule nor a count.
+public struct PatternLists: Sendable {
+    public static let noForm: UInt16 = 65535
+    // The key fields the contexts decide (DecoderTables' sizeShift and wShift, the core's S_SIZE and S_W).
+    static let sizeShift: UInt64 = 22, wShift: UInt64 = 27
+    static let folded: UInt64 = 7 << sizeShift | 3 << wShift
+    /// Prefix and escape bytes of the one-byte map, and the escapes of the 0F map: the fast path
+    /// decodes the byte after at most a 66 and a REX as an opcode of these maps, so none of them may be Q_DECODE.
+    static let notOpcodes: Set<Int> = Set([0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3, 0x0F, 0xC4, 0xC5, 0x62, 0x8F]
+                                          + Array(0x40...0x4F) + [256 + 0x38, 256 + 0x3A, 256 + 0x0F])
+
+    public private(set) var patterns: [(allowed: UInt64, form: UInt16, quick: UInt8)] = []
+    public private(set) var starts: [[Int]] = []
+
+    /// quick: each form's Q_ flags (Q_DECODE meaning only that the form allows it).
+    public init(_ tables: DecoderTableExport, quick: [UInt8]) {
+        var known: [[UInt64]: Int] = [:]  // a list (fields flattened) to its start: equal lists share
+        for (k, entry) in tables.entries.enumerated() {
+            let vector = k / 256 >= 5, fast = k < 512 && !Self.notOpcodes.contains(k)
+            let members = tables.patterns[Int(entry.start)..<Int(entry.start) + Int(entry.count)]
+            var row: [Int] = []
+            for context in 0..<3 {
+                // Legacy maps: none, 66, REX.W. VEX/EVEX/XOP allow neither 66 nor REX: the context is W.
+                let rexW = !vector && context == 2, has66 = !vector && context == 1, w: UInt64 = vector ? UInt64(context) : rexW ? 1 : 0
+                var list: [(allowed: UInt64, form: UInt16, quick: UInt8)] = []
+                if !(vector && context == 2) {
+                    for p in members {
+                        let size = Self.sizeValue(p.sizeRule, rexW: rexW, has66: has66)
+                        guard p.allowed & (1 << (Self.sizeShift + size)) != 0, p.allowed & (1 << (Self.wShift + w)) != 0 else { continue }
+                        let q = quick[Int(p.form)] & (fast ? 0xFF : ~QuickFlags.decode)
+                        list.append((p.allowed | Self.folded, p.form, q))
+                    }
+                }
+                list.append((~0, Self.noForm, 0))
+                let flat = list.flatMap { [$0.allowed, UInt64($0.form), UInt64($0.quick)] }
+                if let start = known[flat] { row.append(start); continue }
+                known[flat] = patterns.count
+                row.append(patterns.count)
+                patterns += list
+            }
+            starts.append(row)
+        }
+    }
+
+    /// A ModRM byte for the core (`sieve_modrm`): its key bits (DecoderTables' modShift 0, regShift 2, rmShift 10),
+    /// the SIB and displacement bytes after it, whether it is a memory operand, whether a SIB base of 5 adds 4.
+    public static func modrmEntry(_ m: UInt8) -> UInt32 {
+        let mod = m >> 6, reg = (m >> 3) & 7, rm = m & 7, memory = mod != 3
+        let key: UInt32 = (memory ? 2 : 1) | 1 << (2 + UInt32(reg)) | 1 << (10 + UInt32(rm))
+        let displacement: UInt32 = mod == 1 ? 1 : mod == 2 || (mod == 0 && rm == 5) ? 4 : 0
+        let after: UInt32 = memory ? (rm == 4 ? 1 : 0) + displacement : 0
+        return key | after << 24 | (memory ? 1 << 28 : 0) | (mod == 0 && rm == 4 ? 1 << 29 : 0)
+    }
+
+    /// The operand-size field value (0: 16, 1: 32, 2: 64) a size rule selects (`DecoderTables.operandSizeValue`).
+    static func sizeValue(_ rule: UInt8, rexW: Bool, has66: Bool) -> UInt64 {
+        switch rule {
+        case 0: rexW ? 2 : has66 ? 0 : 1
+        case 1: rexW ? 2 : has66 ? 0 : 2
+        case 2: 2
+        default: rexW ? 2 : 1
+        }
+    }
+}
