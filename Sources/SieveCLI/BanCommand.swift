@@ -47,6 +47,9 @@ struct BanCommand: ParsableCommand {
     @Option(help: "Regenerate the standalone C verifier into this folder (replaced).")
     var out: String?
 
+    @Option(help: "Verify the corpus under this model instead of the policy's (none: ordinary binaries, no safety claim).")
+    var model: String?
+
     @Flag(help: "Record the ban even if the policy stops being Turing-complete.")
     var force = false
 
@@ -69,6 +72,14 @@ struct BanCommand: ParsableCommand {
             stdout.flush()
             return
         }
+
+        // The corpus and the model are checked before anything is written.
+        let override = try model.map { name -> SandboxSettings.Model in
+            guard let m = SandboxSettings.Model(rawValue: name) else { throw ValidationError("unknown model '\(name)': nacl-x86-64 or none") }
+            return m
+        }
+        let corpusFiles = CorpusScan.elfFiles(under: corpus)
+        if !corpus.isEmpty && corpusFiles.isEmpty { throw ValidationError("no ELF file under \(corpus.joined(separator: ", "))") }
 
         // The edit is resolved in memory, under the file's own path (errors point into it,
         // `extends` resolves beside it), and replaces the file only once it loads and keeps its verdict.
@@ -105,11 +116,12 @@ struct BanCommand: ParsableCommand {
         }
 
         if !corpus.isEmpty {
-            let files = CorpusScan.elfFiles(under: corpus)
+            let files = corpusFiles
             let (old, new) = timed("scan") {
-                (CorpusScan.run(Verifier(oldCompiled), files: files), CorpusScan.run(Verifier(newCompiled), files: files))
+                (CorpusScan.run(Verifier(override.map { CompiledPolicy(before, model: $0) } ?? oldCompiled), files: files),
+                 CorpusScan.run(Verifier(override.map { CompiledPolicy(after, model: $0) } ?? newCompiled), files: files))
             }
-            report(old, new, to: &stdout)
+            timed("compare") { report(old, new, to: &stdout) }
         }
         print("time: " + timings.map { "\($0.0) \(String(format3: $0.1)) ms" }.joined(separator: ", ")
               + ", total \(String(format3: timings.reduce(0) { $0 + $1.1 })) ms", to: &stdout)
@@ -122,8 +134,11 @@ struct BanCommand: ParsableCommand {
         var newlyRefusedFiles = 0, newSites = 0
         var lines: [String] = []
         for (before, after) in zip(old, new) where after.error == nil {
-            let known = Set(before.sites.map { "\($0.segment) \($0.offset) \($0.kind.rawValue)" })
-            let fresh = after.sites.filter { !known.contains("\($0.segment) \($0.offset) \($0.kind.rawValue)") }
+            // A ban only adds findings: the same number means the same sites (checked cheaply).
+            if after.sites.count == before.sites.count && after.sites == before.sites { continue }
+            struct Place: Hashable { let segment: String, offset: Int, kind: FindingKind }
+            let known = Set(before.sites.map { Place(segment: $0.segment, offset: $0.offset, kind: $0.kind) })
+            let fresh = after.sites.filter { !known.contains(Place(segment: $0.segment, offset: $0.offset, kind: $0.kind)) }
             guard !fresh.isEmpty else { continue }
             if before.accepted { newlyRefusedFiles += 1 }
             newSites += fresh.count

@@ -82,6 +82,13 @@ extension Sieve {
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.contains("corpus: 2 files; 2 newly refused, 68 new sites"))
         #expect(result.stdout.contains("movnti qword ptr [r15 + rdi], rax"))
+        // Ordinary binaries: the corpus under model none (the policy's own model stays).
+        let audit = try Sieve.run("ban", "mnemonic=movsb", "prefix=rex", "-p", policy, "--reason", "Reptar",
+                                  "--corpus", Sieve.corpus.appendingPathComponent("nacl").path, "--model", "none")
+        #expect(audit.status == 0 && audit.stdout.contains("corpus: 2 files; 0 newly refused, 0 new sites"), "\(audit.stdout)")
+        let before = try String(contentsOfFile: policy, encoding: .utf8)
+        #expect(try Sieve.run("ban", "clflush", "-p", policy, "--reason", "r", "--corpus", "/no/such/dir").status == 2)
+        #expect(try String(contentsOfFile: policy, encoding: .utf8) == before, "a bad corpus stops the ban before it is written")
     }
 
     @Test func aBanThatLosesTuringCompletenessIsRefused() throws {
