@@ -130,6 +130,12 @@ enum CVerifierHarness {
         ("amd-rdrand (operand size)", { CompiledPolicy(try Repository.policy("errata/amd-rdrand.yaml")) }),
         ("mov-ss (register)", { CompiledPolicy(try Repository.policy("errata/mov-ss.yaml")) }),
         ("standard, model none", { CompiledPolicy(try Repository.policy("standard.yaml"), model: SandboxSettings.Model.none) }),
+        ("nacl, 64-byte bundles", { CompiledPolicy(try policy("""
+            sieve: 1
+            name: nacl-64
+            extends: \(Repository.root)/policies/nacl.yaml
+            sandbox: {bundle-size: 64}
+            """)) }),
     ]
 
     @Test func generatedFilesAreDeterministicAndNamed() throws {
