@@ -156,10 +156,6 @@ public struct FormPlan: Sendable, Equatable {
     public var implicitWrites: UInt8
     public var implicitMemory: Bool
     public var vsib: Bool
-    /// Accepted, allowed by the model, writes no register, and has nothing the model checks but
-    /// its prefixes and its ModRM memory operand (NOPs, CMP and TEST, ...): an instance without
-    /// either needs no check beyond the decoder's (the engine's fast path).
-    public private(set) var plain = false
 
     /// Whether NaCl's model refuses every instance whatever the policy says: its deny list, RET,
     /// and implicit writes of %r15, %rbp, or of %rsp outside the stack engine.
@@ -218,7 +214,5 @@ public struct FormPlan: Sendable, Equatable {
         implicitWrites = implicit
         implicitMemory = form.operands.contains { $0.kind.location == .implicitMemory }
         vsib = form.classes.contains(.vsib)
-        plain = decision == .accept && forbidden == 0 && writes.0 == 0 && implicitWrites == 0 && !implicitMemory && !vsib
-            && facts.isDisjoint(with: [.directBranch, .indirectBranch, .ret, .stringRSI, .stringRDI, .sanctionedForm, .xbegin])
     }
 }

@@ -59,8 +59,7 @@ extension NaClPass {
             if c[1] == 0x66 || c[1] == 0x2E {
                 // NaCl's padding NOP 66{1,6} 2E 0F 1F 84 00 00 00 00 00: its prefixes are exempt.
                 while i < 5 && c[i + 1] == 0x66 { i += 1 }
-                let nop: [UInt8] = [0x2E, 0x0F, 0x1F, 0x84, 0, 0, 0, 0, 0]
-                for k in 0..<9 where c[i + 1 + k] != nop[k] { return 0 }
+                guard Self.isNaClNOP(c, i + 1 + 9) else { return 0 }
                 i += 1
                 need ^= QuickFlags.operandSize | QuickFlags.nop66
             }
@@ -123,14 +122,7 @@ extension NaClPass {
             }
         }
         validTargets[offset] = index < 0  // a restricted access is one unit with its restriction
-        if q & QuickFlags.direct != 0 && pattern.immediate != 0 {
-            let at = offset + length - Int(pattern.immediate)
-            let d: Int
-            switch pattern.immediate {
-            case 1: d = Int(Int8(bitPattern: bytes[at]))
-            case 2: d = Int(Int16(bitPattern: UInt16(bytes[at]) | UInt16(bytes[at + 1]) << 8))
-            default: d = Int(Int32(bitPattern: UInt32(bytes[at]) | UInt32(bytes[at + 1]) << 8 | UInt32(bytes[at + 2]) << 16 | UInt32(bytes[at + 3]) << 24))
-            }
+        if q & QuickFlags.direct != 0, let d = Self.displacement(c + length - Int(pattern.immediate), size: Int(pattern.immediate)) {
             branches.append((offset, length, offset + length + d))
         }
         report.instructions += 1

@@ -154,13 +154,7 @@ struct NaClPass {
                 }
                 report.instructions += 1
                 validTargets[offset] = true
-                let plan = plans.baseAddress.unsafelyUnwrapped + insn.formIndex
-                if plan.pointee.plain && insn.refusal == nil && insn.prefixes.rawValue & Prefixes.legacy.rawValue == 0
-                    && restricted & ~1 != 4 && (!insn.hasMemoryModRM || plan.pointee.facts.contains(.noMemoryAccess)) {
-                    restricted = -1  // nothing to check: what check(at:) would conclude, without the call
-                } else {
-                    check(at: offset)
-                }
+                check(at: offset)
                 bundle[bundleCount] = (offset, insn.length, insn.formIndex)
                 bundleCount += 1
                 offset += insn.length
@@ -194,7 +188,6 @@ struct NaClPass {
         if plan.pointee.forbidden != 0 { refuse(.sandboxForbidden, verifier.compiled.forbiddenReasons[Int(plan.pointee.forbidden) - 1]) }
         let prefixes = insn.prefixes
         if prefixes.rawValue & Prefixes.legacy.rawValue != 0 { checkLegacyPrefixes(plan, at: offset) }
-
 
         // %rsp/%rbp: the sanctioned forms first, then every register the instruction writes.
         // Every sanctioned form is a REX byte, then two to seven bytes without another prefix.
@@ -375,8 +368,8 @@ struct NaClPass {
 
     // MARK: - Byte patterns of NaCl's sanctioned instructions
 
-    /// A redundant prefix other than REX (NaCl's patterns admit optional REX bits), outside
-    /// NaCl's padding NOPs `66{1,6} 2E 0F 1F 84 00 00 00 00 00`.
+    /// A redundant prefix other than REX (NaCl's patterns admit optional REX bits) among the
+    /// first `prefixCount` bytes; `redundant` has a bit per prefix position.
     static func redundantLegacyPrefix(_ code: UnsafePointer<UInt8>, _ prefixCount: Int, _ redundant: UInt16) -> Bool {
         for k in 0..<prefixCount where redundant & (1 << k) != 0 && code[k] & 0xF0 != 0x40 { return true }
         return false
@@ -472,16 +465,16 @@ struct NaClPass {
     }
 
     static func relativeTarget(_ insn: Instruction, _ code: UnsafeRawBufferPointer, _ offset: Int) -> Int? {
-        guard insn.immediateSize > 0 else { return nil }
-        let bytes = code
-        let at = offset + Int(insn.immediateOffset)
-        switch insn.immediateSize {
-        case 1: return Int(Int8(bitPattern: bytes[at]))
-        case 2: return Int(Int16(bitPattern: UInt16(bytes[at]) | UInt16(bytes[at + 1]) << 8))
-        case 4:
-            var value: UInt32 = 0
-            for k in 0..<4 { value |= UInt32(bytes[at + k]) << (8 * k) }
-            return Int(Int32(bitPattern: value))
+        guard insn.immediateSize > 0, let base = code.baseAddress else { return nil }
+        return displacement(base.assumingMemoryBound(to: UInt8.self) + offset + Int(insn.immediateOffset), size: Int(insn.immediateSize))
+    }
+
+    /// A branch's signed displacement of `size` bytes (1, 2 or 4), little-endian at `p`.
+    static func displacement(_ p: UnsafePointer<UInt8>, size: Int) -> Int? {
+        switch size {
+        case 1: return Int(Int8(bitPattern: p[0]))
+        case 2: return Int(Int16(bitPattern: UInt16(p[0]) | UInt16(p[1]) << 8))
+        case 4: return Int(Int32(bitPattern: UInt32(p[0]) | UInt32(p[1]) << 8 | UInt32(p[2]) << 16 | UInt32(p[3]) << 24))
         default: return nil
         }
     }
