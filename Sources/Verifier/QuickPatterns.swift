@@ -51,8 +51,8 @@ extension FormPlan {
 /// a sentinel that matches anything. The matching loop then needs neither the size rule nor a count.
 public struct PatternLists: Sendable {
     public static let noForm: UInt16 = 65535
-    // The key fields the contexts decide (DecoderTables' sizeShift and wShift, the core's S_SIZE and S_W).
-    static let sizeShift: UInt64 = 22, wShift: UInt64 = 27
+    // The key fields the contexts decide (the core's S_SIZE and S_W).
+    static let sizeShift = DecoderTableExport.sizeShift, wShift = DecoderTableExport.wShift
     static let folded: UInt64 = 7 << sizeShift | 3 << wShift
     /// Prefix and escape bytes of the one-byte map, and the escapes of the 0F map: the fast path
     /// decodes the byte after at most a 66 and a REX as an opcode of these maps, so none of them may be Q_DECODE.
@@ -75,7 +75,7 @@ public struct PatternLists: Sendable {
                 var list: [(allowed: UInt64, form: UInt16, quick: UInt8)] = []
                 if !(vector && context == 2) {
                     for p in members {
-                        let size = Self.sizeValue(p.sizeRule, rexW: rexW, has66: has66)
+                        let size = DecoderTableExport.operandSizeValue(p.sizeRule, rexW: rexW, has66: has66)
                         guard p.allowed & (1 << (Self.sizeShift + size)) != 0, p.allowed & (1 << (Self.wShift + w)) != 0 else { continue }
                         let q = quick[Int(p.form)] & (fast ? 0xFF : ~QuickFlags.decode)
                         list.append((p.allowed | Self.folded, p.form, q))
@@ -100,15 +100,5 @@ public struct PatternLists: Sendable {
         let displacement: UInt32 = mod == 1 ? 1 : mod == 2 || (mod == 0 && rm == 5) ? 4 : 0
         let after: UInt32 = memory ? (rm == 4 ? 1 : 0) + displacement : 0
         return key | after << 24 | (memory ? 1 << 28 : 0) | (mod == 0 && rm == 4 ? 1 << 29 : 0)
-    }
-
-    /// The operand-size field value (0: 16, 1: 32, 2: 64) a size rule selects (`DecoderTables.operandSizeValue`).
-    static func sizeValue(_ rule: UInt8, rexW: Bool, has66: Bool) -> UInt64 {
-        switch rule {
-        case 0: rexW ? 2 : has66 ? 0 : 1
-        case 1: rexW ? 2 : has66 ? 0 : 2
-        case 2: 2
-        default: rexW ? 2 : 1
-        }
     }
 }

@@ -40,6 +40,14 @@ public struct DecoderTableExport: Sendable {
     public let entries: [Entry]
     public let patterns: [Pattern]
     public let forms: [FormFacts]
+    /// Bit positions of the operand-size and W fields in a pattern's `allowed` mask.
+    public static let sizeShift = DecoderTables.sizeShift, wShift = DecoderTables.wShift
+
+    /// The operand-size field value (0: 16, 1: 32, 2: 64) a pattern's `sizeRule` selects under REX.W and 66.
+    public static func operandSizeValue(_ sizeRule: UInt8, rexW: Bool, has66: Bool) -> UInt64 {
+        DecoderTables.operandSizeValue(DecoderTables.OperandSizeRule(rawValue: sizeRule) ?? .normal, rexW: rexW, has66: has66)
+    }
+
     public static let mapNames = ["legacy 1-byte", "legacy 0F", "legacy 0F38", "legacy 0F3A", "3DNow! 0F0F", "VEX 0F", "VEX 0F38",
                                   "VEX 0F3A", "EVEX 0F", "EVEX 0F38", "EVEX 0F3A", "EVEX map5", "EVEX map6", "XOP 8", "XOP 9", "XOP A"]
 }
