@@ -48,7 +48,7 @@ struct BanCommand: ParsableCommand {
     var out: String?
 
     @Option(help: "Verify the corpus under this model instead of the policy's (none: ordinary binaries, no safety claim).")
-    var model: String?
+    var model: SandboxSettings.Model?
 
     @Flag(help: "Record the ban even if the policy stops being Turing-complete.")
     var force = false
@@ -73,11 +73,7 @@ struct BanCommand: ParsableCommand {
             return
         }
 
-        // The corpus and the model are checked before anything is written.
-        let override = try model.map { name -> SandboxSettings.Model in
-            guard let m = SandboxSettings.Model(rawValue: name) else { throw ValidationError("unknown model '\(name)': nacl-x86-64 or none") }
-            return m
-        }
+        // The corpus is checked before anything is written.
         let corpusFiles = CorpusScan.elfFiles(under: corpus)
         if !corpus.isEmpty && corpusFiles.isEmpty { throw ValidationError("no ELF file under \(corpus.joined(separator: ", "))") }
 
@@ -118,8 +114,8 @@ struct BanCommand: ParsableCommand {
         if !corpus.isEmpty {
             let files = corpusFiles
             let (old, new) = timed("scan") {
-                (CorpusScan.run(Verifier(override.map { CompiledPolicy(before, model: $0) } ?? oldCompiled), files: files),
-                 CorpusScan.run(Verifier(override.map { CompiledPolicy(after, model: $0) } ?? newCompiled), files: files))
+                (CorpusScan.run(Verifier(model.map { CompiledPolicy(before, model: $0) } ?? oldCompiled), files: files),
+                 CorpusScan.run(Verifier(model.map { CompiledPolicy(after, model: $0) } ?? newCompiled), files: files))
             }
             timed("compare") { report(old, new, to: &stdout) }
         }

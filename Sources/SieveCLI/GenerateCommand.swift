@@ -23,15 +23,11 @@ struct GenerateCommand: ParsableCommand {
     var output: String
 
     @Option(help: "Override the policy's sandbox model: nacl-x86-64 or none.")
-    var model: String?
+    var model: SandboxSettings.Model?
 
     func run() throws {
         let resolved = try loadPolicy(policy)
-        let override = try model.map { name -> SandboxSettings.Model in
-            guard let m = SandboxSettings.Model(rawValue: name) else { throw ValidationError("unknown model '\(name)'") }
-            return m
-        }
-        let compiled = CompiledPolicy(resolved, model: override)
+        let compiled = CompiledPolicy(resolved, model: model)
         let files = try failing { try CVerifierGenerator(compiled).files() }
         try failing {
             try makeDirectory(output)

@@ -1,4 +1,8 @@
 import ArgumentParser
+import Policy
+
+/// `--model nacl-x86-64|none`: the parser checks the name and lists the models in its error.
+extension SandboxSettings.Model: ExpressibleByArgument {}
 
 enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
     case text, json

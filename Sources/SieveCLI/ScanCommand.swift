@@ -38,7 +38,7 @@ struct ScanCommand: ParsableCommand {
     var paths: [String]
 
     @Option(help: "Override the policy's sandbox model: nacl-x86-64 or none.")
-    var model: String?
+    var model: SandboxSettings.Model?
 
     @Option(help: "Scan at most this many files (the first in sorted order).")
     var limit: Int?
@@ -56,22 +56,17 @@ struct ScanCommand: ParsableCommand {
     static let formsShown = 20
 
     func run() throws {
-        // InputError, not ValidationError: ArgumentParser exits 64 on the latter, the contract says 2.
-        let override: SandboxSettings.Model? = try failing {
+        // Input errors, printed as `sieve: error: ...`, exit 2.
+        try failing {
             if let limit, limit < 1 { throw InputError("--limit must be at least 1") }
             if let workers, workers < 1 { throw InputError("--workers must be at least 1") }
             for path in paths {
                 var status = stat()
                 if stat(path, &status) != 0 { throw InputError("cannot read \(path): \(String(cString: strerror(errno)))") }
             }
-            guard let model else { return nil }
-            guard let override = SandboxSettings.Model(rawValue: model) else {
-                throw InputError("unknown model '\(model)': nacl-x86-64 or none")
-            }
-            return override
         }
         let resolved = try loadPolicy(policy)
-        let compiled = CompiledPolicy(resolved, model: override)
+        let compiled = CompiledPolicy(resolved, model: model)
         let verifier = Verifier(compiled)
 
         let start = Clock.now()

@@ -35,21 +35,14 @@ struct VerifyCommand: ParsableCommand {
     var base: UInt64 = 0
 
     @Option(help: "Override the policy's sandbox model: nacl-x86-64 or none.")
-    var model: String?
+    var model: SandboxSettings.Model?
 
     @Option(help: "Output format: text or json.")
     var format: OutputFormat = .text
 
     func run() throws {
         let resolved = try loadPolicy(policy)
-        var override: SandboxSettings.Model?
-        if let model {
-            guard let m = SandboxSettings.Model(rawValue: model) else {
-                throw ValidationError("unknown model '\(model)': nacl-x86-64 or none")
-            }
-            override = m
-        }
-        let compiled = CompiledPolicy(resolved, model: override)
+        let compiled = CompiledPolicy(resolved, model: model)
         let verifier = Verifier(compiled)
         let renderer = Renderer()
         var out = StandardOutput()
