@@ -40,11 +40,14 @@ public struct TuringChecker {
     public let compiled: CompiledPolicy
     let verifier: Verifier
     let kit: Toolkit
+    /// The accepted fillers, one per length: the same for every model.
+    let fillers: [Encoded]
 
     public init(_ compiled: CompiledPolicy) {
         self.compiled = compiled
         verifier = Verifier(compiled)
         kit = Toolkit(verifier: verifier)
+        fillers = kit.fillers()
     }
 
     /// The outcome of trying one model: a witness, or what it lacks.
@@ -78,7 +81,6 @@ public struct TuringChecker {
         if !builder.missing.isEmpty {
             return .missing(builder.missing.map { ($0.capability, refusedForms($0.preferred)) })
         }
-        let fillers = kit.fillers()
         if fillers.isEmpty { return .missing([("bundle filler", refusedForms([.instruction(Encode.mov(.q, .r14, .r14))]))]) }
         let laidOut: LaidOut
         do {
