@@ -24,8 +24,10 @@ let package = Package(
         .target(name: "X86", exclude: ["Database"]),
         // YAML policies with source positions, selectors, groups, resolution to an AcceptedSet, lint.
         .target(name: "Policy", dependencies: ["X86", "CYaml"]),
-        // Policy → decoder tables, the sandbox models, the Swift verifier engine, findings.
-        .target(name: "Verifier", dependencies: ["X86", "Policy"]),
+        // The trusted C99 core: the decoder and the sandbox rules, once, over tables read through one struct.
+        .target(name: "SieveCore"),
+        // Policy → tables (every operand classified by the sandbox model), running the core, findings.
+        .target(name: "Verifier", dependencies: ["X86", "Policy", "SieveCore"]),
         // The standalone C verifier: tables from a compiled policy above a fixed C core.
         .target(name: "Codegen", dependencies: ["Verifier", "Policy", "X86"]),
         // Turing-completeness: capabilities, the universal machines, witnesses, negative lemmas.
@@ -43,7 +45,7 @@ let package = Package(
         .testTarget(name: "X86Tests", dependencies: ["X86", "Disassembly", "CZydis", "CCapstone"],
                     exclude: ["Fixtures"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "X86"]),
-        .testTarget(name: "VerifierTests", dependencies: ["Verifier", "Codegen", "Policy", "X86", "CZydis"], exclude: ["Corpus"]),
+        .testTarget(name: "VerifierTests", dependencies: ["Verifier", "Codegen", "Policy", "X86", "CZydis", "SieveCore"], exclude: ["Corpus"]),
         .testTarget(name: "SieveCLITests", dependencies: ["SieveCLI"], exclude: ["Fixtures"]),
         .testTarget(name: "AnalysisTests", dependencies: ["Analysis", "Verifier", "Codegen", "Policy", "X86"]),
     ]

@@ -74,7 +74,11 @@ HEADER = """\
 #   operands  explicit operands in order, kind:access; kinds are iced-x86's OpCodeOperandKind names
 #             (r32_or_mem = ModRM.rm register or memory, r32_reg = ModRM.reg, r32_vvvv, r32_opcode, imm8 ...),
 #             access r w rw cr cw rcw (c = conditional) or '-' (not accessed, e.g. lea's memory)
-#   implicit  registers read or written that no operand names, reg:access
+#   implicit  registers read or written that no operand names, reg:access; besides iced-x86's registers:
+#             rflags (the flags outside the arithmetic ones and DF: IF, AC, UIF, as PUSHF/POPF/CLI touch them),
+#             gdtr idtr ldtr tr (descriptor tables) pmc (performance counters) tsc (time-stamp counter)
+#             smx (GETSEC's state), fsbase gsbase, and [reg] for memory addressed through a register without
+#             an operand
 #   cpuid     CPUID feature flags, lower case
 #   mem       memory operand size in bits ('-': no memory operand); 'bN' suffix: broadcast element size
 #   vendor    intel-amd (both), amd, via: which vendors define the form
@@ -444,7 +448,62 @@ def operand_fields(oi, instr, info, kinds):
         if full(used.register) in explicit_full:
             continue  # an operand's register, or its zero-extended full width
         implicit.append(f"{register_names[used.register].lower()}:{ACCESS[used.access]}")
+    implicit += system_state(oi, instr, MNEMONIC[oi.mnemonic])
+    implicit += hidden_memory(instr, info, kinds, register_names)
     return ops, sorted(set(implicit))
+
+
+MEMORY_KINDS = ("MEM", "SIBMEM", "SEG_", "ES_RDI", "_OR_MEM", "_REG_MEM")
+
+
+def hidden_memory(instr, info, kinds, register_names):
+    """Memory iced-x86 says the form accesses that no operand shows (UMONITOR's [rax]): besides the
+    stack, whose accesses the `stack` class covers, each becomes an implicit [base] entry."""
+    if any(k.startswith("MEM") or any(m in k for m in MEMORY_KINDS[1:]) for k in kinds):
+        return []
+    out = []
+    for used in info.used_memory():
+        if used.base == iced.Register.RSP and used.index == iced.Register.NONE:
+            continue
+        access = {1: "r", 2: "cr", 3: "w", 4: "cw", 5: "rw", 6: "rcw"}.get(used.access, "-")
+        out.append(f"[{register_names[used.base].lower()}]:{access}")
+    return out
+
+
+# State outside the program that iced-x86 knows a form touches but names no register for. Every
+# form iced marks "may require CPL 0" (CR4.UMIP, .PCE, .TSD, CPUID faulting) must appear here, so
+# that a new such form stops the generator instead of passing as harmless.
+SYSTEM_STATE = {
+    "SGDT": ["gdtr:r"], "SIDT": ["idtr:r"], "SLDT": ["ldtr:r"], "STR": ["tr:r"], "SMSW": [],  # SMSW names cr0 already
+    "RDPMC": ["pmc:r"], "RDPRU": ["pmc:r"], "RDTSC": ["tsc:r"], "RDTSCP": ["tsc:r"],
+    "MONITOR": ["[rax]:-"], "MWAIT": [], "GETSEC": ["smx:rw"], "GETSECQ": ["smx:rw"],
+    # CPUID's answers describe the processor, not another program's state; faulting it is the OS's choice.
+    "CPUID": [],
+}
+# The FS and GS bases: segment state iced-x86 names no register for.
+SEGMENT_BASES = {"RDFSBASE": "fsbase:r", "RDGSBASE": "gsbase:r", "WRFSBASE": "fsbase:w", "WRGSBASE": "gsbase:w"}
+# Memory that a form addresses through a register without an operand saying so (iced-x86 reports none).
+REGISTER_ADDRESSED = {"MONITORX": "[rax]:-", "CLZERO": "[rax]:w", "INVLPGA": "[rax]:-", "INVLPGB": "[rax]:-"}
+# Flags outside the arithmetic ones and DF: the flags image (PUSHF/POPF) and the system flags.
+SYSTEM_FLAGS = iced.RflagsBits.IF | iced.RflagsBits.AC | iced.RflagsBits.UIF
+
+
+def system_state(oi, instr, mnemonic):
+    out = []
+    if oi.may_require_cpl0:
+        if mnemonic not in SYSTEM_STATE:
+            raise SystemExit(f"{mnemonic}: iced-x86 says it may require CPL 0; say what state it reads in SYSTEM_STATE")
+        out += SYSTEM_STATE[mnemonic]
+    if mnemonic in REGISTER_ADDRESSED:
+        out.append(REGISTER_ADDRESSED[mnemonic])
+    if mnemonic in SEGMENT_BASES:
+        out.append(SEGMENT_BASES[mnemonic])
+    read = instr.rflags_read & SYSTEM_FLAGS
+    written = (instr.rflags_written | instr.rflags_modified | instr.rflags_set | instr.rflags_cleared
+               | instr.rflags_undefined) & SYSTEM_FLAGS
+    if read or written:
+        out.append("rflags:" + ("rw" if read and written else "r" if read else "w"))
+    return out
 
 
 def vendor(features):

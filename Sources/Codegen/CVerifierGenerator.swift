@@ -3,14 +3,11 @@ import Verifier
 import X86
 
 /// Writes the standalone C verifier for a compiled policy (DESIGN §9): `sieve_verifier.h` and
-/// `sieve_verifier.c`, C99 with no dependency beyond the C library, the policy's tables as
-/// `static const` arrays (one commented entry per line) above a hand-written core that is the
-/// same for every policy. Deterministic: the same policy gives the same bytes.
+/// `sieve_verifier.c`, C99 with no dependency beyond the C library: the policy's `CoreTables` as
+/// `static const` arrays (one commented entry per line) above the trusted core, the same
+/// `Sources/SieveCore/core.c` that `sieve verify` runs. Deterministic: the same policy gives the
+/// same bytes.
 public struct CVerifierGenerator {
-    public struct Unsupported: Error, CustomStringConvertible {
-        public let description: String
-    }
-
     public let compiled: CompiledPolicy
     public let decoder: Decoder
 
@@ -47,40 +44,27 @@ public struct CVerifierGenerator {
         #ifndef SIEVE_VERIFIER_H
         #define SIEVE_VERIFIER_H
 
-        #include <stddef.h>
-        #include <stdint.h>
-
         #define SIEVE_POLICY_NAME "\(Self.cString(compiled.policy.name))"
         #define SIEVE_POLICY_HASH "\(compiled.contentHashHex)"
         #define SIEVE_DATABASE "\(Self.cString(decoder.database.version))"
 
-        /* Why code is refused: the policy, the decoder, or one rule of the sandbox model. */
-        enum sieve_kind {
+        /* ---- the trusted core's types (Sources/SieveCore/include/sieve_core.h) --------------------- */
 
         """
-        for (k, kind) in FindingKind.allCases.enumerated() {
-            out += "    SIEVE_\(kind.rawValue.uppercased().map { $0 == "-" ? "_" : $0 }.reduce("") { $0 + String($1) }) = \(k),\n"
-        }
+        out += Self.withoutCoreAPI(CoreSource.header) + "\n"
         out += """
-        };
 
-        typedef struct {
-            size_t offset;   /* from the start of the code */
-            size_t length;
-            int kind;        /* enum sieve_kind */
-            int form;        /* database form index, -1 when the bytes do not decode */
-            int rule;        /* the policy rule that refused it, -1 for none */
-            int warning;     /* 1: a rule set to warn; not a refusal */
-        } sieve_finding;
+        /* ---- this policy's entry points ------------------------------------------------------------- */
 
-        typedef void (*sieve_report_fn)(const sieve_finding *finding, void *ctx);
-
-        /* Verifies size bytes of code loaded at virtual address base. Calls report (if not NULL)
-           for each finding and warning; returns the number of findings (0: accepted). */
+        /* Verifies size bytes of code loaded at virtual address base under this policy. Calls report
+           (if not NULL) for each finding and warning; returns the number of findings (0: accepted). */
         size_t sieve_verify(const uint8_t *code, size_t size, uint64_t base, sieve_report_fn report, void *ctx);
 
+        /* The name of a finding kind, of a form (the database id), and the sandbox model's reason
+           for a finding whose `reason` is not -1. */
         const char *sieve_kind_name(int kind);
         const char *sieve_form_name(int form);
+        const char *sieve_reason(int reason);
 
         #endif
 
@@ -88,188 +72,102 @@ public struct CVerifierGenerator {
         return out
     }
 
+    /// The core's header without the core's own entry points, which the generated file keeps static.
+    static func withoutCoreAPI(_ header: String) -> String {
+        guard let begin = header.firstRange(of: "/* BEGIN core API"), let end = header.firstRange(of: "/* END core API */\n") else { return header }
+        return String(header[..<begin.lowerBound] + header[end.upperBound...])
+    }
+
     func source() throws -> String {
-        let tables = decoder.tableExport
+        let tables = CoreTables(compiled, decoder: decoder)
         let forms = decoder.database.forms
         var out = banner
-        out += """
-        #include "\(Self.headerName)"
-
-        #include <stdlib.h>
-        #include <string.h>
-
-        #define SIEVE_BUNDLE_SIZE \(compiled.bundleSize)
-        #define SIEVE_MODEL_NONE \(compiled.model == .none ? 1 : 0)
-        #define SIEVE_CALLS_MUST_ALIGN \(compiled.callAlignment == .refuse ? 1 : 0)
-        enum { F_DIRECT = 1, F_CALL = 2, F_INDIRECT = 4, F_RET = 8, F_RSI = 16, F_RDI = 32, F_ZERO_EXTENDS = 64, F_NO_MEMORY = 128,
-               F_STACK = 256 };
-
-        #define SIEVE_NO_FORM 65535
-        struct sieve_entry { uint32_t start[3]; uint8_t has_modrm, mod_ignored; };
-        struct sieve_pattern { uint64_t allowed; uint16_t form; uint8_t imm, quick, writes[3]; };
-        struct sieve_instance_rule {
-            uint8_t accepts; int32_t rule; uint8_t operands, sizes; uint16_t prefixes, register_start; uint8_t register_count;
-        };
-        struct sieve_form {
-            uint8_t imm_bytes, moffs, uses_vvvv, vsib; uint32_t classes; uint8_t reg_checks, distinct, places[4];
-            uint16_t prefix_use; uint8_t decision; int32_t rule; uint16_t conditional_start; uint8_t conditional_count;
-            uint32_t facts; uint8_t forbidden, writes[3], implicit_writes, implicit_memory, vsib_form, size_memory, size_register;
-            uint8_t operands[4]; int16_t fixed[4]; uint16_t implicit_start; uint8_t implicit_count;
-        };
-
-
-        """
-        // Opcode maps: per entry and prefix context, a pattern list ending in a catch-all sentinel.
-        let lists = PatternLists(tables, quick: forms.map { compiled.quickFlags($0.index, tables.forms[$0.index]) })
+        out += "#include \"\(Self.headerName)\"\n\n"
         out += "/* Decoding: one entry per opcode of each map: first pattern per context (none, 66, REX.W; VEX/EVEX/XOP: W0, W1), ModRM, mod ignored. */\n"
         out += "static const struct sieve_entry sieve_entries[\(tables.entries.count)] = {\n"
         for (k, e) in tables.entries.enumerated() {
-            let starts = lists.starts[k].map(String.init).joined(separator: ", ")
-            out += "    {{\(starts)}, \(e.hasModRM ? 1 : 0), \(e.modIgnored ? 1 : 0)}, /* \(DecoderTableExport.mapNames[k / 256]) \(Self.hex(UInt8(k % 256))) */\n"
+            out += "    {{\(e.start.0), \(e.start.1), \(e.start.2)}, \(e.has_modrm), \(e.mod_ignored)}, /* \(DecoderTableExport.mapNames[k / 256]) \(Self.hex(UInt8(k % 256))) */\n"
         }
         out += "};\n\n/* Form patterns per opcode and context, most specific first: allowed fields (operand size and W folded in), form,\n"
-        out += "   immediate bytes, Q_ flags for the core's fast path, register writes. */\n"
-        out += "static const struct sieve_pattern sieve_patterns[\(lists.patterns.count)] = {\n"
-        for p in lists.patterns {
+        out += "   immediate bytes, SIEVE_Q_ flags for the core's fast path, register writes. */\n"
+        out += "static const struct sieve_pattern sieve_patterns[\(tables.patterns.count)] = {\n"
+        for p in tables.patterns {
             let name = p.form == PatternLists.noForm ? "end of list" : forms[Int(p.form)].id
-            let imm = p.form == PatternLists.noForm ? 0 : tables.forms[Int(p.form)].immediateBytes
-            let w = p.form == PatternLists.noForm ? [0, 0, 0] : compiled.plans[Int(p.form)].writesList
-            out += "    {0x\(String(p.allowed, radix: 16))ULL, \(p.form), \(imm), \(p.quick), {\(Self.list(w, 3))}}, /* \(name) */\n"
+            out += "    {0x\(String(p.allowed, radix: 16))ULL, \(p.form), \(p.imm), \(p.quick), {\(p.writes.0), \(p.writes.1), \(p.writes.2)}}, /* \(name) */\n"
         }
         out += "};\n\n"
         out += "/* ModRM bytes: the key bits of mod, reg and rm; the SIB and displacement bytes after it << 24; memory << 28;\n"
         out += "   mod 0 with a SIB << 29 (a SIB base of 5 adds a 4-byte displacement). */\n"
         out += "static const uint32_t sieve_modrm[256] = {\n"
-        for m in 0..<256 {
-            out += "    0x\(String(PatternLists.modrmEntry(UInt8(m)), radix: 16))u, /* \(Self.hex(UInt8(m))) */\n"
+        for (m, entry) in tables.modrm.enumerated() { out += "    0x\(String(entry, radix: 16))u, /* \(Self.hex(UInt8(m))) */\n" }
+        out += "};\n\n"
+        out += "/* Policy rules with instance fields: accepts, rule, operands, sizes, prefixes, registers. */\n"
+        out += "static const struct sieve_instance_rule sieve_instance_rules[\(max(1, tables.instanceRules.count))] = {\n"
+        if tables.instanceRules.isEmpty { out += "    {0, -1, 0, 0, 0, 0, 0}, /* none */\n" }
+        for (r, note) in zip(tables.instanceRules, tables.instanceRuleNotes) {
+            out += "    {\(r.accepts), \(r.rule), \(r.operands), \(r.sizes), \(r.prefixes), \(r.register_start), \(r.register_count)}, /* \(Self.cComment(note)) */\n"
         }
         out += "};\n\n"
-
-        // Instance rules.
-        var instanceRules: [String] = [], conditional: [Int] = [], ruleRegisters: [Int] = []
-        var ruleSlot: [Int: Int] = [:]
-        for (index, rule) in compiled.policy.rules.enumerated() where PolicyLoader.isConditional(rule.selector, compiled.policy.groups) {
-            let s = rule.selector
-            if let groups = s.groups, groups.contains(where: { compiled.policy.groups.user[$0] != nil }) {
-                throw Unsupported(description: "\(rule.location): the C generator does not support user groups in a rule with instance fields")
-            }
-            let operands = (s.operands?.contains(.memory) ?? false ? 1 : 0) | (s.operands?.contains(.register) ?? false ? 2 : 0)
-            let sizes = (s.operandSizes ?? []).reduce(0) { $0 | Self.sizeBit($1) }
-            let prefixes = (s.prefixes ?? []).reduce(0) { $0 | Self.prefixBit($1) }
-            let registers = (s.registers ?? []).sorted().map(Self.registerID)
-            ruleSlot[index] = instanceRules.count
-            instanceRules.append("    {\(rule.accepts ? 1 : 0), \(index), \(operands), \(sizes), \(prefixes), \(ruleRegisters.count), \(registers.count)}, /* \(Self.cComment(rule.location)) \(rule.effect.rawValue) \(Self.cComment(s.canonicalDescription)) */")
-            ruleRegisters += registers
-        }
-        var implicitRegisters: [Int] = []
-        var formLines: [String] = []
+        out += Self.array("sieve_conditional", "uint16_t", tables.conditional.map(Int.init), "instance rules per form, in precedence order")
+        out += Self.array("sieve_rule_registers", "int16_t", tables.ruleRegisters.map(Int.init), "registers the instance rules name")
+        out += Self.array("sieve_implicit_registers", "int16_t", tables.implicitRegisters.map(Int.init), "registers the forms use implicitly")
+        out += "/* The sandbox model's refusals (sieve_form.forbidden - 1): the finding kind of each, and its reason. */\n"
+        out += "static const uint8_t sieve_reason_kinds[\(max(1, tables.reasonKinds.count))] = {\n"
+        if tables.reasonKinds.isEmpty { out += "    0, /* none */\n" }
+        for (kind, refusal) in zip(tables.reasonKinds, compiled.refusals) { out += "    \(kind), /* \(refusal.kind.rawValue) */\n" }
+        out += "};\n\n"
+        out += "static const char *const sieve_reasons[\(max(1, compiled.refusals.count))] = {\n"
+        out += compiled.refusals.isEmpty ? "    \"\",\n" : compiled.refusals.map { "    \"\(Self.cString($0.reason))\",\n" }.joined()
+        out += "};\n\n"
+        out += "/* Forms: decoding facts (immediate bytes, moffs, vvvv, VSIB, classes, register checks, distinct registers and their\n"
+        out += "   places, prefix use), the policy (decision, 0 accept; rule; instance rules), then the sandbox model (facts, refusal,\n"
+        out += "   written registers, implicit memory), operand sizes, register operands, fixed registers, implicit registers. */\n"
+        out += "static const struct sieve_form sieve_forms[\(forms.count)] = {\n"
         for form in forms {
             let f = tables.forms[form.index]
-            let plan = compiled.plans[form.index]
-            let decision = compiled.policy.accepted.decisions[form.index]
-            let base = decision.unconditional.map { compiled.policy.rules[$0].accepts } ?? false
-            let conditionalStart = conditional.count
-            for index in decision.conditional { conditional.append(ruleSlot[index]!) }
-            let places = (f.distinctPlaces + [0, 0, 0, 0]).prefix(4).map(String.init).joined(separator: ", ")
-            var operands: [Int] = [], fixed: [Int] = []
-            for operand in form.operands {
-                guard operand.kind.registerClass != .none, let file = Self.fileCode[operand.kind.registerClass] else { continue }
-                let place: Int
-                switch operand.kind.location {
-                case .modrmReg: place = 1
-                case .modrmRegister, .modrmRegisterOrMemory: place = 2
-                case .vvvv: place = 3
-                case .opcodeRegister: place = 4
-                case .fixedRegister: place = 5
-                default: continue
-                }
-                if operands.count < 4 {
-                    operands.append(place | file << 3)
-                    fixed.append(place == 5 ? Self.registerID(operand.kind.name) : 0)
-                }
-            }
-            let implicitStart = implicitRegisters.count
-            let implicit = form.implicitRegisters.map { Self.registerID($0.register) }
-            implicitRegisters += implicit
-            let sizes = Self.sizes(form)
-            let w = plan.writes
-            formLines.append("    {\(f.immediateBytes), \(f.hasMoffs ? 1 : 0), \(f.usesVVVV ? 1 : 0), \(f.vsib ? 1 : 0), 0x\(String(f.classes, radix: 16))u, \(f.registerChecks), \(f.distinct), {\(places)}, \(f.prefixUse), \(base ? 0 : 1), \(plan.rule), \(conditionalStart), \(decision.conditional.count), \(plan.facts.rawValue)u, \(plan.forbidden), {\(w.0), \(w.1), \(w.2)}, \(plan.implicitWrites), \(plan.implicitMemory ? 1 : 0), \(plan.vsib ? 1 : 0), \(sizes.memory), \(sizes.register), {\(Self.list(operands, 4))}, {\(Self.list(fixed, 4))}, \(implicitStart), \(implicit.count)}, /* \(form.id) */")
+            out += "    {\(f.imm_bytes), \(f.moffs), \(f.uses_vvvv), \(f.vsib), 0x\(String(f.classes, radix: 16))u, \(f.reg_checks), \(f.distinct), \(Self.tuple(f.places)), \(f.prefix_use), \(f.decision), \(f.rule), \(f.conditional_start), \(f.conditional_count), \(f.facts)u, \(f.forbidden), {\(f.writes.0), \(f.writes.1), \(f.writes.2)}, \(f.implicit_memory), \(f.size_memory), \(f.size_register), \(Self.tuple(f.operands)), {\(f.fixed.0), \(f.fixed.1), \(f.fixed.2), \(f.fixed.3)}, \(f.implicit_start), \(f.implicit_count)}, /* \(form.id) */\n"
         }
-        out += "/* Policy rules with instance fields: accepts, rule, operands, sizes, prefixes, registers. */\n"
-        out += "static const struct sieve_instance_rule sieve_instance_rules[\(max(1, instanceRules.count))] = {\n"
-        out += instanceRules.isEmpty ? "    {0, -1, 0, 0, 0, 0, 0}, /* none */\n" : instanceRules.joined(separator: "\n") + "\n"
         out += "};\n\n"
-        out += Self.array("sieve_conditional", "uint16_t", conditional, "instance rules per form, in precedence order")
-        out += Self.array("sieve_rule_registers", "int16_t", ruleRegisters, "registers the instance rules name")
-        out += Self.array("sieve_implicit_registers", "int16_t", implicitRegisters, "registers the forms use implicitly")
-        out += "/* Forms: decoding facts, then the policy's decision and the sandbox model's facts. */\n"
-        out += "static const struct sieve_form sieve_forms[\(forms.count)] = {\n" + formLines.joined(separator: "\n") + "\n};\n\n"
         out += "static const char *const sieve_form_names[\(forms.count)] = {\n"
         for form in forms { out += "    \"\(form.id)\",\n" }
         out += "};\n\n"
-        out += CCore.source
-        out += "\nconst char *sieve_kind_name(int kind) {\n    static const char *const names[] = {"
-        out += FindingKind.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
-        out += "};\n    return kind >= 0 && kind < \(FindingKind.allCases.count) ? names[kind] : \"?\";\n}\n\n"
-        out += "const char *sieve_form_name(int form) {\n    return form >= 0 && form < \(forms.count) ? sieve_form_names[form] : \"?\";\n}\n"
+        out += """
+        static const struct sieve_tables sieve_policy = {
+            sieve_entries, sieve_patterns, sieve_modrm, sieve_forms, sieve_instance_rules, sieve_conditional,
+            sieve_rule_registers, sieve_implicit_registers, sieve_reason_kinds,
+            \(forms.count), \(compiled.refusals.count),   /* forms, the model's refusals */
+            \(tables.bundleSize),   /* bundle size */
+            \(tables.modelNone ? 1 : 0),   /* model none: the policy and the decoder only */
+            \(tables.callsMustAlign ? 1 : 0),   /* a call not ending its bundle is a finding (0: a warning) */
+            0    /* the fast path on */
+        };
+
+        /* ---- the trusted core, the same for every policy (Sources/SieveCore/core.c) ---------------- */
+
+        #define SIEVE_CORE_API static
+        #define SIEVE_EMBEDDED
+
+        """
+        out += CoreSource.core.replacing("#include \"sieve_core.h\"\n", with: "") + "\n"
+        out += """
+
+        /* ---- this policy's entry points ------------------------------------------------------------- */
+
+        size_t sieve_verify(const uint8_t *code, size_t size, uint64_t base, sieve_report_fn report, void *ctx) {
+            return sieve_core_run(&sieve_policy, code, size, base, report, ctx, NULL);
+        }
+
+        const char *sieve_kind_name(int kind) { return sieve_core_kind_name(kind); }
+
+        const char *sieve_form_name(int form) { return form >= 0 && form < \(forms.count) ? sieve_form_names[form] : "?"; }
+
+        const char *sieve_reason(int reason) { return reason >= 0 && reason < \(compiled.refusals.count) ? sieve_reasons[reason] : ""; }
+
+        """
         return out
     }
 
-
-    // MARK: - Encodings shared with the core
-
-    static let fileCode: [OperandKind.RegisterClass: Int] = [
-        .gpr8: 1, .gpr16: 2, .gpr32: 3, .gpr64: 4, .mmx: 5, .xmm: 6, .ymm: 7, .zmm: 8, .opmask: 9, .tile: 10,
-        .x87: 11, .segment: 12, .control: 13, .debug: 14,
-    ]
-
-    /// A register name as the core numbers it: file * 32 + number (AH..BH: 15 * 32 + 4..7).
-    static func registerID(_ name: String) -> Int { registerIDs[name] ?? 16 * 32 + Int(FNVName.hash(name) % 480) }
-
-    /// Every register name of every file, numbered once.
-    static let registerIDs: [String: Int] = {
-        var ids: [String: Int] = [:]
-        for name in RegisterNames.file.keys { ids[name] = computeRegisterID(name) }
-        return ids
-    }()
-
-    private static func computeRegisterID(_ name: String) -> Int {
-        for (file, code) in fileCode.sorted(by: { $0.value < $1.value }) {
-            for n in 0..<32 {
-                if Decoder.name(file, n, anyREX: true) == name { return code * 32 + (file == .mmx || file == .opmask || file == .tile || file == .x87 ? n & 7 : n) }
-                if file == .gpr8, n >= 4, n < 8, Decoder.name(file, n, anyREX: false) == name { return 15 * 32 + n }
-            }
-        }
-        return 16 * 32 + Int(FNVName.hash(name) % 480)  // rflags, mxcsr, ...: outside every register file
-    }
-
-    static func sizeBit(_ bits: Int) -> Int {
-        [8: 1, 16: 2, 32: 4, 64: 8, 80: 16, 128: 32, 256: 64, 512: 128][bits] ?? 0
-    }
-
-    static func prefixBit(_ p: Selector.PrefixChoice) -> Int {
-        switch p {
-        case .lock: 1
-        case .rep: 2
-        case .repne: 4
-        case .rex: 8
-        case .rexW: 16
-        case .operandSize: 32
-        case .addressSize: 64
-        case .cs: 128
-        case .ds: 256
-        case .es: 512
-        case .ss: 1024
-        case .fs: 2048
-        case .gs: 4096
-        case .redundant: 8192
-        }
-    }
-
-    /// The data-operand size of the form's memory and register encodings, as `sizeBit`s.
-    static func sizes(_ form: Form) -> (memory: Int, register: Int) {
-        (Decoder.operandSize(form, memoryModRM: true).map(sizeBit) ?? 0, Decoder.operandSize(form, memoryModRM: false).map(sizeBit) ?? 0)
-    }
+    static func tuple<T>(_ t: (T, T, T, T)) -> String { "{\(t.0), \(t.1), \(t.2), \(t.3)}" }
 
     static func array(_ name: String, _ type: String, _ values: [Int], _ about: String) -> String {
         var out = "/* \(about) */\nstatic const \(type) \(name)[\(max(1, values.count))] = {\n"
@@ -280,10 +178,6 @@ public struct CVerifierGenerator {
         return out + "};\n\n"
     }
 
-    static func list(_ values: [Int], _ count: Int) -> String {
-        (values + [Int](repeating: 0, count: count)).prefix(count).map(String.init).joined(separator: ", ")
-    }
-
     static func hex(_ b: UInt8) -> String { b < 16 ? "0" + String(b, radix: 16) : String(b, radix: 16) }
 
     static func cString(_ s: String) -> String {
@@ -291,16 +185,6 @@ public struct CVerifierGenerator {
     }
 
     static func cComment(_ s: String) -> String { cString(s).replacingStars() }
-}
-
-
-
-enum FNVName {
-    static func hash(_ s: String) -> UInt64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3 }
-        return h
-    }
 }
 
 extension String {

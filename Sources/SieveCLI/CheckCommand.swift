@@ -54,7 +54,15 @@ struct CheckCommand: ParsableCommand {
             for group in GroupCatalog.builtins where group.contains(form) { byGroup[group.name, default: 0] += 1 }
         }
         let sandbox = resolved.sandbox
-        let turing = TuringChecker(CompiledPolicy(resolved)).check()
+        let compiled = CompiledPolicy(resolved)
+        // Forms the policy trusts that the sandbox model refuses whatever the policy says, by reason:
+        // the model's default deny made visible ("the model has no rule for ...").
+        var modelRefusals: [String: [String]] = [:]
+        for form in database.forms where resolved.accepted.verdict(form.index) != .refused {
+            let forbidden = Int(compiled.plans[form.index].forbidden)
+            if forbidden > 0 { modelRefusals[compiled.refusals[forbidden - 1].reason, default: []].append(form.id) }
+        }
+        let turing = TuringChecker(compiled).check()
         if let directory = witness, let w = turing.witness, turing.verdict == .turingComplete {
             try failing { try writeWitness(w, to: directory) }
         }
@@ -76,6 +84,9 @@ struct CheckCommand: ParsableCommand {
                     "refused": .int(counts[.refused, default: 0]),
                     "by_extension": .object(byExtension.mapValues(JSON.int)), "by_group": .object(byGroup.mapValues(JSON.int)),
                 ]),
+                "model_refuses": .array(modelRefusals.sorted { $0.key < $1.key }.map { reason, forms in
+                    JSON.object(["reason": .string(reason), "forms": .array(forms.map(JSON.string))])
+                }),
                 "warnings": .array(resolved.warnings.map(diagnosticJSON)),
                 "turing": turingJSON(turing),
             ])
@@ -87,6 +98,14 @@ struct CheckCommand: ParsableCommand {
                 print("model none: a subset check only, not a safety proof", to: &out)
             }
             print("accepts \(counts[.accepted, default: 0]) forms wholly and \(counts[.partial, default: 0]) in part; refuses \(counts[.refused, default: 0])", to: &out)
+            let refusedByModel = modelRefusals.values.reduce(0) { $0 + $1.count }
+            if refusedByModel > 0 {
+                print("the sandbox model refuses \(refusedByModel) of the trusted forms whatever the policy says:", to: &out)
+                for (reason, forms) in modelRefusals.sorted(by: { $0.key < $1.key }) {
+                    let shown = forms.prefix(6).joined(separator: " ") + (forms.count > 6 ? " and \(forms.count - 6) more" : "")
+                    print("  \(reason): \(shown)", to: &out)
+                }
+            }
             print("by group:", to: &out)
             for (name, count) in byGroup.sorted(by: { $0.key < $1.key }) { print("  \(name): \(count)", to: &out) }
             print("by extension:", to: &out)

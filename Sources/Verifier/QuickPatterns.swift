@@ -1,32 +1,32 @@
+import SieveCore
 import X86
 
-/// What a fast path may take without the full decode and check, per form: the C core's
-/// `fast_step` and the Swift engine's `NaClPass.fastStep` read the same flags from the same
-/// pattern lists, so both shortcuts stand or fall together with the differential tests.
+/// What the core's fast path (`fast_step`) may take without the full decode and check, per form:
+/// the core's `enum sieve_quick`, set per form pattern by the table compiler. Tests hold the fast
+/// path to the full one, report by report.
 public enum QuickFlags {
     /// Decodable by the fast path (no register checks, no moffs; never set on prefix or escape bytes).
-    public static let decode: UInt8 = 1
+    public static let decode = UInt8(SIEVE_Q_DECODE.rawValue)
     /// Accepted by the policy outright and by the model but for its register writes and memory operand.
-    public static let accept: UInt8 = 2
+    public static let accept = UInt8(SIEVE_Q_ACCEPT.rawValue)
     /// A lone 66 is neither invalid, refused nor redundant.
-    public static let operandSize: UInt8 = 4
+    public static let operandSize = UInt8(SIEVE_Q_66.rawValue)
     /// NaCl's NOP prefixes are neither invalid nor refused (no immediate).
-    public static let nop66: UInt8 = 8
-    public static let call: UInt8 = 16, direct: UInt8 = 32
+    public static let nop66 = UInt8(SIEVE_Q_NOP66.rawValue)
+    public static let call = UInt8(SIEVE_Q_CALL.rawValue), direct = UInt8(SIEVE_Q_DIRECT.rawValue)
     /// A 32-bit write zero-extends (NaCl's restriction).
-    public static let zeroExtends: UInt8 = 64
-    public static let noMemory: UInt8 = 128
+    public static let zeroExtends = UInt8(SIEVE_Q_ZX.rawValue)
+    public static let noMemory = UInt8(SIEVE_Q_NO_MEMORY.rawValue)
 }
 
 extension CompiledPolicy {
-    /// A form's quick flags: what a fast path (the C core's, the Swift engine's) may take without the full decode and check.
+    /// A form's quick flags: what the core's fast path may take without the full decode and check.
     public func quickFlags(_ index: Int, _ f: DecoderTableExport.FormFacts) -> UInt8 {
         let plan = plans[index], facts = plan.facts, decision = policy.accepted.decisions[index]
         let accepted = decision.conditional.isEmpty && (decision.unconditional.map { policy.rules[$0].accepts } ?? false)
         var q: UInt8 = 0
         if f.registerChecks == 0 && f.distinct == 0 && !f.hasMoffs { q |= QuickFlags.decode }
-        if accepted && plan.forbidden == 0 && !plan.vsib && facts.isDisjoint(with: [.indirectBranch, .ret, .stringRSI, .stringRDI])
-            && (plan.implicitWrites == 0 || (plan.implicitWrites == 4 && facts.contains(.stackEngine))) {
+        if accepted && plan.forbidden == 0 && facts.isDisjoint(with: [.indirectBranch, .ret, .stringRSI, .stringRDI]) {
             q |= QuickFlags.accept
         }
         // 66 neither invalid nor refused; a lone 66 also not redundant (it selects or sizes the form); NaCl's NOP

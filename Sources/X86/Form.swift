@@ -131,64 +131,109 @@ public enum FlowKind: String, Sendable, CaseIterable {
     case jmp, ijmp, jcc, call, icall, ret, int, xbegin, exception
 }
 
-/// Semantic attributes of a form, the closed list the database header documents.
+/// One semantic attribute of a form, from the closed list the database header documents: what
+/// `FormClasses` holds, as an enum so that a table compiler's `switch` over it is exhaustive.
+public enum FormClass: Int, Sendable, CaseIterable {
+    case far, string, stack, lockable, repeatable, repne, nonTemporal, gather, scatter, vsib, privileged,
+         segmentLoad, io, cetTracked, default64, force64, opmask, opmaskRequired, zeroing, broadcast,
+         roundingControl, suppressExceptions, sibMemory, serializing, nop, reservedNop
+    /// A near branch whose 0x66 prefix Intel ignores and AMD honours (16-bit target or size).
+    case intelForce64
+    /// ModRM.mod is ignored (MOV CR/DR): always a register, never a SIB or displacement.
+    case modIgnored
+    /// #UD unless the register operands differ (VSIB gathers, AMX tile operations).
+    case distinctRegisters
+    /// #UD unless the destination register differs from every source register.
+    case distinctDestination
+    /// #UD with a 0x66 prefix.
+    case no66
+    /// #UD with an F2 or F3 prefix.
+    case noF2F3
+
+    /// The database's spelling.
+    public var name: String {
+        switch self {
+        case .far: "far"
+        case .string: "string"
+        case .stack: "stack"
+        case .lockable: "lock"
+        case .repeatable: "rep"
+        case .repne: "repne"
+        case .nonTemporal: "nt"
+        case .gather: "gather"
+        case .scatter: "scatter"
+        case .vsib: "vsib"
+        case .privileged: "priv"
+        case .segmentLoad: "segload"
+        case .io: "io"
+        case .cetTracked: "cet-tracked"
+        case .default64: "default64"
+        case .force64: "force64"
+        case .opmask: "opmask"
+        case .opmaskRequired: "opmask-required"
+        case .zeroing: "zeroing"
+        case .broadcast: "bcst"
+        case .roundingControl: "er"
+        case .suppressExceptions: "sae"
+        case .sibMemory: "sibmem"
+        case .serializing: "serializing"
+        case .nop: "nop"
+        case .reservedNop: "reserved-nop"
+        case .intelForce64: "intel-force64"
+        case .modIgnored: "mod-ignored"
+        case .distinctRegisters: "distinct-registers"
+        case .distinctDestination: "distinct-destination"
+        case .no66: "no66"
+        case .noF2F3: "nfx"
+        }
+    }
+}
+
+/// Semantic attributes of a form (`FormClass`), one bit each.
 public struct FormClasses: OptionSet, Sendable, Hashable {
     public let rawValue: UInt32
     public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public init(_ c: FormClass) { rawValue = 1 << UInt32(c.rawValue) }
 
-    public static let far = FormClasses(rawValue: 1 << 0)
-    public static let string = FormClasses(rawValue: 1 << 1)
-    public static let stack = FormClasses(rawValue: 1 << 2)
-    public static let lockable = FormClasses(rawValue: 1 << 3)
-    public static let repeatable = FormClasses(rawValue: 1 << 4)
-    public static let repne = FormClasses(rawValue: 1 << 5)
-    public static let nonTemporal = FormClasses(rawValue: 1 << 6)
-    public static let gather = FormClasses(rawValue: 1 << 7)
-    public static let scatter = FormClasses(rawValue: 1 << 8)
-    public static let vsib = FormClasses(rawValue: 1 << 9)
-    public static let privileged = FormClasses(rawValue: 1 << 10)
-    public static let segmentLoad = FormClasses(rawValue: 1 << 11)
-    public static let io = FormClasses(rawValue: 1 << 12)
-    public static let cetTracked = FormClasses(rawValue: 1 << 13)
-    public static let default64 = FormClasses(rawValue: 1 << 14)
-    public static let force64 = FormClasses(rawValue: 1 << 15)
-    public static let opmask = FormClasses(rawValue: 1 << 16)
-    public static let opmaskRequired = FormClasses(rawValue: 1 << 17)
-    public static let zeroing = FormClasses(rawValue: 1 << 18)
-    public static let broadcast = FormClasses(rawValue: 1 << 19)
-    public static let roundingControl = FormClasses(rawValue: 1 << 20)
-    public static let suppressExceptions = FormClasses(rawValue: 1 << 21)
-    public static let sibMemory = FormClasses(rawValue: 1 << 22)
-    public static let serializing = FormClasses(rawValue: 1 << 23)
-    public static let nop = FormClasses(rawValue: 1 << 24)
-    public static let reservedNop = FormClasses(rawValue: 1 << 25)
-    /// A near branch whose 0x66 prefix Intel ignores and AMD honours (16-bit target or size).
-    public static let intelForce64 = FormClasses(rawValue: 1 << 26)
-    /// ModRM.mod is ignored (MOV CR/DR): always a register, never a SIB or displacement.
-    public static let modIgnored = FormClasses(rawValue: 1 << 27)
-    /// #UD unless the register operands differ (VSIB gathers, AMX tile operations).
-    public static let distinctRegisters = FormClasses(rawValue: 1 << 28)
-    /// #UD unless the destination register differs from every source register.
-    public static let distinctDestination = FormClasses(rawValue: 1 << 29)
-    /// #UD with a 0x66 prefix.
-    public static let no66 = FormClasses(rawValue: 1 << 30)
-    /// #UD with an F2 or F3 prefix.
-    public static let noF2F3 = FormClasses(rawValue: 1 << 31)
+    public static let far = FormClasses(.far)
+    public static let string = FormClasses(.string)
+    public static let stack = FormClasses(.stack)
+    public static let lockable = FormClasses(.lockable)
+    public static let repeatable = FormClasses(.repeatable)
+    public static let repne = FormClasses(.repne)
+    public static let nonTemporal = FormClasses(.nonTemporal)
+    public static let gather = FormClasses(.gather)
+    public static let scatter = FormClasses(.scatter)
+    public static let vsib = FormClasses(.vsib)
+    public static let privileged = FormClasses(.privileged)
+    public static let segmentLoad = FormClasses(.segmentLoad)
+    public static let io = FormClasses(.io)
+    public static let cetTracked = FormClasses(.cetTracked)
+    public static let default64 = FormClasses(.default64)
+    public static let force64 = FormClasses(.force64)
+    public static let opmask = FormClasses(.opmask)
+    public static let opmaskRequired = FormClasses(.opmaskRequired)
+    public static let zeroing = FormClasses(.zeroing)
+    public static let broadcast = FormClasses(.broadcast)
+    public static let roundingControl = FormClasses(.roundingControl)
+    public static let suppressExceptions = FormClasses(.suppressExceptions)
+    public static let sibMemory = FormClasses(.sibMemory)
+    public static let serializing = FormClasses(.serializing)
+    public static let nop = FormClasses(.nop)
+    public static let reservedNop = FormClasses(.reservedNop)
+    public static let intelForce64 = FormClasses(.intelForce64)
+    public static let modIgnored = FormClasses(.modIgnored)
+    public static let distinctRegisters = FormClasses(.distinctRegisters)
+    public static let distinctDestination = FormClasses(.distinctDestination)
+    public static let no66 = FormClasses(.no66)
+    public static let noF2F3 = FormClasses(.noF2F3)
 
     /// The database's spelling of each class.
-    public static let names: [(String, FormClasses)] = [
-        ("far", .far), ("string", .string), ("stack", .stack), ("lock", .lockable), ("rep", .repeatable),
-        ("repne", .repne), ("nt", .nonTemporal), ("gather", .gather), ("scatter", .scatter), ("vsib", .vsib),
-        ("priv", .privileged), ("segload", .segmentLoad), ("io", .io), ("cet-tracked", .cetTracked),
-        ("default64", .default64), ("force64", .force64), ("intel-force64", .intelForce64), ("opmask", .opmask),
-        ("opmask-required", .opmaskRequired), ("zeroing", .zeroing), ("bcst", .broadcast),
-        ("er", .roundingControl), ("sae", .suppressExceptions), ("sibmem", .sibMemory),
-        ("serializing", .serializing), ("nop", .nop), ("reserved-nop", .reservedNop),
-        ("mod-ignored", .modIgnored), ("distinct-registers", .distinctRegisters),
-        ("distinct-destination", .distinctDestination), ("no66", .no66), ("nfx", .noF2F3),
-    ]
+    public static let names: [(String, FormClasses)] = FormClass.allCases.map { ($0.name, FormClasses($0)) }
 
     public var names: [String] { Self.names.filter { contains($0.1) }.map(\.0) }
+    /// The classes the form has, in declaration order.
+    public var members: [FormClass] { FormClass.allCases.filter { contains(FormClasses($0)) } }
 }
 
 public enum Access: String, Sendable {

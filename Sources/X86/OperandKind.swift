@@ -3,7 +3,7 @@ import Synchronization
 /// An operand kind of the database (iced-x86's OpCodeOperandKind names), split into what the
 /// verifier needs: which register file, and where in the encoding the operand lives.
 public struct OperandKind: Sendable, Hashable, CustomStringConvertible {
-    public enum RegisterClass: String, Sendable {
+    public enum RegisterClass: String, Sendable, CaseIterable {
         case none, gpr8, gpr16, gpr32, gpr64, mmx, xmm, ymm, zmm, opmask, tile, x87, segment, control, debug
     }
 
@@ -35,9 +35,14 @@ public struct OperandKind: Sendable, Hashable, CustomStringConvertible {
         case branch
     }
 
+    /// What the operand's value is: data, or (`r64_reg_mem`: UMONITOR, MOVDIR64B, ENQCMD) the
+    /// address of a memory access that no memory operand shows.
+    public enum Use: Sendable { case value, address }
+
     public let name: String
     public let registerClass: RegisterClass
     public let location: Location
+    public var use: Use { name.hasSuffix("_reg_mem") ? .address : .value }
 
     public var description: String { name }
     public var isMemory: Bool {

@@ -1,18 +1,16 @@
-/// The hand-written core of the generated C verifier: the same for every policy, the tables
-/// above it in the generated file are what change. It mirrors `Decoder.decode` and the Swift
-/// engine's NaCl pass step for step, so that both engines agree (a differential test checks it);
-/// `fast_step` is a shortcut for the common instruction that gives up wherever they would differ.
-enum CCore {
-    // The core's Q_ enum is `QuickFlags` (Verifier), whose values a test keeps equal.
+/*
+ * Sieve's trusted core (see sieve_core.h): the same for every policy. The tables decide; this
+ * file applies them. `sieve generate` copies it below a policy's tables.
+ */
+#include "sieve_core.h"
 
-    static let source = #"""
-/* ---- core: identical for every policy ------------------------------------------------- */
+#include <stdlib.h>
+#include <string.h>
 
-/* Pattern flags for fast_step, set by the generator: decodable there (never on prefix and escape bytes), accepted
-   by the policy and by the model but for its register writes and memory operand, a lone 66 neither invalid, refused
-   nor redundant, NaCl's NOP prefixes neither invalid nor refused (no immediate), a direct call, a direct branch,
-   a 32-bit write zero-extends, no memory access. */
-enum { Q_DECODE = 1, Q_ACCEPT = 2, Q_66 = 4, Q_NOP66 = 8, Q_CALL = 16, Q_DIRECT = 32, Q_ZX = 64, Q_NO_MEMORY = 128 };
+#ifndef SIEVE_CORE_API
+#define SIEVE_CORE_API
+#endif
+
 #define KEY(shift, v) ((uint64_t)1 << ((shift) + (v)))
 enum { S_MOD = 0, S_REG = 2, S_RM = 10, S_PFX = 18, S_SIZE = 22, S_ASZ = 25, S_W = 27, S_L = 29, S_REXB = 33 };
 enum { P_LOCK = 1, P_REP = 2, P_REPNE = 4, P_66 = 8, P_67 = 16, P_ES = 32, P_CS = 64, P_SS = 128, P_DS = 256, P_FS = 512,
@@ -49,7 +47,7 @@ static const uint16_t prefix_bit[256] = {
 /* Decodes the instruction at code[0..avail) into *o. Returns 0 (invalid) or 1. Never reads past avail:
    near the end the bytes are copied into a zero-padded buffer, so that no read below needs a bounds check
    (none goes beyond index 22) and one length check decides truncation (every byte read counts in it). */
-static int decode(const uint8_t *code, size_t avail, insn_t *o) {
+static int decode(const struct sieve_tables *t, const uint8_t *code, size_t avail, insn_t *o) {
     uint8_t pad[32], rex = 0, last_rep = 0, b, op = 0, modrm = 0;
     int i = 0, end = avail < 15 ? (int)avail : 15, table = 0, vec = 0, evex = 0, taken, imm;
     unsigned p = 0, bit, sel;
@@ -94,22 +92,22 @@ static int decode(const uint8_t *code, size_t avail, insn_t *o) {
     }
     if (vec && ((p & (P_66 | P_REP | P_REPNE | P_LOCK)) || rex)) return 0;
     if (table != 4) op = code[i++];
-    e = &sieve_entries[table * 256 + op];
+    e = &t->entries[table * 256 + op];
     taken = table == 4 || e->has_modrm;
     if (taken) {
         modrm = code[i++] | (e->mod_ignored ? 0xC0 : 0);
         o->mem = modrm < 0xC0;
         if (o->mem && (modrm & 7) == 4) o->sib = code[i];
-        i += MODRM_BYTES(sieve_modrm[modrm], o->sib);
+        i += MODRM_BYTES(t->modrm[modrm], o->sib);
     }
-    if (table == 4) { op = code[i++]; e = &sieve_entries[4 * 256 + op]; }
+    if (table == 4) { op = code[i++]; e = &t->entries[4 * 256 + op]; }
     /* The instance's fields, one bit each, against the patterns of its context (operand size and W folded in). */
-    key = sieve_modrm[taken ? modrm : 0xC0] & 0x3FFFF;
+    key = t->modrm[taken ? modrm : 0xC0] & 0x3FFFF;
     key |= KEY(S_PFX, sel) | KEY(S_ASZ, (p & P_67) ? 0 : 1) | KEY(S_REXB, rex & 1);
     key |= KEY(S_L, evex && o->bcst && taken && !o->mem ? 2 : o->vl);   /* EVEX.b on registers: rounding, the length 512 */
-    for (pt = &sieve_patterns[e->start[vec ? o->vw : (rex & 8) ? 2 : (p & P_66) ? 1 : 0]]; key & ~pt->allowed; pt++) {}
+    for (pt = &t->patterns[e->start[vec ? o->vw : (rex & 8) ? 2 : (p & P_66) ? 1 : 0]]; key & ~pt->allowed; pt++) {}
     if (pt->form == SIEVE_NO_FORM) return 0;
-    f = &sieve_forms[pt->form];
+    f = &t->forms[pt->form];
     imm = f->imm_bytes + (f->moffs ? ((p & P_67) ? 4 : 8) : 0);
     o->imm_off = (uint8_t)i; o->imm_size = (uint8_t)imm; i += imm;
     if (table == 4) { o->imm_off = (uint8_t)(i - 1); o->imm_size = 1; }
@@ -193,8 +191,8 @@ static int prefix_effective(const insn_t *i, const struct sieve_form *f, uint8_t
 }
 
 /* Whether a prefix is redundant; legacy_only: ignore REX bytes (NaCl admits optional REX bits). */
-static int has_redundant_prefix(const insn_t *i, const uint8_t *code, int legacy_only) {
-    const struct sieve_form *f = &sieve_forms[i->form];
+static int has_redundant_prefix(const struct sieve_tables *t, const insn_t *i, const uint8_t *code, int legacy_only) {
+    const struct sieve_form *f = &t->forms[i->form];
     unsigned seen = 0, g;
     int k;
     for (k = i->prefix_count - 1; k >= 0; k--) {
@@ -220,8 +218,8 @@ static int register_id(int file, int number, int rex) {
     return file * 32 + number;
 }
 
-static int instance_matches(const struct sieve_instance_rule *r, const insn_t *i, const uint8_t *code) {
-    const struct sieve_form *f = &sieve_forms[i->form];
+static int instance_matches(const struct sieve_tables *t, const struct sieve_instance_rule *r, const insn_t *i, const uint8_t *code) {
+    const struct sieve_form *f = &t->forms[i->form];
     int a, k;
     if (r->operands && !(r->operands & (i->mem ? 1 : 2))) return 0;
     if (r->sizes) {
@@ -234,7 +232,7 @@ static int instance_matches(const struct sieve_instance_rule *r, const insn_t *i
                 ((i->rex & 8) ? 16u : 0) | (p & P_66 ? 32u : 0) | (p & P_67 ? 64u : 0) | (p & P_CS ? 128u : 0) |
                 (p & P_DS ? 256u : 0) | (p & P_ES ? 512u : 0) | (p & P_SS ? 1024u : 0) | (p & P_FS ? 2048u : 0) |
                 (p & P_GS ? 4096u : 0);
-        if ((r->prefixes & 8192u) && has_redundant_prefix(i, code, 0)) have |= 8192u;
+        if ((r->prefixes & 8192u) && has_redundant_prefix(t, i, code, 0)) have |= 8192u;
         if (!(r->prefixes & have)) return 0;
     }
     if (r->register_count) {
@@ -249,9 +247,9 @@ static int instance_matches(const struct sieve_instance_rule *r, const insn_t *i
             if (number >= 0) ids[n++] = register_id(file, number, i->rex != 0);
         }
         for (k = 0; k < r->register_count && !found; k++) {
-            int want = sieve_rule_registers[r->register_start + (unsigned)k];
+            int want = t->rule_registers[r->register_start + (unsigned)k];
             for (a = 0; a < n; a++) if (ids[a] == want) found = 1;
-            for (a = 0; a < f->implicit_count; a++) if (sieve_implicit_registers[f->implicit_start + (unsigned)a] == want) found = 1;
+            for (a = 0; a < f->implicit_count; a++) if (t->implicit_registers[f->implicit_start + (unsigned)a] == want) found = 1;
         }
         if (!found) return 0;
     }
@@ -259,12 +257,12 @@ static int instance_matches(const struct sieve_instance_rule *r, const insn_t *i
 }
 
 /* 1: accepted; 0: refused, *rule the deciding rule (-1: nothing trusts it). */
-static int policy_accepts(const insn_t *i, const uint8_t *code, int *rule) {
-    const struct sieve_form *f = &sieve_forms[i->form];
+static int policy_accepts(const struct sieve_tables *t, const insn_t *i, const uint8_t *code, int *rule) {
+    const struct sieve_form *f = &t->forms[i->form];
     int k;
     for (k = (int)f->conditional_count - 1; k >= 0; k--) {
-        const struct sieve_instance_rule *r = &sieve_instance_rules[sieve_conditional[f->conditional_start + (unsigned)k]];
-        if (instance_matches(r, i, code)) { *rule = r->rule; return r->accepts; }
+        const struct sieve_instance_rule *r = &t->instance_rules[t->conditional[f->conditional_start + (unsigned)k]];
+        if (instance_matches(t, r, i, code)) { *rule = r->rule; return r->accepts; }
     }
     *rule = f->rule;
     return f->decision == 0;
@@ -275,8 +273,9 @@ static int policy_accepts(const insn_t *i, const uint8_t *code, int *rule) {
 typedef struct { size_t from; int64_t target; int length, form; } branch_t;
 
 typedef struct {
+    const struct sieve_tables *t;
     const uint8_t *code;
-    size_t size, count, nbranches;
+    size_t size, count, nbranches, instructions;
     uint64_t base;
     sieve_report_fn report;
     void *ctx;
@@ -286,16 +285,27 @@ typedef struct {
 
 static void emit(pass_t *s, int kind, size_t offset, int length, int form, int rule, int warning) {
     sieve_finding f;
-    f.offset = offset; f.length = (size_t)length; f.kind = kind; f.form = form; f.rule = rule; f.warning = warning;
+    f.offset = offset; f.length = (size_t)length; f.kind = kind; f.form = form; f.rule = rule; f.warning = warning; f.reason = -1;
     if (!warning) s->count++;
     if (s->report) s->report(&f, s->ctx);
 }
 
+/* The model refuses the form outright: its reason, and the kind of finding that reason is. */
+static void emit_forbidden(pass_t *s, size_t offset, int length, int form) {
+    sieve_finding f;
+    int reason = s->t->forms[form].forbidden - 1;
+    f.offset = offset; f.length = (size_t)length; f.form = form; f.rule = -1; f.warning = 0; f.reason = reason;
+    f.kind = (uint32_t)reason < s->t->reason_count ? s->t->reason_kinds[reason] : SIEVE_SANDBOX_FORBIDDEN;
+    s->count++;
+    if (s->report) s->report(&f, s->ctx);
+}
+
 static int policy_check(pass_t *s, const insn_t *i, size_t at) {
+    const struct sieve_tables *t = s->t;
     int rule = -1;
     if (i->refused) { emit(s, SIEVE_INVALID, at, i->length, i->form, -1, 0); return 0; }
-    if (sieve_forms[i->form].decision == 0 && !sieve_forms[i->form].conditional_count) return 1;
-    if (!policy_accepts(i, s->code + at, &rule)) emit(s, SIEVE_BANNED, at, i->length, i->form, rule, 0);
+    if (t->forms[i->form].decision == 0 && !t->forms[i->form].conditional_count) return 1;
+    if (!policy_accepts(s->t, i, s->code + at, &rule)) emit(s, SIEVE_BANNED, at, i->length, i->form, rule, 0);
     return 1;
 }
 
@@ -320,10 +330,10 @@ static int special(const uint8_t *c, int n) {
     return c[3] == 0x3C && (m & 0x38) == 0x20 ? 2 : c[3] == 0x3D && (m & 0x38) == 0x28 ? 3 : 0;
 }
 
-static int is_mask(const uint8_t *c, int n, int reg) {
+static int is_mask(const uint8_t *c, int n, int reg, uint32_t bundle_size) {
     if (n == 4) { if ((c[0] & 0xF0) != 0x40 || (c[0] & 8) || (c[0] & 1) != (reg >> 3)) return 0; c++; n--; }
     else if (reg >= 8) return 0;
-    return n == 3 && c[0] == 0x83 && c[1] == (0xE0 | (reg & 7)) && c[2] == (uint8_t)(256 - SIEVE_BUNDLE_SIZE);
+    return n == 3 && c[0] == 0x83 && c[1] == (0xE0 | (reg & 7)) && c[2] == (uint8_t)(256 - bundle_size);
 }
 
 static int is_add_r15(const uint8_t *c, int n, int reg) {
@@ -347,21 +357,22 @@ static void direct_branch(pass_t *s, size_t at, int length, int form, const uint
 }
 
 static void call_alignment(pass_t *s, size_t end, const insn_t *i, size_t at) {
-    if ((s->base + end) % SIEVE_BUNDLE_SIZE != 0) emit(s, SIEVE_CALL_ALIGNMENT, at, i->length, i->form, -1, !SIEVE_CALLS_MUST_ALIGN);
+    if ((s->base + end) & (s->t->bundle_size - 1)) emit(s, SIEVE_CALL_ALIGNMENT, at, i->length, i->form, -1, !s->t->calls_must_align);
 }
 
 /* One instruction under the model; returns the register it restricts (-1 none). */
 static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_t *prev, const int *prev_len, int nprev) {
-    const struct sieve_form *f = &sieve_forms[i->form];
+    const struct sieve_tables *t = s->t;
+    const struct sieve_form *f = &t->forms[i->form];
     const uint8_t *c = s->code + at;
     unsigned facts = f->facts;
     int restricts = -1, sp = i->rex ? special(c, i->length) : 0, k;
 #define REFUSE(kind) emit(s, kind, at, i->length, i->form, -1, 0)
     if ((i->refused || f->decision || f->conditional_count) && !policy_check(s, i, at)) return -1;
-    if (f->forbidden) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
+    if (f->forbidden) emit_forbidden(s, at, i->length, i->form);
     if (i->prefixes & (P_FS | P_GS)) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
     if ((i->prefixes & P_67) && (i->mem || f->implicit_memory)) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
-    if ((i->prefixes & ~(unsigned)(P_REX | P_IGNREX)) && !nacl_nop(c, i->length) && has_redundant_prefix(i, c, 1))
+    if ((i->prefixes & ~(unsigned)(P_REX | P_IGNREX)) && !nacl_nop(c, i->length) && has_redundant_prefix(t, i, c, 1))
         REFUSE(SIEVE_SANDBOX_FORBIDDEN);
     if (sp == 1) {
         if (pending == 4 || pending == 5) REFUSE(SIEVE_STACK_POINTER_WRITE);
@@ -377,18 +388,18 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
             case 2: if (i->mem) continue; n = (i->modrm & 7) | i->vb << 3; break;
             case 3: n = (i->opcode & 7) | i->vb << 3; break;
             case 4: n = i->vvvv & 15; break;
+            case 5: n = 0; break;   /* EAX named by the form (add eax, imm32) */
             default: continue;
             }
             if (width == 0x10 && n >= 4 && n < 8 && !i->rex) continue;
             if (n == 15) { REFUSE(SIEVE_RESERVED_REGISTER_WRITE); continue; }
-            if ((n == 4 || n == 5) && !((facts & F_ZERO_EXTENDS) && width == 0x30)) { REFUSE(SIEVE_STACK_POINTER_WRITE); continue; }
-            if ((facts & F_ZERO_EXTENDS) && width == 0x30 && restricts < 0) restricts = n;
+            if ((n == 4 || n == 5) && !((facts & SIEVE_F_ZERO_EXTENDS) && width == 0x30)) { REFUSE(SIEVE_STACK_POINTER_WRITE); continue; }
+            if ((facts & SIEVE_F_ZERO_EXTENDS) && width == 0x30 && restricts < 0) restricts = n;
         }
-        if (f->implicit_writes & 1) REFUSE(SIEVE_RESERVED_REGISTER_WRITE);
-        if (f->implicit_writes & 2) REFUSE(SIEVE_STACK_POINTER_WRITE);
-        if ((f->implicit_writes & 4) && !(facts & F_STACK)) REFUSE(SIEVE_STACK_POINTER_WRITE);
     }
-    if (i->mem && !(facts & F_NO_MEMORY) && !f->vsib_form) {
+    /* Default deny: every ModRM memory operand unless none is accessed; a VSIB form is refused whole
+       (its index is a vector register, which the base and index rules below do not describe). */
+    if (i->mem && !(facts & SIEVE_F_NO_MEMORY) && !f->vsib) {
         int mod = i->modrm >> 6, rm = i->modrm & 7, base = -1, index = -1, rip = 0;
         if (rm == 4) {
             int sb = i->sib & 7, si = ((i->sib >> 3) & 7) | i->vx << 3;
@@ -407,23 +418,22 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
             }
         }
     }
-    if (facts & F_INDIRECT) {
+    if (facts & SIEVE_F_INDIRECT) {
         int reg = (i->modrm & 7) | i->vb << 3;
-        if (i->mem || nprev < 2 || reg == 15 || !is_mask(s->code + prev[nprev - 2], prev_len[nprev - 2], reg) ||
+        if (i->mem || nprev < 2 || reg == 15 || !is_mask(s->code + prev[nprev - 2], prev_len[nprev - 2], reg, t->bundle_size) ||
             !is_add_r15(s->code + prev[nprev - 1], prev_len[nprev - 1], reg)) {
             REFUSE(SIEVE_UNSAFE_INDIRECT_BRANCH);
         } else {
             s->valid[prev[nprev - 1]] = 0; s->valid[at] = 0;
-            if (facts & F_CALL) call_alignment(s, at + (size_t)i->length, i, at);
+            if (facts & SIEVE_F_CALL) call_alignment(s, at + (size_t)i->length, i, at);
         }
     }
-    if (facts & F_RET) REFUSE(SIEVE_UNSAFE_INDIRECT_BRANCH);
-    if ((facts & F_DIRECT) && i->imm_size && (facts & F_CALL)) call_alignment(s, at + (size_t)i->length, i, at);
-    if (facts & (F_RSI | F_RDI)) {
+    if ((facts & SIEVE_F_DIRECT) && i->imm_size && (facts & SIEVE_F_CALL)) call_alignment(s, at + (size_t)i->length, i, at);
+    if (facts & (SIEVE_F_RSI | SIEVE_F_RDI)) {
         static const uint8_t lea_rsi[4] = {0x49, 0x8D, 0x34, 0x37}, lea_rdi[4] = {0x49, 0x8D, 0x3C, 0x3F};
-        int need = ((facts & F_RSI) ? 2 : 0) + ((facts & F_RDI) ? 2 : 0), ok = nprev >= need, q = nprev - need, step = 0;
+        int need = ((facts & SIEVE_F_RSI) ? 2 : 0) + ((facts & SIEVE_F_RDI) ? 2 : 0), ok = nprev >= need, q = nprev - need, step = 0;
         for (; ok && step < need; step++) {
-            int rdi = (facts & F_RSI) ? step >= 2 : 1, lea = step % 2;
+            int rdi = (facts & SIEVE_F_RSI) ? step >= 2 : 1, lea = step % 2;
             const uint8_t *pc = s->code + prev[q + step];
             int pl = prev_len[q + step];
             ok = lea ? (pl == 4 && memcmp(pc, rdi ? lea_rdi : lea_rsi, 4) == 0) : is_mov_self(pc, pl, rdi ? 0xFF : 0xF6);
@@ -441,34 +451,35 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
    escape bytes), all of them fine. Returns the length and sets the register restricted, or returns 0
    before any effect to leave the instruction to decode and check (which report what it would not decide). */
 static int fast_step(pass_t *s, size_t at, size_t room, int pending, int *restricts) {
+    const struct sieve_tables *t = s->t;
     const uint8_t *c = s->code + at;
-    unsigned i = 0, rex = 0, b = c[0], modrm = 0, mem = 0, sib = 0, n = 1, o16 = b == 0x66, need = Q_DECODE | Q_ACCEPT, q;
-    uint32_t m = sieve_modrm[0xC0];
+    unsigned i = 0, rex = 0, b = c[0], modrm = 0, mem = 0, sib = 0, n = 1, o16 = b == 0x66, need = SIEVE_Q_DECODE | SIEVE_Q_ACCEPT, q;
+    uint32_t m = t->modrm[0xC0];
     const struct sieve_entry *e;
     const struct sieve_pattern *pt;
     int r = -1, k, length, index = -1;
     if (o16) {
-        need |= Q_66;
+        need |= SIEVE_Q_66;
         if (c[1] == 0x66 || c[1] == 0x2E) {
             /* NaCl's padding NOP 66{1,6} 2E 0F 1F 84 00 00 00 00 00: its prefixes are exempt */
             while (i < 5 && c[i + 1] == 0x66) i++;
-            e = &sieve_entries[256 + 0x1F];   /* its length is 10 + i if 0F 1F takes a ModRM and the form no immediate */
+            e = &t->entries[256 + 0x1F];   /* its length is 10 + i if 0F 1F takes a ModRM and the form no immediate */
             if (memcmp(c + i + 1, "\x2e\x0f\x1f\x84\0\0\0\0\0", 9) || !e->has_modrm || e->mod_ignored) return 0;
-            i++; need ^= Q_66 | Q_NOP66;   /* Q_NOP66 instead of Q_66 */
+            i++; need ^= SIEVE_Q_66 | SIEVE_Q_NOP66;   /* SIEVE_Q_NOP66 instead of SIEVE_Q_66 */
         }
         b = c[++i];
     }
     if ((b & 0xF0) == 0x40) { rex = b; b = c[++i]; }
     if (b == 0x0F) b = 256 + c[++i];   /* b: the entry, in the one-byte or the 0F map */
-    e = &sieve_entries[b];
+    e = &t->entries[b];
     if (e->has_modrm) {
         modrm = c[i + 1] | (e->mod_ignored ? 0xC0 : 0);
-        m = sieve_modrm[modrm];
+        m = t->modrm[modrm];
         mem = (m >> 28) & 1;
         sib = mem && (modrm & 7) == 4 ? c[i + 2] : 0;
         n = 2 + (unsigned)MODRM_BYTES(m, sib);
     }
-    pt = &sieve_patterns[e->start[rex & 8 ? 2 : o16]];
+    pt = &t->patterns[e->start[rex & 8 ? 2 : o16]];
     {
         uint64_t key = (m & 0x3FFFF) | KEY(S_ASZ, 1) | KEY(S_L, 0) | KEY(S_PFX, o16) | KEY(S_REXB, rex & 1);
         while (key & ~pt->allowed) pt++;
@@ -478,7 +489,7 @@ static int fast_step(pass_t *s, size_t at, size_t room, int pending, int *restri
     if ((q & need) != need || length > 15 || (size_t)length > room || pending == 4 || pending == 5) return 0;
     if ((rex & 8) && (b == 0xFF || b == 256 + 0xB2 || b == 256 + 0xB4 || b == 256 + 0xB5)) return 0;   /* decode may refuse */
     /* NaCl's sanctioned %rsp/%rbp forms all have REX.W; a direct call must end its bundle */
-    if (((rex & 8) && special(c, length)) || ((q & Q_CALL) && (s->base + at + (size_t)length) % SIEVE_BUNDLE_SIZE)) return 0;
+    if (((rex & 8) && special(c, length)) || ((q & SIEVE_Q_CALL) && ((s->base + at + (size_t)length) & (t->bundle_size - 1)))) return 0;
     for (k = 0; k < 3 && pt->writes[k]; k++) {   /* as check: %r15 never, %rsp/%rbp only zero-extended */
         int slot = pt->writes[k], w;
         switch (slot & 15) {
@@ -486,13 +497,14 @@ static int fast_step(pass_t *s, size_t at, size_t room, int pending, int *restri
         case 2: if (mem) continue; w = (modrm & 7) | (rex & 1) << 3; break;
         case 3: w = (b & 7) | (rex & 1) << 3; break;
         case 4: w = 0; break;
+        case 5: w = 0; break;   /* EAX named by the form */
         default: continue;
         }
         if ((slot & 0xF0) == 0x10 && w >= 4 && w < 8 && !rex) continue;   /* AH..BH */
-        if ((q & Q_ZX) && (slot & 0xF0) == 0x30) { if (w == 15) return 0; if (r < 0) r = w; }
+        if ((q & SIEVE_Q_ZX) && (slot & 0xF0) == 0x30) { if (w == 15) return 0; if (r < 0) r = w; }
         else if (w == 15 || w == 4 || w == 5) return 0;
     }
-    if (mem && !(q & Q_NO_MEMORY)) {
+    if (mem && !(q & SIEVE_Q_NO_MEMORY)) {
         unsigned mod = modrm >> 6, rm = modrm & 7;
         int base = (int)(rm | (rex & 1) << 3);
         if (rm == 4) {
@@ -503,45 +515,50 @@ static int fast_step(pass_t *s, size_t at, size_t room, int pending, int *restri
         if (!(mod == 0 && rm == 5) && ((base != 15 && base != 4 && base != 5) || (index >= 0 && index != pending))) return 0;
     }
     s->valid[at] = index < 0;
-    if ((q & Q_DIRECT) && pt->imm) direct_branch(s, at, length, pt->form, c + length - pt->imm, pt->imm);
+    if ((q & SIEVE_Q_DIRECT) && pt->imm) direct_branch(s, at, length, pt->form, c + length - pt->imm, pt->imm);
     *restricts = r;
     return length;
 }
 
-size_t sieve_verify(const uint8_t *code, size_t size, uint64_t base, sieve_report_fn report, void *ctx) {
+SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
+                                     sieve_report_fn report, void *ctx, size_t *instructions) {
+    const uint64_t bundle_mask = t->bundle_size - 1;
     pass_t s;
     insn_t i;
     size_t at = 0, k;
-    s.code = code; s.size = size; s.base = base; s.report = report; s.ctx = ctx; s.count = 0; s.nbranches = 0;
-    if (SIEVE_MODEL_NONE) {
+    if (instructions) *instructions = 0;
+    s.t = t; s.code = code; s.instructions = 0; s.size = size; s.base = base; s.report = report; s.ctx = ctx; s.count = 0; s.nbranches = 0;
+    if (t->model_none) {
         while (at < size) {
-            if (!decode(code + at, size - at, &i)) { emit(&s, SIEVE_INVALID, at, 1, -1, -1, 0); at++; continue; }
+            if (!decode(t, code + at, size - at, &i)) { emit(&s, SIEVE_INVALID, at, 1, -1, -1, 0); at++; continue; }
             policy_check(&s, &i, at);
             at += (size_t)i.length;
+            s.instructions++;
         }
+        if (instructions) *instructions = s.instructions;
         return s.count;
     }
     s.valid = (uint8_t *)calloc(size + 1, 1);
     s.branches = (branch_t *)malloc((size / 2 + 1) * sizeof *s.branches);
     if (!s.valid || !s.branches) { free(s.valid); free(s.branches); emit(&s, SIEVE_INVALID, 0, 0, -1, -1, 0); return s.count; }
-    if (base % SIEVE_BUNDLE_SIZE) emit(&s, SIEVE_LAYOUT, 0, 0, -1, -1, 0);
+    if (base & bundle_mask) emit(&s, SIEVE_LAYOUT, 0, 0, -1, -1, 0);
     while (at < size) {
-        size_t bundle_end = at + SIEVE_BUNDLE_SIZE - (size_t)((base + at) % SIEVE_BUNDLE_SIZE), prev[SIEVE_BUNDLE_SIZE];
-        int prev_len[SIEVE_BUNDLE_SIZE], nprev = 0, restricted = -1, length;
+        size_t bundle_end = at + t->bundle_size - (size_t)((base + at) & bundle_mask), prev[SIEVE_MAX_BUNDLE];
+        int prev_len[SIEVE_MAX_BUNDLE], nprev = 0, restricted = -1, length;
         if (bundle_end > size) bundle_end = size;
         while (at < bundle_end) {
-            if (size - at < 32 || !(length = fast_step(&s, at, bundle_end - at, restricted, &restricted))) {
-                if (!decode(code + at, size - at, &i)) { emit(&s, SIEVE_INVALID, at, 1, -1, -1, 0); at = bundle_end; break; }
+            if (size - at < 32 || t->full_path_only || !(length = fast_step(&s, at, bundle_end - at, restricted, &restricted))) {
+                if (!decode(t, code + at, size - at, &i)) { emit(&s, SIEVE_INVALID, at, 1, -1, -1, 0); at = bundle_end; break; }
                 if (at + (size_t)i.length > bundle_end) {   /* bundle_end is at most size */
                     emit(&s, SIEVE_BUNDLE_CROSSING, at, i.length, i.form, -1, 0); at = bundle_end; break;
                 }
                 s.valid[at] = 1;
-                if (sieve_forms[i.form].facts & F_DIRECT && i.imm_size && !i.refused)
+                if (t->forms[i.form].facts & SIEVE_F_DIRECT && i.imm_size && !i.refused)
                     direct_branch(&s, at, i.length, i.form, code + at + i.imm_off, i.imm_size);
                 restricted = i.refused ? (policy_check(&s, &i, at), -1) : check(&s, &i, at, restricted, prev, prev_len, nprev);
                 length = i.length;
             }
-            prev[nprev] = at; prev_len[nprev++] = length;
+            prev[nprev] = at; prev_len[nprev++] = length; s.instructions++;
             at += (size_t)length;
         }
         if ((restricted == 4 || restricted == 5) && nprev)
@@ -550,12 +567,35 @@ size_t sieve_verify(const uint8_t *code, size_t size, uint64_t base, sieve_repor
     }
     for (k = 0; k < s.nbranches; k++) {
         int64_t target = s.branches[k].target;
-        if (target >= 0 && (uint64_t)target < size ? !s.valid[target] : (int64_t)(base + (uint64_t)target) % SIEVE_BUNDLE_SIZE != 0)
+        if (target >= 0 && (uint64_t)target < size ? !s.valid[target] : ((base + (uint64_t)target) & bundle_mask) != 0)
             emit(&s, SIEVE_BAD_JUMP_TARGET, s.branches[k].from, s.branches[k].length, s.branches[k].form, -1, 0);
     }
     free(s.valid);
     free(s.branches);
+    if (instructions) *instructions = s.instructions;
     return s.count;
 }
-"""#
+
+SIEVE_CORE_API const char *sieve_core_kind_name(int kind) {
+    static const char *const names[SIEVE_KIND_COUNT] = {
+        "banned", "invalid", "sandbox-forbidden", "bundle-crossing", "bad-jump-target", "unsafe-indirect-branch",
+        "reserved-register-write", "stack-pointer-write", "unsafe-memory-operand", "unrestricted-index",
+        "string-outside-sequence", "call-alignment", "layout"
+    };
+    return kind >= 0 && kind < SIEVE_KIND_COUNT ? names[kind] : "?";
 }
+
+/* The library-only entry points (the generated verifier has sieve_verify instead). */
+#ifndef SIEVE_EMBEDDED
+SIEVE_CORE_API size_t sieve_core_verify(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
+                                        sieve_report_fn report, void *ctx) {
+    return sieve_core_run(t, code, size, base, report, ctx, NULL);
+}
+
+SIEVE_CORE_API int sieve_core_decode(const struct sieve_tables *t, const uint8_t *code, size_t size, int *form, int *refused) {
+    insn_t i;
+    if (!decode(t, code, size, &i)) { *form = -1; *refused = 0; return 0; }
+    *form = i.form; *refused = i.refused;
+    return i.length;
+}
+#endif

@@ -1,0 +1,133 @@
+/*
+ * Sieve's trusted core: the x86-64 decoder and NaCl's sandbox rules, once, over per-policy
+ * tables read through one struct. `sieve verify` runs it on tables built in memory; `sieve
+ * generate` writes this header and core.c with a policy's tables as static data. What is tested
+ * is what is embedded.
+ *
+ * The tables are the output of Sieve's table compiler (Swift: CompiledPolicy, NaClModel,
+ * DecoderTables): every policy and sandbox decision is data here, the core only applies it.
+ */
+#ifndef SIEVE_CORE_H
+#define SIEVE_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Why code is refused: the policy, the decoder, or one rule of the sandbox model. Swift's
+   FindingKind lists the same kinds in the same order (a test compares them by name). */
+enum sieve_kind {
+    SIEVE_BANNED = 0,
+    SIEVE_INVALID = 1,
+    SIEVE_SANDBOX_FORBIDDEN = 2,
+    SIEVE_BUNDLE_CROSSING = 3,
+    SIEVE_BAD_JUMP_TARGET = 4,
+    SIEVE_UNSAFE_INDIRECT_BRANCH = 5,
+    SIEVE_RESERVED_REGISTER_WRITE = 6,
+    SIEVE_STACK_POINTER_WRITE = 7,
+    SIEVE_UNSAFE_MEMORY_OPERAND = 8,
+    SIEVE_UNRESTRICTED_INDEX = 9,
+    SIEVE_STRING_OUTSIDE_SEQUENCE = 10,
+    SIEVE_CALL_ALIGNMENT = 11,
+    SIEVE_LAYOUT = 12,
+    SIEVE_KIND_COUNT = 13
+};
+
+typedef struct {
+    size_t offset;   /* from the start of the code */
+    size_t length;
+    int kind;        /* enum sieve_kind */
+    int form;        /* database form index, -1 when the bytes do not decode */
+    int rule;        /* the policy rule that refused it, -1 for none */
+    int warning;     /* 1: a rule set to warn; not a refusal */
+    int reason;      /* SIEVE_SANDBOX_FORBIDDEN and friends: the model's reason (sieve_tables.reason_kinds), -1 none */
+} sieve_finding;
+
+typedef void (*sieve_report_fn)(const sieve_finding *finding, void *ctx);
+
+/* The model's facts about a form (Swift: CompiledPolicy.ModelFacts reads these values). */
+enum sieve_fact {
+    SIEVE_F_DIRECT = 1,        /* a direct jump, call or XBEGIN: its target is checked */
+    SIEVE_F_CALL = 2,
+    SIEVE_F_INDIRECT = 4,      /* only as the last of the masked jump sequence */
+    SIEVE_F_RET = 8,
+    SIEVE_F_RSI = 16,          /* reads (%rsi): only after mov %esi,%esi; lea (%r15,%rsi),%rsi */
+    SIEVE_F_RDI = 32,          /* writes (%rdi): only after mov %edi,%edi; lea (%r15,%rdi),%rdi */
+    SIEVE_F_ZERO_EXTENDS = 64, /* NaCl's nacl-amd64-zero-extends: a 32-bit destination restricts its register */
+    SIEVE_F_NO_MEMORY = 128,   /* its ModRM memory operand is accessed by nobody (LEA, NOPs, prefetches) */
+    SIEVE_F_STACK = 256,       /* pushes, pops, calls: the CPU's own %rsp update */
+    SIEVE_F_WRITES = 512,      /* writes a general register at an encoded place */
+    SIEVE_F_XBEGIN = 1024,
+    SIEVE_F_MEMORY = 2048      /* accesses its ModRM memory operand */
+};
+
+/* Flags of a form pattern for the core's fast path (Swift: QuickFlags reads these values). */
+enum sieve_quick {
+    SIEVE_Q_DECODE = 1,        /* decodable there: no register checks, no moffs, not a prefix or escape byte */
+    SIEVE_Q_ACCEPT = 2,        /* accepted by the policy outright and by the model but for its writes and memory */
+    SIEVE_Q_66 = 4,            /* a lone 66 is neither invalid, refused nor redundant */
+    SIEVE_Q_NOP66 = 8,         /* NaCl's NOP prefixes are neither invalid nor refused (no immediate) */
+    SIEVE_Q_CALL = 16,
+    SIEVE_Q_DIRECT = 32,
+    SIEVE_Q_ZX = 64,           /* a 32-bit write zero-extends */
+    SIEVE_Q_NO_MEMORY = 128
+};
+
+/* Where a written general register is encoded (low nibble) and its width (high nibble). */
+enum sieve_write_slot {
+    SIEVE_W_MODRM_REG = 1, SIEVE_W_MODRM_RM = 2, SIEVE_W_OPCODE = 3, SIEVE_W_VVVV = 4, SIEVE_W_RAX = 5,
+    SIEVE_W_8 = 0x10, SIEVE_W_16 = 0x20, SIEVE_W_32 = 0x30, SIEVE_W_64 = 0x40
+};
+
+#define SIEVE_NO_FORM 65535
+#define SIEVE_MAX_BUNDLE 128
+
+/* One opcode of one map: the first pattern per context (none, 66, REX.W; VEX/EVEX/XOP: W0, W1), ModRM, mod ignored. */
+struct sieve_entry { uint32_t start[3]; uint8_t has_modrm, mod_ignored; };
+/* A form pattern: the instance fields it allows (operand size and W folded in), form, immediate bytes, Q flags, writes. */
+struct sieve_pattern { uint64_t allowed; uint16_t form; uint8_t imm, quick, writes[3]; };
+/* A policy rule with instance fields: accepts, rule index, operands, sizes, prefixes, registers. */
+struct sieve_instance_rule {
+    uint8_t accepts; int32_t rule; uint8_t operands, sizes; uint16_t prefixes, register_start; uint8_t register_count;
+};
+/* A form: decoding facts, then the policy's decision and the sandbox model's facts. */
+struct sieve_form {
+    uint8_t imm_bytes, moffs, uses_vvvv, vsib; uint32_t classes; uint8_t reg_checks, distinct, places[4];
+    uint16_t prefix_use; uint8_t decision; int32_t rule; uint16_t conditional_start; uint8_t conditional_count;
+    uint32_t facts; uint8_t forbidden, writes[3], implicit_memory, size_memory, size_register;
+    uint8_t operands[4]; int16_t fixed[4]; uint16_t implicit_start; uint8_t implicit_count;
+};
+
+/* Everything policy-specific, through one struct. */
+struct sieve_tables {
+    const struct sieve_entry *entries;             /* 256 per opcode map */
+    const struct sieve_pattern *patterns;          /* lists per entry and context, each ending in a catch-all */
+    const uint32_t *modrm;                         /* per ModRM byte: key bits, bytes after it, memory, SIB */
+    const struct sieve_form *forms;
+    const struct sieve_instance_rule *instance_rules;
+    const uint16_t *conditional;                   /* instance rules per form, in precedence order */
+    const int16_t *rule_registers;                 /* registers the instance rules name */
+    const int16_t *implicit_registers;             /* registers the forms use implicitly */
+    const uint8_t *reason_kinds;                   /* the finding kind of each model refusal (form.forbidden - 1) */
+    uint32_t form_count, reason_count;
+    uint32_t bundle_size;                          /* a power of two, at most SIEVE_MAX_BUNDLE */
+    uint8_t model_none;                            /* 1: the policy and the decoder only, no sandbox rules */
+    uint8_t calls_must_align;                      /* 1: a call not ending its bundle is a finding, 0: a warning */
+    uint8_t full_path_only;                        /* 1: no fast path (tests hold the fast path to the full one) */
+};
+
+/* BEGIN core API (the generated verifier keeps these static behind sieve_verify) */
+/* Verifies size bytes of code loaded at virtual address base under the tables. Calls report (if
+   not NULL) for each finding and warning; returns the number of findings (0: accepted). */
+size_t sieve_core_verify(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
+                         sieve_report_fn report, void *ctx);
+/* The same, and the number of instructions it decoded (instructions may be NULL). */
+size_t sieve_core_run(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
+                      sieve_report_fn report, void *ctx, size_t *instructions);
+/* The core's own name for a finding kind ("banned", "sandbox-forbidden", ...). */
+const char *sieve_core_kind_name(int kind);
+/* Decodes one instruction: its length and form, 0 when the bytes are not an instruction; *refused
+   is set when Sieve refuses an encoding the CPU executes. For tests against other decoders. */
+int sieve_core_decode(const struct sieve_tables *t, const uint8_t *code, size_t size, int *form, int *refused);
+/* END core API */
+
+#endif
