@@ -93,31 +93,71 @@ public struct GroupCatalog: Sendable {
     static let integerCore: Set<String> = ["intel8086", "intel186", "intel286", "intel386", "intel486", "x64", "cmov", "cx8",
                                            "cmpxchg16b", "multibytenop", "pause", "cpuid"]
     static let x87Features: Set<String> = ["fpu", "fpu287", "fpu387"]
+    /// Cache-line flushes, write-backs, demotes and prefetches. Whole-cache invalidation (INVD,
+    /// WBINVD, WBNOINVD) is privileged and belongs to `system`, never to this group.
     static let cacheControl: Set<String> = ["clflush", "clflushopt", "clwb", "cldemote", "clzero", "prefetchnta", "prefetcht0",
                                             "prefetcht1", "prefetcht2", "prefetchw", "prefetchwt1", "prefetch", "prefetchit0",
-                                            "prefetchit1", "wbinvd", "wbnoinvd", "invd"]
-    static let timers: Set<String> = ["rdtsc", "rdtscp", "rdpmc", "rdpru"]
+                                            "prefetchit1"]
+    /// Time-stamp counters. RDPMC reads performance counters: `perf-counters`.
+    static let timers: Set<String> = ["rdtsc", "rdtscp", "rdpru"]
+    static let segmentRegisters: Set<String> = ["cs", "ds", "es", "fs", "gs", "ss"]
+
+    /// Legacy 0F 00-03, the system opcode groups: SLDT/STR/LLDT/LTR/VERR/VERW (0F 00),
+    /// SGDT/SIDT/LGDT/LIDT/SMSW/LMSW/INVLPG and the 0F 01 register forms, LAR (0F 02), LSL (0F 03).
+    /// Nothing there is integer work; a form added to these opcodes later stays out of `base`.
+    static func inSystemOpcodeSpace(_ f: Form) -> Bool {
+        f.encoding == .legacy && f.map == .map0F && f.opcode <= 0x03
+    }
+
+    /// Whether the form names a segment, control or debug register, as an operand or implicitly
+    /// (MOV Sreg, PUSH FS, SMSW's CR0): state that is not the program's own.
+    static func touchesMachineRegisters(_ f: Form) -> Bool {
+        f.operands.contains { [.segment, .control, .debug].contains($0.kind.registerClass) }
+            || f.implicitRegisters.contains { r in
+                segmentRegisters.contains(r.register) || r.register.hasPrefix("cr") || r.register.hasPrefix("dr")
+            }
+    }
+
+    /// PUSHF/POPF in every operand size (9C, 9D): the whole flags image, IF, IOPL, AC, TF and ID
+    /// included. LAHF/SAHF move only the arithmetic flags and stay in `base`.
+    static func movesFlagsImage(_ f: Form) -> Bool {
+        f.encoding == .legacy && f.map == .oneByte && (f.opcode == 0x9C || f.opcode == 0x9D)
+    }
 
     public static let builtins: [BuiltinGroup] = [
         // Reserved NOPs (0F 0D, 0F 18-1F hint space) are left out: CPUs give them meanings (MPX's
         // BNDSTX stores to memory on Skylake; 0F 1E FA became ENDBR64), and compilers never emit them.
-        BuiltinGroup.make(name: "base", about: "the general-purpose integer core of x86-64 (no privileged, I/O, far, segment or reserved-NOP forms)") { f in
+        // Each exclusion is a database fact (class, opcode space, register operand), so a form nobody
+        // listed by name falls outside `base` when it touches machine state.
+        BuiltinGroup.make(name: "base", about: "the unprivileged integer core of x86-64: no privileged, I/O, far, reserved-NOP, descriptor-table, segment-register, flags-image, timer or performance-counter forms") { f in
             f.encoding == .legacy && !f.cpuid.isEmpty && f.cpuid.allSatisfy(integerCore.contains)
                 && f.classes.isDisjoint(with: [.privileged, .io, .far, .segmentLoad, .reservedNop])
                 && f.flow != .int && !f.mnemonic.hasPrefix("sys") && !timers.contains(f.mnemonic)
+                && !inSystemOpcodeSpace(f) && !touchesMachineRegisters(f) && !movesFlagsImage(f)
         },
         BuiltinGroup.make(name: "x87", about: "the x87 floating-point unit") { f in
             !f.classes.contains(.privileged) && !Set(f.cpuid).isDisjoint(with: x87Features)
         },
         BuiltinGroup.make(name: "mmx", about: "MMX integer SIMD") { f in f.cpuid.contains("mmx") },
-        BuiltinGroup.make(name: "system", about: "privileged (CPL0) forms") { f in f.classes.contains(.privileged) },
+        BuiltinGroup.make(name: "system", about: "privileged (CPL0) forms, whole-cache invalidation (INVD, WBINVD, WBNOINVD) included") { f in
+            f.classes.contains(.privileged)
+        },
+        BuiltinGroup.make(name: "descriptor-tables", about: "unprivileged reads and checks of descriptor tables and the machine status word: SGDT, SIDT, SLDT, STR, SMSW, LAR, LSL, VERR, VERW (legacy 0F 00-03 without a CPUID feature of their own)") { f in
+            inSystemOpcodeSpace(f) && !f.classes.contains(.privileged) && f.cpuid.allSatisfy(integerCore.contains)
+        },
+        BuiltinGroup.make(name: "flags-image", about: "PUSHF/POPF in every operand size: the whole RFLAGS image (IF, IOPL, AC, TF, ID), not only the arithmetic flags") { f in
+            movesFlagsImage(f)
+        },
         BuiltinGroup.make(name: "cache-control", about: "cache flushes, write-backs, demotes and prefetches") { f in
             cacheControl.contains(f.mnemonic)
         },
         BuiltinGroup.make(name: "non-temporal", about: "non-temporal (cache-bypassing) loads and stores") { f in
             f.classes.contains(.nonTemporal) || f.mnemonic.hasPrefix("maskmov") || f.mnemonic == "vmaskmovdqu"
         },
-        BuiltinGroup.make(name: "timers", about: "time-stamp and performance counters") { f in timers.contains(f.mnemonic) },
+        BuiltinGroup.make(name: "timers", about: "time-stamp counters: RDTSC, RDTSCP, RDPRU") { f in timers.contains(f.mnemonic) },
+        BuiltinGroup.make(name: "perf-counters", about: "performance-monitoring counters: RDPMC") { f in
+            f.cpuid.contains("rdpmc") || f.mnemonic == "rdpmc"
+        },
         BuiltinGroup.make(name: "rng", about: "hardware random numbers") { f in f.mnemonic == "rdrand" || f.mnemonic == "rdseed" },
         BuiltinGroup.make(name: "tsx", about: "transactional memory: RTM, HLE, TSXLDTRK") { f in
             !Set(f.cpuid).isDisjoint(with: ["rtm", "hle", "tsxldtrk", "hle_or_rtm"])
@@ -129,9 +169,10 @@ public struct GroupCatalog: Sendable {
         BuiltinGroup.make(name: "scatter", about: "VSIB scatters") { f in f.classes.contains(.scatter) },
         BuiltinGroup.make(name: "far-transfer", about: "far jumps, calls and returns") { f in f.classes.contains(.far) },
         BuiltinGroup.make(name: "string", about: "string instructions") { f in f.classes.contains(.string) },
-        BuiltinGroup.make(name: "segment", about: "segment-register loads and stores, FS/GS base access") { f in
+        BuiltinGroup.make(name: "segment", about: "segment-register access: MOV to/from Sreg, PUSH/POP of segment registers, LFS/LGS/LSS, FS/GS base reads and writes") { f in
             f.classes.contains(.segmentLoad) || f.operands.contains { $0.kind.registerClass == .segment }
                 || f.cpuid.contains("fsgsbase")
+                || (f.classes.isDisjoint(with: [.privileged, .far]) && f.implicitRegisters.contains { segmentRegisters.contains($0.register) })
         },
         BuiltinGroup.make(name: "sgx", about: "SGX enclave instructions") { f in f.cpuid.contains { $0.hasPrefix("sgx") } },
         BuiltinGroup.make(name: "vendor-amd", about: "AMD-only families (XOP, FMA4, TBM, 3DNow!, SSE4a, ...)") { f in f.vendor == .amd },

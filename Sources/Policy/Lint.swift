@@ -5,7 +5,8 @@ import X86
 /// an `allow` that reverses a parent's referenced ban are warnings.
 enum Lint {
     /// Groups whose trust a reviewer must see justified.
-    static let sensitiveGroups: Set<String> = ["timers", "cache-control", "tsx", "rng", "user-wait", "system"]
+    static let sensitiveGroups: Set<String> = ["timers", "perf-counters", "cache-control", "tsx", "rng", "user-wait", "system",
+                                              "descriptor-tables", "flags-image", "segment"]
 
     static func check(rules: [Rule], matches: RuleMatches, database: ISADatabase) -> [Diagnostic] {
         var out: [Diagnostic] = []

@@ -61,9 +61,9 @@ struct ISACommand: ParsableCommand {
             ]).compact, to: &out)
         } else {
             print("Groups (trust, allow, ban, group:):", to: &out)
-            for (name, about, count) in groups { print("  \(name.padding(16)) \(String(count).padding(6)) \(about)", to: &out) }
+            for (name, about, count) in groups { print("  \(name.padding(18)) \(String(count).padding(6)) \(about)", to: &out) }
             print("\nClasses (class:):", to: &out)
-            for (name, about, count) in classes { print("  \(name.padding(16)) \(String(count).padding(6)) \(about)", to: &out) }
+            for (name, about, count) in classes { print("  \(name.padding(18)) \(String(count).padding(6)) \(about)", to: &out) }
             print("\nEvery CPUID extension is a group of the same name ('.' may stand for '_': sse4.1):", to: &out)
             for (name, count) in extensions.sorted(by: { $0.key < $1.key }) { print("  \(name.padding(24)) \(count)", to: &out) }
         }

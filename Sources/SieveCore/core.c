@@ -41,6 +41,9 @@ static const uint16_t prefix_bit[256] = {
     [0x4A] = P_REX, [0x4B] = P_REX, [0x4C] = P_REX, [0x4D] = P_REX, [0x4E] = P_REX, [0x4F] = P_REX,
 };
 
+/* DecoderTables.PrefixUse: F2/F3 select the form or repeat it; a near branch whose 66 REX.W fixes. */
+enum { PU_REPEATS = 8, PU_BRANCH66 = 0x2000 };
+
 /* The bytes after a ModRM byte whose sieve_modrm entry is m and whose SIB (if any) is sib. */
 #define MODRM_BYTES(m, sib) ((int)(((m) >> 24) & 15) + ((((m) >> 29) & 1) && ((sib) & 7) == 5 ? 4 : 0))
 
@@ -372,7 +375,12 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
     if (f->forbidden) emit_forbidden(s, at, i->length, i->form);
     if (i->prefixes & (P_FS | P_GS)) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
     if ((i->prefixes & P_67) && (i->mem || f->implicit_memory)) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
-    if ((i->prefixes & ~(unsigned)(P_REX | P_IGNREX)) && !nacl_nop(c, i->length) && has_redundant_prefix(t, i, c, 1))
+    /* Legacy prefixes: only those with an effect NaCl knows. Not one the instruction ignores, nor F2/F3
+       as hints (BND, XACQUIRE, XRELEASE) rather than a mandatory prefix or a repeat, nor 66 on a near
+       branch whose REX.W fixes the size anyway. */
+    if ((i->prefixes & ~(unsigned)(P_REX | P_IGNREX)) && !nacl_nop(c, i->length) &&
+        (has_redundant_prefix(t, i, c, 1) || ((i->prefixes & (P_REP | P_REPNE)) && !(f->prefix_use & PU_REPEATS)) ||
+         ((i->prefixes & P_66) && (f->prefix_use & PU_BRANCH66) && (i->rex & 8))))
         REFUSE(SIEVE_SANDBOX_FORBIDDEN);
     if (sp == 1) {
         if (pending == 4 || pending == 5) REFUSE(SIEVE_STACK_POINTER_WRITE);

@@ -47,7 +47,9 @@ func verdict(_ policy: ResolvedPolicy, _ hex: String) -> Bool? {
              accepted: ["f0 01 08", "89 08", "f3 a4"]),
         Case(file: "srbds.yaml", refused: ["0f c7 f0", "0f c7 f8"], accepted: ["0f c7 08", "0f a2"]),
         Case(file: "amd-rdrand.yaml", refused: ["0f c7 f0", "48 0f c7 f8"], accepted: ["66 0f c7 f0", "0f c7 08"]),
-        Case(file: "mov-ss.yaml", refused: ["8e d0", "8e 10"], accepted: ["8c d0", "8c 10"], standardRefuses: true),
+        // Reading SS (8C D0) is no neighbour any more: segment-register access left `base` for the
+        // `segment` group, which standard does not trust. The nearest accepted encodings are MOV r, r/m.
+        Case(file: "mov-ss.yaml", refused: ["8e d0", "8e 10"], accepted: ["8b d0", "8b 10"], standardRefuses: true),
         Case(file: "x87-pointers.yaml", refused: ["0f ae 00", "d9 30", "0f ae 20"], accepted: ["0f ae 10", "d9 38"]),
         Case(file: "sgx.yaml", refused: ["0f 01 d7"], accepted: ["0f 01 d6"], standardRefuses: true),
         Case(file: "timers.yaml", refused: ["0f 31", "0f 01 f9"], accepted: ["0f a2", "0f ae e8"]),
@@ -104,7 +106,13 @@ func verdict(_ policy: ResolvedPolicy, _ hex: String) -> Bool? {
         #expect(paranoid.isStrictSubset(of: hardened))
         #expect(minimal.isStrictSubset(of: paranoid))
         let nacl = try accepted("nacl"), nacl2015 = try accepted("nacl-2015")
-        #expect(nacl.subtracting(nacl2015).map { ISADatabase.shared.forms[$0].mnemonic }.sorted() == ["clflush", "clflushopt"])
+        // nacl is nacl-2015 plus what NaCl accepted before its 2015 Rowhammer response: CLFLUSH and the
+        // legacy and VEX non-temporal hints (not MASKMOVQ/MASKMOVDQU, which NaCl always forbade).
+        #expect(nacl2015.isStrictSubset(of: nacl))
+        #expect(Set(nacl.subtracting(nacl2015).map { ISADatabase.shared.forms[$0].mnemonic }) == [
+            "clflush", "movntdq", "movntdqa", "movnti", "movntpd", "movntps", "movntq", "movntsd", "movntss", "prefetchnta",
+            "vmovntdq", "vmovntdqa", "vmovntpd", "vmovntps",
+        ])
     }
 
     @Test func paranoidHasNoSIMDOrX87() throws {

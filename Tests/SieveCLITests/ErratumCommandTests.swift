@@ -24,6 +24,11 @@ extension Sieve {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let path = dir.appendingPathComponent(name).path
         try FileManager.default.copyItem(atPath: packageRoot.appendingPathComponent("policies/" + name).path, toPath: path)
+        // The profiles it extends (`extends: nacl-2015` is a file beside it), untouched by the edit.
+        for parent in ["nacl-2015.yaml", "standard.yaml"] where parent != name {
+            try FileManager.default.copyItem(atPath: packageRoot.appendingPathComponent("policies/" + parent).path,
+                                             toPath: dir.appendingPathComponent(parent).path)
+        }
         return path
     }
 }

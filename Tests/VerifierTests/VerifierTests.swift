@@ -181,9 +181,11 @@ enum Assembler {
 
     @Test func modelNoneChecksTheSubsetOnly() throws {
         let verifier = Verifier(CompiledPolicy(try Repository.policy("nacl.yaml"), model: SandboxSettings.Model.none))
-        // mov (%rax),%eax and a bare ret: fine without a sandbox model; an untrusted syscall is not.
+        // mov (%rax),%eax: fine without a sandbox model. A bare ret and a syscall are not: the policy
+        // bans ret (nacl-forbidden in NaCl's definitions) and does not trust syscall, model or none.
         let report = verifier.verify([0x8B, 0x00, 0xC3, 0x0F, 0x05])
-        #expect(report.findings.map(\.kind) == [.banned])
+        #expect(report.findings.map(\.kind) == [.banned, .banned])
+        #expect(report.findings.map(\.offset) == [2, 3])
         #expect(report.instructions == 3)
     }
 }
