@@ -17,6 +17,7 @@ enum { Q_DECODE = 1, Q_ACCEPT = 2, Q_66 = 4, Q_NOP66 = 8, Q_CALL = 16, Q_DIRECT 
 enum { S_MOD = 0, S_REG = 2, S_RM = 10, S_PFX = 18, S_SIZE = 22, S_ASZ = 25, S_W = 27, S_L = 29, S_REXB = 33 };
 enum { P_LOCK = 1, P_REP = 2, P_REPNE = 4, P_66 = 8, P_67 = 16, P_ES = 32, P_CS = 64, P_SS = 128, P_DS = 256, P_FS = 512,
        P_GS = 1024, P_REX = 2048, P_IGNREX = 4096 };
+enum { RC_W_IGNORED = 1 << 8, RC_L_IGNORED = 1 << 9, RC_REG = 1 << 10, RC_RM = 1 << 11, RC_RM_VECTOR = 1 << 12, RC_IS4 = 1 << 13 };
 #define C_LOCK (1u << 3)
 #define C_OPMASK (1u << 16)
 #define C_OPMASK_REQ (1u << 17)
@@ -130,7 +131,7 @@ static int decode(const uint8_t *code, size_t avail, insn_t *o) {
         o->vr = (rex >> 2) & 1; o->vx = (rex >> 1) & 1; o->vb = rex & 1; o->vw = (rex >> 3) & 1;
     }
     o->length = i; o->form = pt->form; o->rex = rex; o->prefixes = p; o->opcode = op; o->modrm = modrm; o->has_modrm = (uint8_t)taken;
-    if (f->reg_checks || f->distinct) {
+    if ((f->reg_checks & 0xFF) || f->distinct) {
         unsigned reg = (modrm >> 3) & 7, c = f->reg_checks;
         int n[4], cnt = 0, a, d;
         if ((c & 1) && (o->vr & 1) && reg) return 0;
@@ -156,6 +157,16 @@ static int decode(const uint8_t *code, size_t avail, insn_t *o) {
     else if ((f->classes & C_FORCE64) && (p & P_66) && !(rex & 8)) o->refused = 1;
     else if ((rex & 8) && table == 0 && op == 0xFF && taken && (((modrm >> 3) & 7) == 3 || ((modrm >> 3) & 7) == 5)) o->refused = 1;
     else if ((rex & 8) && table == 1 && (op == 0xB2 || op == 0xB4 || op == 0xB5)) o->refused = 1;
+    else if (vec) {   /* canonical encodings: a VEX/EVEX/XOP bit the CPU ignores must be clear (R, X, B inverted) */
+        unsigned c = f->reg_checks, mod = modrm >> 6, rm = modrm & 7;
+        int sib = o->mem && rm == 4, base = !(mod == 0 && rm == 5) && !(sib && mod == 0 && (o->sib & 7) == 5);
+        if ((c & RC_W_IGNORED) && o->vw) o->refused = 1;
+        else if ((c & RC_L_IGNORED) && o->vl && !(evex && o->bcst && !o->mem)) o->refused = 1;
+        else if (!(c & RC_REG) && o->vr) o->refused = 1;
+        else if (o->vx && !(o->mem ? sib : evex && (c & RC_RM_VECTOR))) o->refused = 1;
+        else if (o->vb && !(o->mem ? base : taken && (c & RC_RM))) o->refused = 1;
+        else if ((c & RC_IS4) && (code[o->imm_off] & 15)) o->refused = 1;
+    }
     return 1;
 }
 

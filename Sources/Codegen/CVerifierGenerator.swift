@@ -111,7 +111,7 @@ public struct CVerifierGenerator {
             uint8_t accepts; int32_t rule; uint8_t operands, sizes; uint16_t prefixes, register_start; uint8_t register_count;
         };
         struct sieve_form {
-            uint8_t imm_bytes, moffs, uses_vvvv, vsib; uint32_t classes; uint8_t reg_checks, distinct, places[4];
+            uint8_t imm_bytes, moffs, uses_vvvv, vsib; uint32_t classes; uint16_t reg_checks; uint8_t distinct, places[4];
             uint16_t prefix_use; uint8_t decision; int32_t rule; uint16_t conditional_start; uint8_t conditional_count;
             uint32_t facts; uint8_t forbidden, writes[3], implicit_writes, implicit_memory, vsib_form, size_memory, size_register;
             uint8_t operands[4]; int16_t fixed[4]; uint16_t implicit_start; uint8_t implicit_count;

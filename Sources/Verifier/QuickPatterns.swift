@@ -24,7 +24,7 @@ extension CompiledPolicy {
         let plan = plans[index], facts = plan.facts, decision = policy.accepted.decisions[index]
         let accepted = decision.conditional.isEmpty && (decision.unconditional.map { policy.rules[$0].accepts } ?? false)
         var q: UInt8 = 0
-        if f.registerChecks == 0 && f.distinct == 0 && !f.hasMoffs { q |= QuickFlags.decode }
+        if f.registerChecks & 0xFF == 0 && f.distinct == 0 && !f.hasMoffs { q |= QuickFlags.decode }
         if accepted && plan.forbidden == 0 && !plan.vsib && facts.isDisjoint(with: [.indirectBranch, .ret, .stringRSI, .stringRDI])
             && (plan.implicitWrites == 0 || (plan.implicitWrites == 4 && facts.contains(.stackEngine))) {
             q |= QuickFlags.accept

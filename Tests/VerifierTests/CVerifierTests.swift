@@ -211,4 +211,14 @@ enum CVerifierHarness {
             #expect(core.contains("\(name) = \(value)"), "\(name)")
         }
     }
+
+    /// The C core's RC_ values (canonical-encoding facts in a form's `reg_checks`) are `DecoderTableExport.RegisterCheck`'s.
+    @Test func registerCheckBitsMatchTheCore() {
+        typealias R = DecoderTableExport.RegisterCheck
+        let core = CCore.source
+        for (name, value) in [("RC_W_IGNORED", R.wIgnored), ("RC_L_IGNORED", R.lIgnored), ("RC_REG", R.regExtended),
+                              ("RC_RM", R.rmExtended), ("RC_RM_VECTOR", R.rmVector), ("RC_IS4", R.is4Low)] {
+            #expect(core.contains("\(name) = 1 << \(value.trailingZeroBitCount)"), "\(name)")
+        }
+    }
 }
