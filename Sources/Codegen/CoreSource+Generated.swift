@@ -83,6 +83,17 @@ enum sieve_write_slot {
     SIEVE_W_8 = 0x10, SIEVE_W_16 = 0x20, SIEVE_W_32 = 0x30, SIEVE_W_64 = 0x40
 };
 
+/* Canonical-encoding facts in a form's reg_checks (above the decoder's register checks): a VEX/EVEX/XOP
+   bit the CPU ignores must be clear (X86's DecoderTableExport.RegisterCheck has the same values). */
+enum sieve_reg_check {
+    SIEVE_RC_W_IGNORED = 1 << 8,    /* W is ignored (WIG) */
+    SIEVE_RC_L_IGNORED = 1 << 9,    /* L is ignored (LIG) */
+    SIEVE_RC_REG = 1 << 10,         /* R extends a ModRM.reg register */
+    SIEVE_RC_RM = 1 << 11,          /* B extends a ModRM.rm register */
+    SIEVE_RC_RM_VECTOR = 1 << 12,   /* EVEX.X extends a ModRM.rm vector register */
+    SIEVE_RC_IS4 = 1 << 13          /* imm8[7:4] names a register, imm8[3:0] is ignored */
+};
+
 #define SIEVE_NO_FORM 65535
 #define SIEVE_MAX_BUNDLE 128
 
@@ -96,7 +107,7 @@ struct sieve_instance_rule {
 };
 /* A form: decoding facts, then the policy's decision and the sandbox model's facts. */
 struct sieve_form {
-    uint8_t imm_bytes, moffs, uses_vvvv, vsib; uint32_t classes; uint8_t reg_checks, distinct, places[4];
+    uint8_t imm_bytes, moffs, uses_vvvv, vsib; uint32_t classes; uint16_t reg_checks; uint8_t distinct, places[4];
     uint16_t prefix_use; uint8_t decision; int32_t rule; uint16_t conditional_start; uint8_t conditional_count;
     uint32_t facts; uint8_t forbidden, writes[3], implicit_memory, size_memory, size_register;
     uint8_t operands[4]; int16_t fixed[4]; uint16_t implicit_start; uint8_t implicit_count;
@@ -271,7 +282,7 @@ static int decode(const struct sieve_tables *t, const uint8_t *code, size_t avai
         o->vr = (rex >> 2) & 1; o->vx = (rex >> 1) & 1; o->vb = rex & 1; o->vw = (rex >> 3) & 1;
     }
     o->length = i; o->form = pt->form; o->rex = rex; o->prefixes = p; o->opcode = op; o->modrm = modrm; o->has_modrm = (uint8_t)taken;
-    if (f->reg_checks || f->distinct) {
+    if ((f->reg_checks & 0xFF) || f->distinct) {
         unsigned reg = (modrm >> 3) & 7, c = f->reg_checks;
         int n[4], cnt = 0, a, d;
         if ((c & 1) && (o->vr & 1) && reg) return 0;
@@ -297,6 +308,16 @@ static int decode(const struct sieve_tables *t, const uint8_t *code, size_t avai
     else if ((f->classes & C_FORCE64) && (p & P_66) && !(rex & 8)) o->refused = 1;
     else if ((rex & 8) && table == 0 && op == 0xFF && taken && (((modrm >> 3) & 7) == 3 || ((modrm >> 3) & 7) == 5)) o->refused = 1;
     else if ((rex & 8) && table == 1 && (op == 0xB2 || op == 0xB4 || op == 0xB5)) o->refused = 1;
+    else if (vec) {   /* canonical encodings: a VEX/EVEX/XOP bit the CPU ignores must be clear (R, X, B inverted) */
+        unsigned c = f->reg_checks, mod = modrm >> 6, rm = modrm & 7;
+        int sib = o->mem && rm == 4, base = !(mod == 0 && rm == 5) && !(sib && mod == 0 && (o->sib & 7) == 5);
+        if ((c & SIEVE_RC_W_IGNORED) && o->vw) o->refused = 1;
+        else if ((c & SIEVE_RC_L_IGNORED) && o->vl && !(evex && o->bcst && !o->mem)) o->refused = 1;
+        else if (!(c & SIEVE_RC_REG) && o->vr) o->refused = 1;
+        else if (o->vx && !(o->mem ? sib : evex && (c & SIEVE_RC_RM_VECTOR))) o->refused = 1;
+        else if (o->vb && !(o->mem ? base : taken && (c & SIEVE_RC_RM))) o->refused = 1;
+        else if ((c & SIEVE_RC_IS4) && (code[o->imm_off] & 15)) o->refused = 1;
+    }
     return 1;
 }
 

@@ -131,7 +131,7 @@ static int decode(const struct sieve_tables *t, const uint8_t *code, size_t avai
         o->vr = (rex >> 2) & 1; o->vx = (rex >> 1) & 1; o->vb = rex & 1; o->vw = (rex >> 3) & 1;
     }
     o->length = i; o->form = pt->form; o->rex = rex; o->prefixes = p; o->opcode = op; o->modrm = modrm; o->has_modrm = (uint8_t)taken;
-    if (f->reg_checks || f->distinct) {
+    if ((f->reg_checks & 0xFF) || f->distinct) {
         unsigned reg = (modrm >> 3) & 7, c = f->reg_checks;
         int n[4], cnt = 0, a, d;
         if ((c & 1) && (o->vr & 1) && reg) return 0;
@@ -157,6 +157,16 @@ static int decode(const struct sieve_tables *t, const uint8_t *code, size_t avai
     else if ((f->classes & C_FORCE64) && (p & P_66) && !(rex & 8)) o->refused = 1;
     else if ((rex & 8) && table == 0 && op == 0xFF && taken && (((modrm >> 3) & 7) == 3 || ((modrm >> 3) & 7) == 5)) o->refused = 1;
     else if ((rex & 8) && table == 1 && (op == 0xB2 || op == 0xB4 || op == 0xB5)) o->refused = 1;
+    else if (vec) {   /* canonical encodings: a VEX/EVEX/XOP bit the CPU ignores must be clear (R, X, B inverted) */
+        unsigned c = f->reg_checks, mod = modrm >> 6, rm = modrm & 7;
+        int sib = o->mem && rm == 4, base = !(mod == 0 && rm == 5) && !(sib && mod == 0 && (o->sib & 7) == 5);
+        if ((c & SIEVE_RC_W_IGNORED) && o->vw) o->refused = 1;
+        else if ((c & SIEVE_RC_L_IGNORED) && o->vl && !(evex && o->bcst && !o->mem)) o->refused = 1;
+        else if (!(c & SIEVE_RC_REG) && o->vr) o->refused = 1;
+        else if (o->vx && !(o->mem ? sib : evex && (c & SIEVE_RC_RM_VECTOR))) o->refused = 1;
+        else if (o->vb && !(o->mem ? base : taken && (c & SIEVE_RC_RM))) o->refused = 1;
+        else if ((c & SIEVE_RC_IS4) && (code[o->imm_off] & 15)) o->refused = 1;
+    }
     return 1;
 }
 

@@ -25,7 +25,7 @@ extension CompiledPolicy {
         let plan = plans[index], facts = plan.facts, decision = policy.accepted.decisions[index]
         let accepted = decision.conditional.isEmpty && (decision.unconditional.map { policy.rules[$0].accepts } ?? false)
         var q: UInt8 = 0
-        if f.registerChecks == 0 && f.distinct == 0 && !f.hasMoffs { q |= QuickFlags.decode }
+        if f.registerChecks & 0xFF == 0 && f.distinct == 0 && !f.hasMoffs { q |= QuickFlags.decode }
         if accepted && plan.forbidden == 0 && facts.isDisjoint(with: [.indirectBranch, .ret, .stringRSI, .stringRDI]) {
             q |= QuickFlags.accept
         }

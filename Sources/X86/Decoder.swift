@@ -373,7 +373,9 @@ public struct Decoder: Sendable {
         insn.rex = rex
         insn.prefixes = Prefixes(rawValue: prefixes)
         if facts.pointee.checksRegisters, let reason = registerProblem(insn) { return reason }
-        if prefixes & Prefixes.ignoredREX.rawValue != 0 || facts.pointee.mayBeRefused {
+        if isVector {
+            insn.refusal = Self.ignoredVectorBits(insn, facts.pointee.vectorBits, isEVEX: isEVEX, code: code)
+        } else if prefixes & Prefixes.ignoredREX.rawValue != 0 || facts.pointee.mayBeRefused {
             insn.refusal = Self.refusal(insn, classes, table: table)
         }
         if redundancy == .all && insn.opcodeOffset != 0 {
@@ -435,6 +437,29 @@ public struct Decoder: Sendable {
                 return .badEVEXMasking
             }
         }
+        return nil
+    }
+
+    /// Canonical encodings only (DESIGN §8): a VEX/EVEX/XOP bit the CPU ignores must be clear
+    /// (R, X, B inverted: not extending), as NaCl requires. Ignored bits are where errata live
+    /// (Reptar is a prefix the CPU should have ignored). The vvvv bits are not here: set on a form
+    /// without a vvvv operand, the CPU raises #UD (`InvalidReason.unusedVVVV`).
+    private static func ignoredVectorBits(_ insn: Instruction, _ use: DecoderTables.VectorBitUse, isEVEX: Bool,
+                                          code: UnsafePointer<UInt8>) -> Refusal? {
+        let v = insn.vector
+        let memory = insn.hasMemoryModRM
+        if v.w != 0 && use.contains(.wIgnored) { return .ignoredVectorW }
+        // EVEX.b on a register operand makes L'L the rounding control (or an ignored one, with SAE): not a length.
+        if v.l != 0 && use.contains(.lIgnored) && !(isEVEX && v.broadcast && !memory) { return .ignoredVectorL }
+        if v.r != 0 && !use.contains(.regExtended) { return .unusedVectorR }
+        // X extends a SIB index (any SIB: index 100 with X is r12), or in EVEX a vector ModRM.rm register's fifth bit.
+        let xUsed = memory ? insn.sibOffset != 0 : isEVEX && use.contains(.rmVector)
+        if v.x != 0 && !xUsed { return .unusedVectorX }
+        // B extends a base register (none for RIP-relative or a SIB without base) or a ModRM.rm register.
+        let mod = insn.modrm >> 6, rm = insn.modrm & 7
+        let hasBase = !(mod == 0 && rm == 5) && !(insn.sibOffset != 0 && mod == 0 && insn.sib & 7 == 5)
+        if v.b != 0 && !(memory ? hasBase : use.contains(.rmExtended) && insn.hasModRM) { return .unusedVectorB }
+        if use.contains(.is4Low) && code[Int(insn.immediateOffset)] & 0xF != 0 { return .ignoredIs4Bits }
         return nil
     }
 

@@ -22,8 +22,8 @@ public struct DecoderTableExport: Sendable {
         public let usesVVVV: Bool
         public let vsib: Bool
         public let classes: UInt32
-        /// Register-number checks (bits: `RegisterCheck`).
-        public let registerChecks: UInt8
+        /// Register-number checks and, for VEX/EVEX/XOP, the bits the form uses (bits: `RegisterCheck`).
+        public let registerChecks: UInt16
         /// 0: none; 1: all register operands distinct; 2: the destination differs from the sources.
         public let distinct: UInt8
         /// Operand places for the distinct check, in operand order: 1 reg, 2 rm, 3 vvvv, 4 vsib index.
@@ -35,6 +35,10 @@ public struct DecoderTableExport: Sendable {
     public enum RegisterCheck {
         public static let controlInReg: UInt8 = 1, debugInReg: UInt8 = 2, opmaskInReg: UInt8 = 4, opmaskInVVVV: UInt8 = 8
         public static let tileInReg: UInt8 = 16, tileInVVVV: UInt8 = 32, tileInRM: UInt8 = 64, evexGPRInReg: UInt8 = 128
+        /// Canonical encodings (`Decoder.ignoredVectorBits`), shifted by 8: W ignored (WIG), L ignored (LIG), R,
+        /// B (register form) and EVEX X (a vector ModRM.rm register) extend an operand, imm8[3:0] ignored (is4).
+        public static let wIgnored: UInt16 = 1 << 8, lIgnored: UInt16 = 1 << 9, regExtended: UInt16 = 1 << 10
+        public static let rmExtended: UInt16 = 1 << 11, rmVector: UInt16 = 1 << 12, is4Low: UInt16 = 1 << 13
     }
 
     public let entries: [Entry]
@@ -64,18 +68,19 @@ extension Decoder {
         }
         let forms = database.forms.map { form -> DecoderTableExport.FormFacts in
             let f = t.facts[form.index]
-            var checks: UInt8 = 0
+            // `VectorBitUse` above the register checks (the same bit order; a test keeps them equal).
+            var checks = UInt16(f.vectorBits.rawValue) << 8
             typealias R = DecoderTableExport.RegisterCheck
             for operand in form.operands {
                 switch (operand.kind.registerClass, operand.kind.location) {
-                case (.control, .modrmReg): checks |= R.controlInReg
-                case (.debug, .modrmReg): checks |= R.debugInReg
-                case (.opmask, .modrmReg): checks |= R.opmaskInReg
-                case (.opmask, .vvvv): checks |= R.opmaskInVVVV
-                case (.tile, .modrmReg): checks |= R.tileInReg
-                case (.tile, .vvvv): checks |= R.tileInVVVV
-                case (.tile, .modrmRegister): checks |= R.tileInRM
-                case (.gpr32, .modrmReg), (.gpr64, .modrmReg): if form.encoding == .evex { checks |= R.evexGPRInReg }
+                case (.control, .modrmReg): checks |= UInt16(R.controlInReg)
+                case (.debug, .modrmReg): checks |= UInt16(R.debugInReg)
+                case (.opmask, .modrmReg): checks |= UInt16(R.opmaskInReg)
+                case (.opmask, .vvvv): checks |= UInt16(R.opmaskInVVVV)
+                case (.tile, .modrmReg): checks |= UInt16(R.tileInReg)
+                case (.tile, .vvvv): checks |= UInt16(R.tileInVVVV)
+                case (.tile, .modrmRegister): checks |= UInt16(R.tileInRM)
+                case (.gpr32, .modrmReg), (.gpr64, .modrmReg): if form.encoding == .evex { checks |= UInt16(R.evexGPRInReg) }
                 default: break
                 }
             }

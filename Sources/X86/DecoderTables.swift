@@ -42,6 +42,49 @@ final class DecoderTables: @unchecked Sendable {  // immutable after init
         /// A form `Decoder.refusal` may refuse whatever the prefixes before it: Intel's 64-bit near
         /// branches (66) and the far transfers and segment loads at FF and 0F B2/B4/B5 (REX.W).
         var mayBeRefused: Bool
+        /// VEX/EVEX/XOP: which of the bits the CPU may ignore this form uses, for `Decoder.ignoredVectorBits`.
+        var vectorBits: VectorBitUse
+    }
+
+    /// What a VEX/EVEX/XOP form does with the prefix bits a CPU can ignore: W, L, R, X, B and
+    /// imm8[3:0] beside an is4 register. Sieve refuses an ignored bit that is set (DESIGN §8:
+    /// ignored bits are where errata such as Reptar live). From the database's `w`, `l`, operand
+    /// and immediate columns, never from mnemonic lists.
+    struct VectorBitUse: OptionSet, Sendable {
+        let rawValue: UInt8
+        static let wIgnored = VectorBitUse(rawValue: 1 << 0)   // WIG: the `w` column is '-'
+        static let lIgnored = VectorBitUse(rawValue: 1 << 1)   // LIG: the `l` column is '-'
+        static let regExtended = VectorBitUse(rawValue: 1 << 2) // ModRM.reg names a register: R (EVEX R') may be set
+        static let rmExtended = VectorBitUse(rawValue: 1 << 3)  // ModRM.rm names a register B extends (register form)
+        static let rmVector = VectorBitUse(rawValue: 1 << 4)    // ... a vector register: EVEX.X is its fifth bit
+        static let is4Low = VectorBitUse(rawValue: 1 << 5)      // imm8[7:4] names a register, imm8[3:0] is ignored
+
+        init(rawValue: UInt8) { self.rawValue = rawValue }
+
+        init(_ form: Form) {
+            var use: VectorBitUse = []
+            guard form.encoding == .vex || form.encoding == .evex || form.encoding == .xop else { self = use; return }
+            // iced-x86's is_wig / is_lig (the generator writes '-' for them): flipping W or L decodes to the same form.
+            if form.w == nil { use.insert(.wIgnored) }
+            if form.l == nil { use.insert(.lIgnored) }
+            for operand in form.operands {
+                let file = operand.kind.registerClass
+                switch operand.kind.location {
+                case .modrmReg where file != .none:
+                    use.insert(.regExtended)
+                case .modrmRegister, .modrmRegisterOrMemory:
+                    // Opmask registers are k0-k7: B names nothing there (MMX and x87 are not VEX operands).
+                    switch file {
+                    case .gpr8, .gpr16, .gpr32, .gpr64, .tile: use.insert(.rmExtended)
+                    case .xmm, .ymm, .zmm: use.formUnion([.rmExtended, .rmVector])
+                    case .none, .mmx, .opmask, .x87, .segment, .control, .debug: break
+                    }
+                default: break
+                }
+            }
+            if form.immediates.contains(.is4) { use.insert(.is4Low) }
+            self = use
+        }
     }
 
     /// The prefixes and REX bits a form can make use of (beyond the ones that select it).
@@ -212,7 +255,8 @@ final class DecoderTables: @unchecked Sendable {  // immutable after init
                     },
                 prefixUse: Self.prefixUse(form),
                 mayBeRefused: form.classes.contains(.intelForce64) || form.encoding == .legacy
-                    && (form.map == .oneByte && form.opcode == 0xFF || form.map == .map0F && [0xB2, 0xB4, 0xB5].contains(form.opcode))))
+                    && (form.map == .oneByte && form.opcode == 0xFF || form.map == .map0F && [0xB2, 0xB4, 0xB5].contains(form.opcode)),
+                vectorBits: VectorBitUse(form)))
             guard let table = Self.tableIndex(form.encoding, form.map) else {
                 preconditionFailure("form \(form.id): no table for \(form.encoding) \(form.map)")
             }

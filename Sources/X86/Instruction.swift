@@ -51,6 +51,13 @@ public enum Refusal: String, Sendable, Equatable {
     case rexWFarTransfer = "REX.W on a far jump or call: Intel and AMD disagree on the pointer size"
     /// LSS/LFS/LGS with REX.W: m16:64 on Intel, m16:32 on AMD.
     case rexWSegmentLoad = "REX.W on LSS/LFS/LGS: Intel and AMD disagree on the pointer size"
+    /// Canonical encodings only: bits the CPU ignores are where errata live, and NaCl refuses them too.
+    case ignoredVectorW = "VEX/EVEX/XOP.W set on an instruction that ignores W (WIG)"
+    case ignoredVectorL = "VEX.L or EVEX.L'L set on an instruction that ignores the vector length (LIG)"
+    case unusedVectorR = "VEX/EVEX/XOP.R (or EVEX.R') set where ModRM.reg names no register"
+    case unusedVectorX = "VEX/EVEX/XOP.X set where there is no SIB index (or EVEX vector ModRM.rm register) to extend"
+    case unusedVectorB = "VEX/EVEX/XOP.B set where there is no base or ModRM.rm register to extend"
+    case ignoredIs4Bits = "imm8[3:0] set beside an imm8[7:4] register operand: the CPU ignores them"
 }
 
 /// The legacy prefixes present, in any order; `Instruction.prefixBytes` gives them in order.

@@ -161,6 +161,15 @@ enum CVerifierHarness {
         #expect(core.split(separator: "\n").count <= 600, "the trusted core stays under 600 lines")
     }
 
+    /// The decoder's canonical-encoding facts (X86 knows nothing of the core) have the core's values.
+    @Test func registerCheckBitsAreTheCores() {
+        typealias R = DecoderTableExport.RegisterCheck
+        for (ours, core) in [(R.wIgnored, SIEVE_RC_W_IGNORED), (R.lIgnored, SIEVE_RC_L_IGNORED), (R.regExtended, SIEVE_RC_REG),
+                             (R.rmExtended, SIEVE_RC_RM), (R.rmVector, SIEVE_RC_RM_VECTOR), (R.is4Low, SIEVE_RC_IS4)] {
+            #expect(UInt32(ours) == core.rawValue)
+        }
+    }
+
     /// Swift's finding kinds are the core's, in the core's order.
     @Test func findingKindsAreTheCores() {
         #expect(FindingKind.allCases.count == Int(SIEVE_KIND_COUNT.rawValue))

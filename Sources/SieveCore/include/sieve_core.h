@@ -78,6 +78,17 @@ enum sieve_write_slot {
     SIEVE_W_8 = 0x10, SIEVE_W_16 = 0x20, SIEVE_W_32 = 0x30, SIEVE_W_64 = 0x40
 };
 
+/* Canonical-encoding facts in a form's reg_checks (above the decoder's register checks): a VEX/EVEX/XOP
+   bit the CPU ignores must be clear (X86's DecoderTableExport.RegisterCheck has the same values). */
+enum sieve_reg_check {
+    SIEVE_RC_W_IGNORED = 1 << 8,    /* W is ignored (WIG) */
+    SIEVE_RC_L_IGNORED = 1 << 9,    /* L is ignored (LIG) */
+    SIEVE_RC_REG = 1 << 10,         /* R extends a ModRM.reg register */
+    SIEVE_RC_RM = 1 << 11,          /* B extends a ModRM.rm register */
+    SIEVE_RC_RM_VECTOR = 1 << 12,   /* EVEX.X extends a ModRM.rm vector register */
+    SIEVE_RC_IS4 = 1 << 13          /* imm8[7:4] names a register, imm8[3:0] is ignored */
+};
+
 #define SIEVE_NO_FORM 65535
 #define SIEVE_MAX_BUNDLE 128
 
@@ -91,7 +102,7 @@ struct sieve_instance_rule {
 };
 /* A form: decoding facts, then the policy's decision and the sandbox model's facts. */
 struct sieve_form {
-    uint8_t imm_bytes, moffs, uses_vvvv, vsib; uint32_t classes; uint8_t reg_checks, distinct, places[4];
+    uint8_t imm_bytes, moffs, uses_vvvv, vsib; uint32_t classes; uint16_t reg_checks; uint8_t distinct, places[4];
     uint16_t prefix_use; uint8_t decision; int32_t rule; uint16_t conditional_start; uint8_t conditional_count;
     uint32_t facts; uint8_t forbidden, writes[3], implicit_memory, size_memory, size_register;
     uint8_t operands[4]; int16_t fixed[4]; uint16_t implicit_start; uint8_t implicit_count;
