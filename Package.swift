@@ -32,6 +32,9 @@ let package = Package(
         .target(name: "Codegen", dependencies: ["Verifier", "Policy", "X86"]),
         // Turing-completeness: capabilities, the universal machines, witnesses, negative lemmas.
         .target(name: "Analysis", dependencies: ["Verifier", "Policy", "X86"]),
+        // The independent, slow specification of the sandbox invariant: Zydis decodes, a small abstract
+        // interpreter judges. Shares no table or code with X86, Policy, Verifier or Codegen.
+        .target(name: "Specification", dependencies: ["CZydis"]),
         // Human-readable instruction text through capstone, Sieve's own rendering where capstone fails.
         .target(name: "Disassembly", dependencies: ["X86", "CCapstone"]),
         .executableTarget(name: "SieveCLI", dependencies: [
@@ -47,6 +50,7 @@ let package = Package(
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "X86"]),
         .testTarget(name: "VerifierTests", dependencies: ["Verifier", "Codegen", "Policy", "X86", "CZydis", "SieveCore"], exclude: ["Corpus"]),
         .testTarget(name: "SieveCLITests", dependencies: ["SieveCLI"], exclude: ["Fixtures"]),
+        .testTarget(name: "SpecificationTests", dependencies: ["Specification", "Verifier", "Policy", "X86"]),
         .testTarget(name: "AnalysisTests", dependencies: ["Analysis", "Verifier", "Codegen", "Policy", "X86"]),
     ]
 )

@@ -77,8 +77,8 @@ HEADER = """\
 #   implicit  registers read or written that no operand names, reg:access; besides iced-x86's registers:
 #             rflags (the flags outside the arithmetic ones and DF: IF, AC, UIF, as PUSHF/POPF/CLI touch them),
 #             gdtr idtr ldtr tr (descriptor tables) pmc (performance counters) tsc (time-stamp counter)
-#             smx (GETSEC's state), fsbase gsbase, and [reg] for memory addressed through a register without
-#             an operand
+#             smx (GETSEC's state), fsbase gsbase, pkru, bnd-table (MPX), pt (processor trace), bit-offset (a register bit offset moves
+#             the memory operand's address) and [reg] for memory addressed through a register without an operand
 #   cpuid     CPUID feature flags, lower case
 #   mem       memory operand size in bits ('-': no memory operand); 'bN' suffix: broadcast element size
 #   vendor    intel-amd (both), amd, via: which vendors define the form
@@ -480,6 +480,19 @@ SYSTEM_STATE = {
     # CPUID's answers describe the processor, not another program's state; faulting it is the OS's choice.
     "CPUID": [],
 }
+# State outside the program that other forms read or write without a register iced-x86 names.
+OTHER_STATE = {
+    # LAR, LSL, VERR, VERW read the descriptor tables the selector points into.
+    "LAR": ["gdtr:r"], "LSL": ["gdtr:r"], "VERR": ["gdtr:r"], "VERW": ["gdtr:r"],
+    # Protection keys: PKRU decides what the process may access.
+    "RDPKRU": ["pkru:r"], "WRPKRU": ["pkru:w"],
+    # MPX bound tables, wherever BNDCFGU points.
+    "BNDLDX": ["bnd-table:r"], "BNDSTX": ["bnd-table:w"],
+    # Processor trace packets, into buffers the kernel configured.
+    "PTWRITE": ["pt:w"],
+}
+# BT, BTS, BTR, BTC with a register bit offset address memory up to 2^60 bytes beyond their operand.
+BIT_STRING = ("BT", "BTS", "BTR", "BTC")
 # The FS and GS bases: segment state iced-x86 names no register for.
 SEGMENT_BASES = {"RDFSBASE": "fsbase:r", "RDGSBASE": "gsbase:r", "WRFSBASE": "fsbase:w", "WRGSBASE": "gsbase:w"}
 # Memory that a form addresses through a register without an operand saying so (iced-x86 reports none).
@@ -498,6 +511,10 @@ def system_state(oi, instr, mnemonic):
         out.append(REGISTER_ADDRESSED[mnemonic])
     if mnemonic in SEGMENT_BASES:
         out.append(SEGMENT_BASES[mnemonic])
+    out += OTHER_STATE.get(mnemonic, [])
+    kinds = [OPKIND[k] for k in oi.op_kinds()]
+    if mnemonic in BIT_STRING and kinds[0].endswith("_OR_MEM") and kinds[1].endswith("_REG"):
+        out.append("bit-offset:r")
     read = instr.rflags_read & SYSTEM_FLAGS
     written = (instr.rflags_written | instr.rflags_modified | instr.rflags_set | instr.rflags_cleared
                | instr.rflags_undefined) & SYSTEM_FLAGS

@@ -62,7 +62,8 @@ enum sieve_fact {
     SIEVE_F_STACK = 256,       /* pushes, pops, calls: the CPU's own %rsp update */
     SIEVE_F_WRITES = 512,      /* writes a general register at an encoded place */
     SIEVE_F_XBEGIN = 1024,
-    SIEVE_F_MEMORY = 2048      /* accesses its ModRM memory operand */
+    SIEVE_F_MEMORY = 2048,     /* accesses its ModRM memory operand */
+    SIEVE_F_BIT_OFFSET = 4096  /* a register bit offset moves its memory operand's address (BT, BTS, ...) */
 };
 
 /* Flags of a form pattern for the core's fast path (Swift: QuickFlags reads these values). */
@@ -530,7 +531,7 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
     const struct sieve_form *f = &t->forms[i->form];
     const uint8_t *c = s->code + at;
     unsigned facts = f->facts;
-    int restricts = -1, sp = i->rex ? special(c, i->length) : 0, k;
+    int restricts = -1, stack = -1, sp = i->rex ? special(c, i->length) : 0, k;
 #define REFUSE(kind) emit(s, kind, at, i->length, i->form, -1, 0)
     if ((i->refused || f->decision || f->conditional_count) && !policy_check(s, i, at)) return -1;
     if (f->forbidden) emit_forbidden(s, at, i->length, i->form);
@@ -562,12 +563,20 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
             }
             if (width == 0x10 && n >= 4 && n < 8 && !i->rex) continue;
             if (n == 15) { REFUSE(SIEVE_RESERVED_REGISTER_WRITE); continue; }
-            if ((n == 4 || n == 5) && !((facts & SIEVE_F_ZERO_EXTENDS) && width == 0x30)) { REFUSE(SIEVE_STACK_POINTER_WRITE); continue; }
+            if (n == 4 || n == 5) {
+                /* only as the first half of a re-basing, and then the register the next instruction must re-base:
+                   one of them (xchg %esp,%ebp would leave the other unsandboxed) */
+                if (!((facts & SIEVE_F_ZERO_EXTENDS) && width == 0x30) || stack >= 0) REFUSE(SIEVE_STACK_POINTER_WRITE);
+                else stack = n;
+                continue;
+            }
             if ((facts & SIEVE_F_ZERO_EXTENDS) && width == 0x30 && restricts < 0) restricts = n;
         }
+        if (stack >= 0) restricts = stack;
     }
     /* Default deny: every ModRM memory operand unless none is accessed; a VSIB form is refused whole
        (its index is a vector register, which the base and index rules below do not describe). */
+    if (i->mem && (facts & SIEVE_F_BIT_OFFSET)) REFUSE(SIEVE_UNSAFE_MEMORY_OPERAND);
     if (i->mem && !(facts & SIEVE_F_NO_MEMORY) && !f->vsib) {
         int mod = i->modrm >> 6, rm = i->modrm & 7, base = -1, index = -1, rip = 0;
         if (rm == 4) {
@@ -670,8 +679,8 @@ static int fast_step(pass_t *s, size_t at, size_t room, int pending, int *restri
         default: continue;
         }
         if ((slot & 0xF0) == 0x10 && w >= 4 && w < 8 && !rex) continue;   /* AH..BH */
-        if ((q & SIEVE_Q_ZX) && (slot & 0xF0) == 0x30) { if (w == 15) return 0; if (r < 0) r = w; }
-        else if (w == 15 || w == 4 || w == 5) return 0;
+        if (w == 15 || w == 4 || w == 5) return 0;   /* check decides those */
+        if ((q & SIEVE_Q_ZX) && (slot & 0xF0) == 0x30 && r < 0) r = w;
     }
     if (mem && !(q & SIEVE_Q_NO_MEMORY)) {
         unsigned mod = modrm >> 6, rm = modrm & 7;

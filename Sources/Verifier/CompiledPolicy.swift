@@ -38,6 +38,8 @@ public struct CompiledPolicy: Sendable {
         public static let xbegin = ModelFacts(SIEVE_F_XBEGIN)
         /// Accesses its ModRM memory operand: base and index checked.
         public static let memoryAccess = ModelFacts(SIEVE_F_MEMORY)
+        /// BT, BTS, BTR, BTC with a register bit offset: refused with a memory operand.
+        public static let bitOffset = ModelFacts(SIEVE_F_BIT_OFFSET)
     }
 
     public let policy: ResolvedPolicy

@@ -107,8 +107,11 @@ public enum NaClModel {
             c.facts.insert(.stackEngine)
         case .string:
             break  // its %rsi/%rdi operands carry the rule
-        case .nop, .reservedNop:
-            break  // their memory operand, if any, is accessed by nobody (access '-')
+        case .nop:
+            break  // its memory operand is accessed by nobody
+        case .reservedNop:
+            // NOPs today, other instructions on some CPUs (MPX's BNDLDX/BNDSTX reach bound tables anywhere).
+            c.refuse(.sandboxForbidden, "a reserved NOP means another instruction on some processors")
         case .lockable, .repeatable, .repne, .nonTemporal, .cetTracked, .serializing:
             break  // the policy's business (errata), not the sandbox's
         case .default64, .force64, .intelForce64, .modIgnored, .distinctRegisters, .distinctDestination, .no66, .noF2F3:
@@ -147,7 +150,9 @@ public enum NaClModel {
             classifyRegister(kind, operand.access, place: nil, form, &c)
         case .modrmRegisterOrMemory:
             classifyRegister(kind, operand.access, place: FormPlan.WriteSlot.modrmRM, form, &c)
-            classifyMemory(operand.access, &c)
+            // An r/m operand's '-' can be a zeroing idiom of the database's sample (sub al, al): only
+            // the NOPs are trusted to access nothing there.
+            classifyMemory(form.classes.contains(.nop) ? .none : .read, &c)
         case .memory:
             classifyMemory(operand.access, &c)
         case .fixedRegister:
@@ -280,6 +285,8 @@ public enum NaClModel {
             c.refuse(.sandboxForbidden, "safer-mode (SMX) state")
         case .segmentBase:
             c.refuse(.sandboxForbidden, "FS/GS base reads and writes change or reveal what addresses mean")
+        case .bitOffset:
+            c.facts.insert(.bitOffset)  // the core refuses the memory form: the offset moves the address up to 2^60 bytes
         case .memoryThrough(let register):
             c.refuse(.sandboxForbidden, "the model has no rule for memory addressed through %\(register) without an operand")
         case .unknown:
@@ -290,7 +297,7 @@ public enum NaClModel {
     /// An implicit register or piece of state, as the database names it.
     enum SystemState {
         case register(Registers.Register)
-        case flagsImage, descriptorTable, performanceCounter, timeStampCounter, smx, segmentBase
+        case flagsImage, descriptorTable, performanceCounter, timeStampCounter, smx, segmentBase, bitOffset
         case memoryThrough(String)
         case unknown
 
@@ -304,6 +311,7 @@ public enum NaClModel {
             case "tsc": self = .timeStampCounter
             case "smx": self = .smx
             case "fsbase", "gsbase": self = .segmentBase
+            case "bit-offset": self = .bitOffset
             default: self = .unknown
             }
         }

@@ -26,7 +26,7 @@ extension CompiledPolicy {
         let accepted = decision.conditional.isEmpty && (decision.unconditional.map { policy.rules[$0].accepts } ?? false)
         var q: UInt8 = 0
         if f.registerChecks & 0xFF == 0 && f.distinct == 0 && !f.hasMoffs { q |= QuickFlags.decode }
-        if accepted && plan.forbidden == 0 && facts.isDisjoint(with: [.indirectBranch, .ret, .stringRSI, .stringRDI]) {
+        if accepted && plan.forbidden == 0 && facts.isDisjoint(with: [.indirectBranch, .ret, .stringRSI, .stringRDI, .bitOffset]) {
             q |= QuickFlags.accept
         }
         // 66 neither invalid nor refused; a lone 66 also not redundant (it selects or sizes the form); NaCl's NOP

@@ -57,7 +57,8 @@ enum sieve_fact {
     SIEVE_F_STACK = 256,       /* pushes, pops, calls: the CPU's own %rsp update */
     SIEVE_F_WRITES = 512,      /* writes a general register at an encoded place */
     SIEVE_F_XBEGIN = 1024,
-    SIEVE_F_MEMORY = 2048      /* accesses its ModRM memory operand */
+    SIEVE_F_MEMORY = 2048,     /* accesses its ModRM memory operand */
+    SIEVE_F_BIT_OFFSET = 4096  /* a register bit offset moves its memory operand's address (BT, BTS, ...) */
 };
 
 /* Flags of a form pattern for the core's fast path (Swift: QuickFlags reads these values). */
