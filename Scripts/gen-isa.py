@@ -77,7 +77,7 @@ HEADER = """\
 #   implicit  registers read or written that no operand names, reg:access; besides iced-x86's registers:
 #             rflags (the flags outside the arithmetic ones and DF: IF, AC, UIF, as PUSHF/POPF/CLI touch them),
 #             gdtr idtr ldtr tr (descriptor tables) pmc (performance counters) tsc (time-stamp counter)
-#             smx (GETSEC's state), fsbase gsbase, pkru, bnd-table (MPX), pt (processor trace), bit-offset (a register bit offset moves
+#             smx (GETSEC's state), fsbase gsbase, pkru, bnd-table (MPX), pt (processor trace), ssp (CET shadow stack), bit-offset (a register bit offset moves
 #             the memory operand's address) and [reg] for memory addressed through a register without an operand
 #   cpuid     CPUID feature flags, lower case
 #   mem       memory operand size in bits ('-': no memory operand); 'bN' suffix: broadcast element size
@@ -490,6 +490,9 @@ OTHER_STATE = {
     "BNDLDX": ["bnd-table:r"], "BNDSTX": ["bnd-table:w"],
     # Processor trace packets, into buffers the kernel configured.
     "PTWRITE": ["pt:w"],
+    # CET shadow stacks: the shadow-stack pointer and the tokens the kernel set up.
+    **{m: ["ssp:rw"] for m in ("INCSSPD", "INCSSPQ", "RDSSPD", "RDSSPQ", "SAVEPREVSSP", "RSTORSSP", "WRSSD", "WRSSQ",
+                               "WRUSSD", "WRUSSQ", "SETSSBSY", "CLRSSBSY")},
 }
 # BT, BTS, BTR, BTC with a register bit offset address memory up to 2^60 bytes beyond their operand.
 BIT_STRING = ("BT", "BTS", "BTR", "BTC")
