@@ -124,7 +124,12 @@ public struct CoreTables: Sendable {
 
     /// A register name as the core numbers it: file * 32 + number (AH..BH: 15 * 32 + 4..7); any
     /// other name (rflags, tsc, ...) a number outside every register file.
-    public static func registerID(_ name: String) -> Int { registerIDs[name] ?? 16 * 32 + Int(nameHash(name) % 480) }
+    public static func registerID(_ name: String) -> Int {
+        if let id = registerIDs[name] { return id }
+        var hash = FNV1a()
+        hash.add(name)
+        return 16 * 32 + Int(hash.value % 480)
+    }
 
     static let registerIDs: [String: Int] = {
         var ids: [String: Int] = [:]
@@ -138,12 +143,6 @@ public struct CoreTables: Sendable {
         }
         return ids
     }()
-
-    static func nameHash(_ s: String) -> UInt64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3 }
-        return h
-    }
 
     static func sizeBit(_ bits: Int) -> Int {
         [8: 1, 16: 2, 32: 4, 64: 8, 80: 16, 128: 32, 256: 64, 512: 128][bits] ?? 0

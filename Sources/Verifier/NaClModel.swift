@@ -179,30 +179,19 @@ public enum NaClModel {
 
     /// A register operand encoded at `place` (nil: a place the core cannot name, such as imm8[7:4]).
     static func classifyRegister(_ kind: OperandKind, _ access: Access, place: UInt8?, _ form: Form, _ c: inout Classification) {
-        let width: UInt8
-        switch kind.registerClass {
-        case .gpr8: width = FormPlan.WriteSlot.width8
-        case .gpr16: width = FormPlan.WriteSlot.width16
-        case .gpr32: width = FormPlan.WriteSlot.width32
-        case .gpr64: width = FormPlan.WriteSlot.width64
-        case .mmx, .xmm, .ymm, .zmm, .opmask, .tile, .x87:
-            return  // the program's own registers, whatever it does with them
-        case .segment:
-            c.refuse(.sandboxForbidden, "segment registers are not the program's state")
+        switch FileRule(kind.registerClass) {
+        case .program:
             return
-        case .control, .debug:
-            c.refuse(.sandboxForbidden, "control and debug registers are system state")
-            return
-        case .none:
-            c.refuse(.sandboxForbidden, "the model has no rule for operand \(kind.name)")
-            return
+        case .refused(let reason):
+            c.refuse(.sandboxForbidden, "\(reason) (\(kind.name))")
+        case .general(let width):
+            guard access.writes else { return }
+            guard let place else {
+                c.refuse(.sandboxForbidden, "the model has no rule for a general register written through \(kind.name)")
+                return
+            }
+            c.writes.append(width | place)
         }
-        guard access.writes else { return }
-        guard let place else {
-            c.refuse(.sandboxForbidden, "the model has no rule for a general register written through \(kind.name)")
-            return
-        }
-        c.writes.append(width | place)
     }
 
     /// AL, CL, AX, DX, EAX, RAX, ST0, FS, GS: named by the form, never %r15, %rsp or %rbp.
@@ -211,8 +200,12 @@ public enum NaClModel {
             c.refuse(.sandboxForbidden, "the model has no rule for register operand \(name)")
             return
         }
-        switch register.file {
-        case .gpr8, .gpr16, .gpr32, .gpr64:
+        switch FileRule(register.file) {
+        case .program:
+            break
+        case .refused(let reason):
+            c.refuse(.sandboxForbidden, "\(reason) (\(name))")
+        case .general:
             guard access.writes else { return }
             switch register.number {
             case 15: c.refuse(.reservedRegisterWrite, "writes %r15, the sandbox base")
@@ -221,14 +214,6 @@ public enum NaClModel {
                 c.writes.append(FormPlan.WriteSlot.width32 | FormPlan.WriteSlot.rax)  // `add eax, imm32` restricts %rax
             default: break
             }
-        case .mmx, .xmm, .ymm, .zmm, .opmask, .tile, .x87:
-            break
-        case .segment:
-            c.refuse(.sandboxForbidden, "segment registers are not the program's state")
-        case .control, .debug:
-            c.refuse(.sandboxForbidden, "control and debug registers are system state")
-        case .none:
-            c.refuse(.sandboxForbidden, "the model has no rule for register operand \(name)")
         }
     }
 
@@ -252,8 +237,12 @@ public enum NaClModel {
         let name = implicit.register, access = implicit.access
         switch SystemState(name) {
         case .register(let register):
-            switch register.file {
-            case .gpr8, .gpr16, .gpr32, .gpr64:
+            switch FileRule(register.file) {
+            case .program:
+                break
+            case .refused(let reason):
+                c.refuse(.sandboxForbidden, "\(reason) (\(name))")
+            case .general:
                 guard access.writes else { return }
                 switch register.number {
                 case 15: c.refuse(.reservedRegisterWrite, "writes %r15, the sandbox base, implicitly")
@@ -264,14 +253,6 @@ public enum NaClModel {
                     if !form.classes.contains(.stack) { c.refuse(.stackPointerWrite, "writes %rsp implicitly (\(form.mnemonic))") }
                 default: break
                 }
-            case .mmx, .xmm, .ymm, .zmm, .opmask, .tile, .x87:
-                break
-            case .segment:
-                c.refuse(.sandboxForbidden, "segment registers are not the program's state (\(name))")
-            case .control, .debug:
-                c.refuse(.sandboxForbidden, "control and debug registers are system state (\(name))")
-            case .none:
-                c.refuse(.sandboxForbidden, "the model has no rule for implicit register \(name)")
             }
         case .flagsImage:
             c.refuse(.sandboxForbidden, "the flags image (IF, AC, ...) is not the program's state")
@@ -291,6 +272,28 @@ public enum NaClModel {
             c.refuse(.sandboxForbidden, "the model has no rule for memory addressed through %\(register) without an operand")
         case .unknown:
             c.refuse(.sandboxForbidden, "the model has no rule for implicit state \(name)")
+        }
+    }
+
+    /// What the model makes of a register file, wherever its register appears.
+    enum FileRule {
+        /// General registers: reads are free, writes are checked per instance (write slots).
+        case general(width: UInt8)
+        /// The program's own registers, whatever it does with them.
+        case program
+        case refused(String)
+
+        init(_ file: OperandKind.RegisterClass) {
+            switch file {
+            case .gpr8: self = .general(width: FormPlan.WriteSlot.width8)
+            case .gpr16: self = .general(width: FormPlan.WriteSlot.width16)
+            case .gpr32: self = .general(width: FormPlan.WriteSlot.width32)
+            case .gpr64: self = .general(width: FormPlan.WriteSlot.width64)
+            case .mmx, .xmm, .ymm, .zmm, .opmask, .tile, .x87: self = .program
+            case .segment: self = .refused("segment registers are not the program's state")
+            case .control, .debug: self = .refused("control and debug registers are system state")
+            case .none: self = .refused("the model has no rule for a register outside every register file")
+            }
         }
     }
 
