@@ -23,6 +23,7 @@ enum { P_LOCK = 1, P_REP = 2, P_REPNE = 4, P_66 = 8, P_67 = 16, P_ES = 32, P_CS 
 #define C_ER (1u << 20)
 #define C_SAE (1u << 21)
 #define C_FORCE64 (1u << 26)
+#define C_NOP (1u << 24)
 #define C_NO66 (1u << 30)
 #define C_NOF2F3 (1u << 31)
 
@@ -41,8 +42,7 @@ static const uint16_t prefix_bit[256] = {
     [0x4A] = P_REX, [0x4B] = P_REX, [0x4C] = P_REX, [0x4D] = P_REX, [0x4E] = P_REX, [0x4F] = P_REX,
 };
 
-/* DecoderTables.PrefixUse: F2/F3 select the form or repeat it; a near branch whose 66 REX.W fixes. */
-enum { PU_REPEATS = 8, PU_BRANCH66 = 0x2000 };
+enum { PU_REPEATS = 8, PU_BRANCH66 = 0x2000 };   /* DecoderTables.PrefixUse: F2/F3 select or repeat; 66 on a branch */
 
 /* The bytes after a ModRM byte whose sieve_modrm entry is m and whose SIB (if any) is sib. */
 #define MODRM_BYTES(m, sib) ((int)(((m) >> 24) & 15) + ((((m) >> 29) & 1) && ((sib) & 7) == 5 ? 4 : 0))
@@ -225,6 +225,12 @@ static int nacl_nop(const uint8_t *c, int n) {
     return memcmp(c + k, "\x2e\x0f\x1f\x84\x00\x00\x00\x00\x00", 9) == 0;
 }
 
+/* NaCl's 66-prefixed NOPs with a memory operand (nops.def): the padding strings above and nopw 0(%rax,%rax,1). */
+static int nacl_nop66(const uint8_t *c, int n) {
+    return nacl_nop(c, n) || (n == 6 && memcmp(c, "\x66\x0f\x1f\x44\x00\x00", 6) == 0) ||
+           (n == 9 && memcmp(c, "\x66\x0f\x1f\x84\x00\x00\x00\x00\x00", 9) == 0);
+}
+
 static int register_id(int file, int number, int rex) {
     if (file == 1 && number >= 4 && number < 8 && !rex) return 15 * 32 + number;  /* AH..BH */
     if (file == 5 || file == 9 || file == 10 || file == 11) number &= 7;
@@ -385,13 +391,16 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
     if (f->forbidden) emit_forbidden(s, at, i->length, i->form);
     if (i->prefixes & (P_FS | P_GS)) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
     if ((i->prefixes & P_67) && (i->mem || f->implicit_memory)) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
-    /* Legacy prefixes: only those with an effect NaCl knows. Not one the instruction ignores, nor F2/F3
-       as hints (BND, XACQUIRE, XRELEASE) rather than a mandatory prefix or a repeat, nor 66 on a near
-       branch whose REX.W fixes the size anyway. */
+    /* Legacy prefixes with an effect NaCl knows: not one the instruction ignores, not F2/F3 as hints (BND,
+       XACQUIRE, XRELEASE), not 66 on a near branch whose REX.W fixes the size anyway. */
     if ((i->prefixes & ~(unsigned)(P_REX | P_IGNREX)) && !nacl_nop(c, i->length) &&
         (has_redundant_prefix(t, i, c, 1) || ((i->prefixes & (P_REP | P_REPNE)) && !(f->prefix_use & PU_REPEATS)) ||
          ((i->prefixes & P_66) && (f->prefix_use & PU_BRANCH66) && (i->rex & 8))))
         REFUSE(SIEVE_SANDBOX_FORBIDDEN);
+    /* A REX on an instruction without operands whose form none of its bits selects (NaCl: pause, ud2). */
+    if (i->rex && !i->has_modrm && !f->operands[0] && !f->imm_bytes && !rex_bit_used(i, f, i->rex)) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
+    /* A 66-prefixed NOP with a memory operand: only NaCl's own padding NOPs. */
+    if ((f->classes & C_NOP) && i->mem && (i->prefixes & P_66) && !nacl_nop66(c, i->length)) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
     if (sp == 1) {
         if (pending == 4 || pending == 5) REFUSE(SIEVE_STACK_POINTER_WRITE);
     } else if (sp) {
@@ -400,7 +409,7 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
     } else {
         if (pending == 4 || pending == 5) REFUSE(SIEVE_STACK_POINTER_WRITE);
         for (k = 0; k < 3 && f->writes[k]; k++) {
-            int slot = f->writes[k], width = slot & 0xF0, n;
+            int slot = f->writes[k], width = slot & SIEVE_W_WIDTH, zx = (slot & SIEVE_W_ZERO_EXTENDS) && width == SIEVE_W_32, n;
             switch (slot & 15) {
             case 1: n = ((i->modrm >> 3) & 7) | i->vr << 3; break;
             case 2: if (i->mem) continue; n = (i->modrm & 7) | i->vb << 3; break;
@@ -412,18 +421,16 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
             if (width == 0x10 && n >= 4 && n < 8 && !i->rex) continue;
             if (n == 15) { REFUSE(SIEVE_RESERVED_REGISTER_WRITE); continue; }
             if (n == 4 || n == 5) {
-                /* only as the first half of a re-basing, and then the register the next instruction must re-base:
-                   one of them (xchg %esp,%ebp would leave the other unsandboxed) */
-                if (!((facts & SIEVE_F_ZERO_EXTENDS) && width == 0x30) || stack >= 0) REFUSE(SIEVE_STACK_POINTER_WRITE);
+                /* only zero-extended, as the first half of a re-basing, and only one (xchg %esp,%ebp: not both) */
+                if (!zx || stack >= 0) REFUSE(SIEVE_STACK_POINTER_WRITE);
                 else stack = n;
                 continue;
             }
-            if ((facts & SIEVE_F_ZERO_EXTENDS) && width == 0x30 && restricts < 0) restricts = n;
+            if (zx && restricts < 0) restricts = n;
         }
         if (stack >= 0) restricts = stack;
     }
-    /* Default deny: every ModRM memory operand unless none is accessed; a VSIB form is refused whole
-       (its index is a vector register, which the base and index rules below do not describe). */
+    /* Default deny: every ModRM memory operand unless none is accessed (VSIB forms are refused whole). */
     if (i->mem && (facts & SIEVE_F_BIT_OFFSET)) REFUSE(SIEVE_UNSAFE_MEMORY_OPERAND);
     if (i->mem && !(facts & SIEVE_F_NO_MEMORY) && !f->vsib) {
         int mod = i->modrm >> 6, rm = i->modrm & 7, base = -1, index = -1, rip = 0;
@@ -514,6 +521,7 @@ static int fast_step(pass_t *s, size_t at, size_t room, int pending, int *restri
     length = (int)(i + n + pt->imm);
     if ((q & need) != need || length > 15 || (size_t)length > room || pending == 4 || pending == 5) return 0;
     if ((rex & 8) && (b == 0xFF || b == 256 + 0xB2 || b == 256 + 0xB4 || b == 256 + 0xB5)) return 0;   /* decode may refuse */
+    if (rex && !e->has_modrm && !pt->imm) return 0;   /* check decides whether the REX means anything */
     /* NaCl's sanctioned %rsp/%rbp forms all have REX.W; a direct call must end its bundle */
     if (((rex & 8) && special(c, length)) || ((q & SIEVE_Q_CALL) && ((s->base + at + (size_t)length) & (t->bundle_size - 1)))) return 0;
     for (k = 0; k < 3 && pt->writes[k]; k++) {   /* as check: %r15 never, %rsp/%rbp only zero-extended */
@@ -526,9 +534,9 @@ static int fast_step(pass_t *s, size_t at, size_t room, int pending, int *restri
         case 5: w = 0; break;   /* EAX named by the form */
         default: continue;
         }
-        if ((slot & 0xF0) == 0x10 && w >= 4 && w < 8 && !rex) continue;   /* AH..BH */
+        if ((slot & SIEVE_W_WIDTH) == SIEVE_W_8 && w >= 4 && w < 8 && !rex) continue;   /* AH..BH */
         if (w == 15 || w == 4 || w == 5) return 0;   /* check decides those */
-        if ((q & SIEVE_Q_ZX) && (slot & 0xF0) == 0x30 && r < 0) r = w;
+        if ((slot & SIEVE_W_ZERO_EXTENDS) && (slot & SIEVE_W_WIDTH) == SIEVE_W_32 && r < 0) r = w;
     }
     if (mem && !(q & SIEVE_Q_NO_MEMORY)) {
         unsigned mod = modrm >> 6, rm = modrm & 7;

@@ -142,6 +142,8 @@ public struct FormPlan: Sendable, Equatable {
         public static let rax = UInt8(SIEVE_W_RAX.rawValue)
         public static let width8 = UInt8(SIEVE_W_8.rawValue), width16 = UInt8(SIEVE_W_16.rawValue)
         public static let width32 = UInt8(SIEVE_W_32.rawValue), width64 = UInt8(SIEVE_W_64.rawValue)
+        /// On the form's first written register (its destination) when the form zero-extends.
+        public static let zeroExtends = UInt8(SIEVE_W_ZERO_EXTENDS.rawValue)
     }
 
     init(decision: CompiledPolicy.Decision, rule: Int32, model: NaClModel.Classification, forbidden: UInt8) {

@@ -46,7 +46,12 @@ public enum NaClModel {
         // Registers before the memory they address, so that LEAVE is refused for writing %rbp.
         let implicit = form.implicitRegisters.filter { !$0.register.hasPrefix("[") } + form.implicitRegisters.filter { $0.register.hasPrefix("[") }
         for register in implicit { classifyImplicit(register, form, &c) }
-        if zeroExtendingMnemonics.contains(form.mnemonic) { c.facts.insert(.zeroExtends) }
+        // Only the destination zero-extends (NaCl: xchg %eax,(%rsp) restricts nothing, and
+        // xchg %eax,%esp writes %esp outright).
+        if zeroExtendingMnemonics.contains(form.mnemonic) {
+            c.facts.insert(.zeroExtends)
+            if !c.writes.isEmpty { c.writes[0] |= FormPlan.WriteSlot.zeroExtends }
+        }
         if c.writes.count > 3 { c.refuse(.sandboxForbidden, "the model has no rule for more than three written registers") }
         if !c.writes.isEmpty { c.facts.insert(.writesRegisters) }
         return c

@@ -14,8 +14,6 @@ public enum QuickFlags {
     /// NaCl's NOP prefixes are neither invalid nor refused (no immediate).
     public static let nop66 = UInt8(SIEVE_Q_NOP66.rawValue)
     public static let call = UInt8(SIEVE_Q_CALL.rawValue), direct = UInt8(SIEVE_Q_DIRECT.rawValue)
-    /// A 32-bit write zero-extends (NaCl's restriction).
-    public static let zeroExtends = UInt8(SIEVE_Q_ZX.rawValue)
     public static let noMemory = UInt8(SIEVE_Q_NO_MEMORY.rawValue)
 }
 
@@ -32,11 +30,12 @@ extension CompiledPolicy {
         // 66 neither invalid nor refused; a lone 66 also not redundant (it selects or sizes the form); NaCl's NOP
         // prefixes exempt only at its exact length (no immediate).
         if FormClasses(rawValue: f.classes).isDisjoint(with: [.no66, .intelForce64]) {
-            q |= (f.immediateBytes == 0 ? QuickFlags.nop66 : 0) | (f.prefixUse & 1 != 0 ? QuickFlags.operandSize : 0)
+            // (a 66 on a NOP with memory is NaCl's padding or refused: check decides)
+            let nop = FormClasses(rawValue: f.classes).contains(.nop)
+            q |= (f.immediateBytes == 0 ? QuickFlags.nop66 : 0) | (f.prefixUse & 1 != 0 && !nop ? QuickFlags.operandSize : 0)
         }
         if facts.contains(.call) { q |= QuickFlags.call }
         if facts.contains(.directBranch) { q |= QuickFlags.direct }
-        if facts.contains(.zeroExtends) { q |= QuickFlags.zeroExtends }
         if facts.contains(.noMemoryAccess) { q |= QuickFlags.noMemory }
         return q
     }

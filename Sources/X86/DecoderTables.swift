@@ -379,7 +379,9 @@ final class DecoderTables: @unchecked Sendable {  // immutable after init
         if form.encoding == .legacy && form.map == .oneByte && form.mnemonic == "mov" && [0x88, 0x89, 0xC6, 0xC7].contains(form.opcode) {
             use.insert(.xrelease)
         }
-        if form.flow == .jcc { use.insert(.branchHint) }
+        // Branch hints are defined on Jcc only (Intel SDM 2.1.1): on LOOP and JRCXZ the CPU ignores 2E/3E.
+        let jcc = form.map == .oneByte ? (0x70...0x7F).contains(form.opcode) : form.map == .map0F && (0x80...0x8F).contains(form.opcode)
+        if form.flow == .jcc && jcc { use.insert(.branchHint) }
         if form.flow == .ijmp || form.flow == .icall { use.insert(.notrack) }
         let defaults64 = form.classes.contains(.default64) || form.classes.contains(.intelForce64)
         if form.operandSize == 64 && !defaults64 || form.classes.contains(.segmentLoad) || form.classes.contains(.far) {

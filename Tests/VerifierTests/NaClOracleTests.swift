@@ -12,21 +12,6 @@ import Verifier
     static let casesPath = folder + "/cases.tsv"
     static let present = FileManager.default.fileExists(atPath: casesPath)
 
-    /// Causes whose mismatches belong to the sandbox model and decoder rewrite of issue 10 (points
-    /// 1-4: default deny, canonical encodings), not to the policy. Until that lands their mismatches
-    /// are reported as known issues; a cause that stops mismatching must leave this list (the known
-    /// issue then fails as "not recorded").
-    static let pendingCoreWork: Set<String> = [
-        "h-vex-other",        // W=1 on WIG32 forms (vmovmskps r64, vpextrw r64, ...): the database has W-selected
-                              // forms there, so the decoder cannot call W ignored; a policy can ban them by id
-        "h-nop66",            // 66 0F 1F /0 with memory: NaCl accepts only its exact padding NOPs (nops.def),
-                              // a byte-sequence rule of the model that selectors cannot express
-        "h-rex-ignored",      // REX on PAUSE/UD2: an ignored prefix
-        "h-hint-loop",        // 2E/3E on LOOP/JRCXZ: ignored prefixes (NaCl takes hints on Jcc only)
-        "h-xchg-mem-zx",      // XCHG/XADD with memory do not zero-extend for index restriction
-        "h-xchg-same",        // XCHG/XADD reg,reg: both operands written
-    ]
-
     struct Row {
         let hex: String
         let naclAccepts: Bool
@@ -93,7 +78,7 @@ import Verifier
         print("NaCl oracle under nacl-2015.yaml: \(rows.count) candidates")
         print("  cause                  rows  mismatch  exception  owner")
         for cause in total.keys.sorted() where mismatches[cause] != nil || excepted[cause] != nil {
-            let owner = excepted[cause] != nil ? "documented exception" : Self.pendingCoreWork.contains(cause) ? "model/decoder" : "POLICY"
+            let owner = excepted[cause] != nil ? "documented exception" : "MISMATCH"
             print("  \(cause.padding(toLength: 22, withPad: " ", startingAt: 0)) \(String(total[cause]!).leftPad(5))"
                 + "  \(String(mismatches[cause]?.count ?? 0).leftPad(8))  \(String(excepted[cause] ?? 0).leftPad(9))  \(owner)")
         }
@@ -101,12 +86,7 @@ import Verifier
         for (cause, rows) in mismatches.sorted(by: { $0.key < $1.key }) {
             let sample = rows.prefix(3).map { "\($0.hex) (NaCl \($0.naclAccepts ? "accepts" : "refuses"))" }.joined(separator: ", ")
             let message = Comment(rawValue: "\(cause): \(rows.count) mismatches, e.g. \(sample)")
-            if Self.pendingCoreWork.contains(cause) {
-                // The sandbox model's job (issue 10, points 1-4), not the policy's: reported, not failed.
-                withKnownIssue(message) { Issue.record(message) }
-            } else {
-                Issue.record(message)
-            }
+            Issue.record(message)
         }
     }
 }

@@ -69,14 +69,15 @@ enum sieve_quick {
     SIEVE_Q_NOP66 = 8,         /* NaCl's NOP prefixes are neither invalid nor refused (no immediate) */
     SIEVE_Q_CALL = 16,
     SIEVE_Q_DIRECT = 32,
-    SIEVE_Q_ZX = 64,           /* a 32-bit write zero-extends */
+    SIEVE_Q_UNUSED = 64,       /* free */
     SIEVE_Q_NO_MEMORY = 128
 };
 
 /* Where a written general register is encoded (low nibble) and its width (high nibble). */
 enum sieve_write_slot {
     SIEVE_W_MODRM_REG = 1, SIEVE_W_MODRM_RM = 2, SIEVE_W_OPCODE = 3, SIEVE_W_VVVV = 4, SIEVE_W_RAX = 5,
-    SIEVE_W_8 = 0x10, SIEVE_W_16 = 0x20, SIEVE_W_32 = 0x30, SIEVE_W_64 = 0x40
+    SIEVE_W_8 = 0x10, SIEVE_W_16 = 0x20, SIEVE_W_32 = 0x30, SIEVE_W_64 = 0x40, SIEVE_W_WIDTH = 0x70,
+    SIEVE_W_ZERO_EXTENDS = 0x80   /* the form's destination, zero-extended when 32 bits wide (nacl-amd64-zero-extends) */
 };
 
 /* Canonical-encoding facts in a form's reg_checks (above the decoder's register checks): a VEX/EVEX/XOP
