@@ -10,6 +10,11 @@
 #ifndef SIEVE_CORE_API
 #define SIEVE_CORE_API
 #endif
+#if defined(__GNUC__)   /* one decode per instruction on the hot path: inline it where it is called */
+#define SIEVE_INLINE inline __attribute__((always_inline))
+#else
+#define SIEVE_INLINE
+#endif
 
 #define KEY(shift, v) ((uint64_t)1 << ((shift) + (v)))
 enum { S_MOD = 0, S_REG = 2, S_RM = 10, S_PFX = 18, S_SIZE = 22, S_ASZ = 25, S_W = 27, S_L = 29, S_REXB = 33 };
@@ -50,13 +55,11 @@ enum { PU_REPEATS = 8, PU_BRANCH66 = 0x2000 };   /* DecoderTables.PrefixUse: F2/
 /* Decodes the instruction at code[0..avail) into *o. Returns 0 (invalid) or 1. Never reads past avail:
    near the end the bytes are copied into a zero-padded buffer, so that no read below needs a bounds check
    (none goes beyond index 22) and one length check decides truncation (every byte read counts in it). */
-static int decode(const struct sieve_tables *t, const uint8_t *code, size_t avail, insn_t *o) {
+static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *code, size_t avail, insn_t *o) {
     uint8_t pad[32], rex = 0, last_rep = 0, b, op = 0, modrm = 0;
     int i = 0, end = avail < 15 ? (int)avail : 15, table = 0, vec = 0, evex = 0, taken, imm;
     unsigned p = 0, bit, sel;
-    const struct sieve_entry *e;
-    const struct sieve_pattern *pt;
-    const struct sieve_form *f;
+    const struct sieve_entry *e; const struct sieve_pattern *pt; const struct sieve_form *f;
     uint64_t key;
     if (avail < sizeof pad) { memset(pad, 0, sizeof pad); memcpy(pad, code, avail); code = pad; }
     memset(o, 0, sizeof *o);
@@ -225,9 +228,9 @@ static int nacl_nop(const uint8_t *c, int n) {
     return memcmp(c + k, "\x2e\x0f\x1f\x84\x00\x00\x00\x00\x00", 9) == 0;
 }
 
-/* NaCl's 66-prefixed NOPs with a memory operand (nops.def): the padding strings above and nopw 0(%rax,%rax,1). */
-static int nacl_nop66(const uint8_t *c, int n) {
-    return nacl_nop(c, n) || (n == 6 && memcmp(c, "\x66\x0f\x1f\x44\x00\x00", 6) == 0) ||
+/* NaCl's other 66-prefixed NOPs with a memory operand (nops.def): nopw 0(%rax,%rax,1), 6 and 9 bytes. */
+static int nacl_nopw(const uint8_t *c, int n) {
+    return (n == 6 && memcmp(c, "\x66\x0f\x1f\x44\x00\x00", 6) == 0) ||
            (n == 9 && memcmp(c, "\x66\x0f\x1f\x84\x00\x00\x00\x00\x00", 9) == 0);
 }
 
@@ -392,15 +395,15 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
     if (i->prefixes & (P_FS | P_GS)) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
     if ((i->prefixes & P_67) && (i->mem || f->implicit_memory)) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
     /* Legacy prefixes with an effect NaCl knows: not one the instruction ignores, not F2/F3 as hints (BND,
-       XACQUIRE, XRELEASE), not 66 on a near branch whose REX.W fixes the size anyway. */
+       XACQUIRE, XRELEASE), not 66 on a near branch whose REX.W fixes the size anyway; 66 on a NOP with
+       memory only in NaCl's padding NOPs (nops.def). */
     if ((i->prefixes & ~(unsigned)(P_REX | P_IGNREX)) && !nacl_nop(c, i->length) &&
         (has_redundant_prefix(t, i, c, 1) || ((i->prefixes & (P_REP | P_REPNE)) && !(f->prefix_use & PU_REPEATS)) ||
-         ((i->prefixes & P_66) && (f->prefix_use & PU_BRANCH66) && (i->rex & 8))))
+         ((i->prefixes & P_66) && (f->prefix_use & PU_BRANCH66) && (i->rex & 8)) ||
+         ((i->prefixes & P_66) && (f->classes & C_NOP) && i->mem && !nacl_nopw(c, i->length))))
         REFUSE(SIEVE_SANDBOX_FORBIDDEN);
     /* A REX on an instruction without operands whose form none of its bits selects (NaCl: pause, ud2). */
     if (i->rex && !i->has_modrm && !f->operands[0] && !f->imm_bytes && !rex_bit_used(i, f, i->rex)) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
-    /* A 66-prefixed NOP with a memory operand: only NaCl's own padding NOPs. */
-    if ((f->classes & C_NOP) && i->mem && (i->prefixes & P_66) && !nacl_nop66(c, i->length)) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
     if (sp == 1) {
         if (pending == 4 || pending == 5) REFUSE(SIEVE_STACK_POINTER_WRITE);
     } else if (sp) {
@@ -488,9 +491,8 @@ static int fast_step(pass_t *s, size_t at, size_t room, int pending, int *restri
     const uint8_t *c = s->code + at;
     unsigned i = 0, rex = 0, b = c[0], modrm = 0, mem = 0, sib = 0, n = 1, o16 = b == 0x66, need = SIEVE_Q_DECODE | SIEVE_Q_ACCEPT, q;
     uint32_t m = t->modrm[0xC0];
-    const struct sieve_entry *e;
-    const struct sieve_pattern *pt;
-    int r = -1, k, length, index = -1;
+    const struct sieve_entry *e; const struct sieve_pattern *pt;
+    int r = -1, stack = -1, k, length, index = -1;
     if (o16) {
         need |= SIEVE_Q_66;
         if (c[1] == 0x66 || c[1] == 0x2E) {
@@ -521,23 +523,24 @@ static int fast_step(pass_t *s, size_t at, size_t room, int pending, int *restri
     length = (int)(i + n + pt->imm);
     if ((q & need) != need || length > 15 || (size_t)length > room || pending == 4 || pending == 5) return 0;
     if ((rex & 8) && (b == 0xFF || b == 256 + 0xB2 || b == 256 + 0xB4 || b == 256 + 0xB5)) return 0;   /* decode may refuse */
-    if (rex && !e->has_modrm && !pt->imm) return 0;   /* check decides whether the REX means anything */
+    if (rex && (q & SIEVE_Q_BARE)) return 0;   /* check decides whether the REX means anything */
+    if ((need & SIEVE_Q_66) && mem && (q & SIEVE_Q_NO_MEMORY) && !nacl_nopw(c, length)) return 0;   /* 66 NOPs: NaCl's */
     /* NaCl's sanctioned %rsp/%rbp forms all have REX.W; a direct call must end its bundle */
     if (((rex & 8) && special(c, length)) || ((q & SIEVE_Q_CALL) && ((s->base + at + (size_t)length) & (t->bundle_size - 1)))) return 0;
     for (k = 0; k < 3 && pt->writes[k]; k++) {   /* as check: %r15 never, %rsp/%rbp only zero-extended */
-        int slot = pt->writes[k], w;
+        int slot = pt->writes[k], w, zx = (slot & SIEVE_W_ZERO_EXTENDS) && (slot & SIEVE_W_WIDTH) == SIEVE_W_32;
         switch (slot & 15) {
         case 1: w = ((modrm >> 3) & 7) | (rex & 4) << 1; break;
         case 2: if (mem) continue; w = (modrm & 7) | (rex & 1) << 3; break;
         case 3: w = (b & 7) | (rex & 1) << 3; break;
-        case 4: w = 0; break;
-        case 5: w = 0; break;   /* EAX named by the form */
+        case 4: case 5: w = 0; break;   /* no vvvv in these maps; EAX named by the form */
         default: continue;
         }
         if ((slot & SIEVE_W_WIDTH) == SIEVE_W_8 && w >= 4 && w < 8 && !rex) continue;   /* AH..BH */
-        if (w == 15 || w == 4 || w == 5) return 0;   /* check decides those */
-        if ((slot & SIEVE_W_ZERO_EXTENDS) && (slot & SIEVE_W_WIDTH) == SIEVE_W_32 && r < 0) r = w;
+        if (w == 15 || ((w == 4 || w == 5) && (!zx || stack >= 0))) return 0;   /* check refuses those */
+        if (w == 4 || w == 5) stack = w; else if (zx && r < 0) r = w;
     }
+    if (stack >= 0) r = stack;
     if (mem && !(q & SIEVE_Q_NO_MEMORY)) {
         unsigned mod = modrm >> 6, rm = modrm & 7;
         int base = (int)(rm | (rex & 1) << 3);
@@ -592,9 +595,10 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
                 restricted = i.refused ? (policy_check(&s, &i, at), -1) : check(&s, &i, at, restricted, prev, prev_len, nprev);
                 length = i.length;
             }
-            prev[nprev] = at; prev_len[nprev++] = length; s.instructions++;
+            prev[nprev] = at; prev_len[nprev++] = length;
             at += (size_t)length;
         }
+        s.instructions += (size_t)nprev;
         if ((restricted == 4 || restricted == 5) && nprev)
             emit(&s, SIEVE_STACK_POINTER_WRITE, prev[nprev - 1], prev_len[nprev - 1], -1, -1, 0);
         if (at < bundle_end) at = bundle_end;
@@ -611,11 +615,7 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
 }
 
 SIEVE_CORE_API const char *sieve_core_kind_name(int kind) {
-    static const char *const names[SIEVE_KIND_COUNT] = {
-        "banned", "invalid", "sandbox-forbidden", "bundle-crossing", "bad-jump-target", "unsafe-indirect-branch",
-        "reserved-register-write", "stack-pointer-write", "unsafe-memory-operand", "unrestricted-index",
-        "string-outside-sequence", "call-alignment", "layout"
-    };
+    static const char *const names[SIEVE_KIND_COUNT] = { SIEVE_KIND_NAMES };
     return kind >= 0 && kind < SIEVE_KIND_COUNT ? names[kind] : "?";
 }
 

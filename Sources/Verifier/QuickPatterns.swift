@@ -15,6 +15,8 @@ public enum QuickFlags {
     public static let nop66 = UInt8(SIEVE_Q_NOP66.rawValue)
     public static let call = UInt8(SIEVE_Q_CALL.rawValue), direct = UInt8(SIEVE_Q_DIRECT.rawValue)
     public static let noMemory = UInt8(SIEVE_Q_NO_MEMORY.rawValue)
+    /// No ModRM, register operand or immediate: a REX on it is for the full check to judge.
+    public static let bare = UInt8(SIEVE_Q_BARE.rawValue)
 }
 
 extension CompiledPolicy {
@@ -30,13 +32,13 @@ extension CompiledPolicy {
         // 66 neither invalid nor refused; a lone 66 also not redundant (it selects or sizes the form); NaCl's NOP
         // prefixes exempt only at its exact length (no immediate).
         if FormClasses(rawValue: f.classes).isDisjoint(with: [.no66, .intelForce64]) {
-            // (a 66 on a NOP with memory is NaCl's padding or refused: check decides)
-            let nop = FormClasses(rawValue: f.classes).contains(.nop)
-            q |= (f.immediateBytes == 0 ? QuickFlags.nop66 : 0) | (f.prefixUse & 1 != 0 && !nop ? QuickFlags.operandSize : 0)
+            q |= (f.immediateBytes == 0 ? QuickFlags.nop66 : 0) | (f.prefixUse & 1 != 0 ? QuickFlags.operandSize : 0)
         }
         if facts.contains(.call) { q |= QuickFlags.call }
         if facts.contains(.directBranch) { q |= QuickFlags.direct }
         if facts.contains(.noMemoryAccess) { q |= QuickFlags.noMemory }
+        let form = database.forms[index]
+        if form.modrm == nil && f.immediateBytes == 0 && form.operands.allSatisfy({ $0.kind.registerClass == .none }) { q |= QuickFlags.bare }
         return q
     }
 }

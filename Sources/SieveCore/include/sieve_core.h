@@ -31,6 +31,10 @@ enum sieve_kind {
     SIEVE_LAYOUT = 12,
     SIEVE_KIND_COUNT = 13
 };
+/* Their names, in that order. */
+#define SIEVE_KIND_NAMES "banned", "invalid", "sandbox-forbidden", "bundle-crossing", "bad-jump-target", \
+    "unsafe-indirect-branch", "reserved-register-write", "stack-pointer-write", "unsafe-memory-operand", \
+    "unrestricted-index", "string-outside-sequence", "call-alignment", "layout"
 
 typedef struct {
     size_t offset;   /* from the start of the code */
@@ -69,7 +73,7 @@ enum sieve_quick {
     SIEVE_Q_NOP66 = 8,         /* NaCl's NOP prefixes are neither invalid nor refused (no immediate) */
     SIEVE_Q_CALL = 16,
     SIEVE_Q_DIRECT = 32,
-    SIEVE_Q_UNUSED = 64,       /* free */
+    SIEVE_Q_BARE = 64,         /* no ModRM, register operand or immediate: check judges a REX on it */
     SIEVE_Q_NO_MEMORY = 128
 };
 
