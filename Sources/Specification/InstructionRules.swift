@@ -179,7 +179,8 @@ struct InstructionRules {
         }
         // AMX tile loads and stores use the index as a row stride: 16 rows of a 32-bit stride reach
         // 64 GiB, beyond the guards.
-        if insn.category == ZYDIS_CATEGORY_AMX_TILE, operand.mem_index != ZYDIS_REGISTER_NONE {
+        let tileRows = [ZYDIS_MNEMONIC_TILELOADD, ZYDIS_MNEMONIC_TILELOADDT1, ZYDIS_MNEMONIC_TILESTORED]
+        if tileRows.contains(insn.mnemonic), operand.mem_index != ZYDIS_REGISTER_NONE {
             refuse("memory.tile-stride", "a tile stride register")
         }
         if operand.mem_base == ZYDIS_REGISTER_RIP || operand.mem_base == ZYDIS_REGISTER_EIP {
