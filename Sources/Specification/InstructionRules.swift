@@ -319,13 +319,15 @@ struct InstructionRules {
         return .unknown
     }
 
-    /// `add %r15,%rX` or `lea (%rX,%r15,1),%rX` / `lea (%r15,%rX,1),%rX`.
+    /// `add %r15,%rX`, `lea (%rX,%r15,1),%rX` / `lea (%r15,%rX,1),%rX`, or `or %r15,%rX`: the
+    /// sandbox base is 4 GiB-aligned (its low 32 bits are zero), so OR of a zero-extended value adds
+    /// it (NaCl issue 3070).
     func isRebase(of number: Int) -> Bool {
         let explicit = insn.explicitOperands
         guard explicit.count == 2, explicit[0].isRegister, GPR.number(explicit[0].reg) == number,
               explicit[0].registerClass == ZYDIS_REGCLASS_GPR64 else { return false }
         let source = explicit[1]
-        if insn.mnemonic == ZYDIS_MNEMONIC_ADD {
+        if insn.mnemonic == ZYDIS_MNEMONIC_ADD || insn.mnemonic == ZYDIS_MNEMONIC_OR {
             return source.isRegister && source.reg == ZYDIS_REGISTER_R15
         }
         if insn.mnemonic == ZYDIS_MNEMONIC_LEA, source.isMemory, insn.raw.address_width == 64,

@@ -31,6 +31,7 @@ struct SpecCase: CustomStringConvertible, Sendable {
         SpecCase("masked jump: and $-32,%eax; add %r15,%rax; jmp *%rax", "83 e0 e0  4c 01 f8  ff e0"),
         SpecCase("masked call through %r11", "41 83 e3 e0  4d 01 fb  41 ff d3"),
         SpecCase("mov %eax,%esp; add %r15,%rsp", "89 c4  4c 01 fc"),
+        SpecCase("mov %esp,%esp; or %r15,%rsp (NaCl issue 3070: %r15 is 4 GiB-aligned)", "89 e4  4c 09 fc  89 e4  49 0b e7"),
         SpecCase("mov %ecx,%ebp; lea (%rbp,%r15,1),%rbp", "89 cd  4a 8d 6c 3d 00"),
         SpecCase("mov %rsp,%rbp; and $-16,%rsp; mov %rbp,%rsp", "48 89 e5  48 83 e4 f0  48 89 ec"),
         SpecCase("push, pop, push memory, pop memory", "50  41 5b  ff 34 24  8f 45 08"),
