@@ -77,7 +77,8 @@ HEADER = """\
 #   implicit  registers read or written that no operand names, reg:access; besides iced-x86's registers:
 #             rflags (the flags outside the arithmetic ones and DF: IF, AC, UIF, as PUSHF/POPF/CLI touch them),
 #             gdtr idtr ldtr tr (descriptor tables) pmc (performance counters) tsc (time-stamp counter)
-#             smx (GETSEC's state), fsbase gsbase, pkru, bnd-table (MPX), pt (processor trace), ssp (CET shadow stack), bit-offset (a register bit offset moves
+#             smx (GETSEC's state), fsbase gsbase, pkru, bnd-table (MPX), pt (processor trace), ssp (CET shadow stack), iwkey
+#             (Key Locker), sgx, uintr, vmx, monitor (the address MONITOR armed), bit-offset (a register bit offset moves
 #             the memory operand's address) and [reg] for memory addressed through a register without an operand
 #   cpuid     CPUID feature flags, lower case
 #   mem       memory operand size in bits ('-': no memory operand); 'bN' suffix: broadcast element size
@@ -476,7 +477,7 @@ def hidden_memory(instr, info, kinds, register_names):
 SYSTEM_STATE = {
     "SGDT": ["gdtr:r"], "SIDT": ["idtr:r"], "SLDT": ["ldtr:r"], "STR": ["tr:r"], "SMSW": [],  # SMSW names cr0 already
     "RDPMC": ["pmc:r"], "RDPRU": ["pmc:r"], "RDTSC": ["tsc:r"], "RDTSCP": ["tsc:r"],
-    "MONITOR": ["[rax]:-"], "MWAIT": [], "GETSEC": ["smx:rw"], "GETSECQ": ["smx:rw"],
+    "MONITOR": ["[rax]:-"], "MWAIT": ["monitor:r"], "GETSEC": ["smx:rw"], "GETSECQ": ["smx:rw"],
     # CPUID's answers describe the processor, not another program's state; faulting it is the OS's choice.
     "CPUID": [],
 }
@@ -490,6 +491,11 @@ OTHER_STATE = {
     "BNDLDX": ["bnd-table:r"], "BNDSTX": ["bnd-table:w"],
     # Processor trace packets, into buffers the kernel configured.
     "PTWRITE": ["pt:w"],
+    # Key Locker: the platform's internal wrapping key.
+    **{m: ["iwkey:r"] for m in ("AESENC128KL", "AESDEC128KL", "AESENC256KL", "AESDEC256KL", "AESENCWIDE128KL",
+                                "AESDECWIDE128KL", "AESENCWIDE256KL", "AESDECWIDE256KL", "ENCODEKEY128", "ENCODEKEY256")},
+    # Enclaves, user interrupts and VM functions: state of the OS, other processes or the hypervisor.
+    "ENCLU": ["sgx:rw"], "SENDUIPI": ["uintr:rw"], "VMFUNC": ["vmx:rw"],
     # CET shadow stacks: the shadow-stack pointer and the tokens the kernel set up.
     **{m: ["ssp:rw"] for m in ("INCSSPD", "INCSSPQ", "RDSSPD", "RDSSPQ", "SAVEPREVSSP", "RSTORSSP", "WRSSD", "WRSSQ",
                                "WRUSSD", "WRUSSQ", "SETSSBSY", "CLRSSBSY")},

@@ -154,8 +154,9 @@ struct InstructionRules {
         case ZYDIS_MEMOP_TYPE_AGEN:
             return  // LEA computes an address and touches nothing
         case ZYDIS_MEMOP_TYPE_MEM:
-            // Hints: the wide NOPs and the prefetches never fault and never read architecturally.
-            let hints = [ZYDIS_CATEGORY_WIDENOP, ZYDIS_CATEGORY_NOP, ZYDIS_CATEGORY_PREFETCH, ZYDIS_CATEGORY_PREFETCHWT1]
+            // Hints: the wide NOPs, the prefetches and CLDEMOTE never fault and never read architecturally.
+            let hints = [ZYDIS_CATEGORY_WIDENOP, ZYDIS_CATEGORY_NOP, ZYDIS_CATEGORY_PREFETCH, ZYDIS_CATEGORY_PREFETCHWT1,
+                         ZYDIS_CATEGORY_CLDEMOTE]
             if hints.contains(insn.category) { return }
         case ZYDIS_MEMOP_TYPE_MIB:
             refuse("memory.mib", "an MPX MIB operand (bound tables at addresses outside the sandbox)")
