@@ -90,12 +90,12 @@ enum ModelAcceptedLanguage {
         }
     }
 
-    static func run(_ policy: ResolvedPolicy, stride: Int) -> Result {
+    static func run(_ policy: ResolvedPolicy, stride: Int, offset: Int = 0) -> Result {
         let verifier = Verifier(CompiledPolicy(policy))
         let spec = SandboxSpecification()
         var result = Result()
         let forms = ISADatabase.shared.forms.filter { policy.accepted.verdict($0.index) != .refused }
-        for (n, form) in forms.enumerated() where n % stride == 0 {
+        for (n, form) in forms.enumerated() where n % stride == offset % stride {
             candidates(form) { candidate, registers in
                 result.candidates += 1
                 // Only what the policy admits can be accepted: one instruction of the candidate's
@@ -185,9 +185,11 @@ enum GPR64 {
         let policy = try ModelAcceptedLanguage.policy(name)
         let clock = ContinuousClock()
         let start = clock.now
-        let result = ModelAcceptedLanguage.run(policy, stride: stride)
+        // A run split across machines or sessions: SIEVE_PROVE_OFFSET k takes the forms k, k + stride, ...
+        let offset = ProcessInfo.processInfo.environment["SIEVE_PROVE_OFFSET"].flatMap(Int.init) ?? 0
+        let result = ModelAcceptedLanguage.run(policy, stride: stride, offset: offset)
         let seconds = (clock.now - start).components.seconds
-        print("prove-sandbox \(name) stride \(stride): \(result.candidates) candidates, \(result.admitted) admitted by the policy, \(result.bundles) bundles, \(result.accepted) accepted by the core, \(result.disagreeing) disagreements in \(result.byForm.count) forms, \(result.unjudged) not judged, \(seconds) s")
+        print("prove-sandbox \(name) stride \(stride) offset \(offset): \(result.candidates) candidates, \(result.admitted) admitted by the policy, \(result.bundles) bundles, \(result.accepted) accepted by the core, \(result.disagreeing) disagreements in \(result.byForm.count) forms, \(result.unjudged) not judged, \(seconds) s")
         let lines = result.byForm.sorted { $0.key < $1.key }.map { "  \($0.key) ×\($0.value.count): \($0.value.example)  -> \($0.value.rules)" }
         if !lines.isEmpty { print("prove-sandbox \(name) disagreements:\n" + lines.joined(separator: "\n")) }
         let unjudged = result.unjudgedByForm.sorted { $0.key < $1.key }.map { "  \($0.key) ×\($0.value.count): \($0.value.example)" }
