@@ -523,8 +523,7 @@ static int fast_step(pass_t *s, size_t at, size_t room, int pending, int *restri
     length = (int)(i + n + pt->imm);
     if ((q & need) != need || length > 15 || (size_t)length > room || pending == 4 || pending == 5) return 0;
     if ((rex & 8) && (b == 0xFF || b == 256 + 0xB2 || b == 256 + 0xB4 || b == 256 + 0xB5)) return 0;   /* decode may refuse */
-    if (rex && (q & SIEVE_Q_BARE)) return 0;   /* check decides whether the REX means anything */
-    if ((need & SIEVE_Q_66) && mem && (q & SIEVE_Q_NO_MEMORY) && !nacl_nopw(c, length)) return 0;   /* 66 NOPs: NaCl's */
+    if ((q & SIEVE_Q_LOOK) && (rex || ((need & SIEVE_Q_66) && mem)) && !nacl_nopw(c, length)) return 0;   /* check's */
     /* NaCl's sanctioned %rsp/%rbp forms all have REX.W; a direct call must end its bundle */
     if (((rex & 8) && special(c, length)) || ((q & SIEVE_Q_CALL) && ((s->base + at + (size_t)length) & (t->bundle_size - 1)))) return 0;
     for (k = 0; k < 3 && pt->writes[k]; k++) {   /* as check: %r15 never, %rsp/%rbp only zero-extended */
@@ -560,6 +559,7 @@ static int fast_step(pass_t *s, size_t at, size_t room, int pending, int *restri
 SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
                                      sieve_report_fn report, void *ctx, size_t *instructions) {
     const uint64_t bundle_mask = t->bundle_size - 1;
+    const size_t fast_room = t->full_path_only ? (size_t)-1 : 32;   /* the fast path reads 32 bytes ahead */
     pass_t s;
     insn_t i;
     size_t at = 0, k;
@@ -584,7 +584,7 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
         int prev_len[SIEVE_MAX_BUNDLE], nprev = 0, restricted = -1, length;
         if (bundle_end > size) bundle_end = size;
         while (at < bundle_end) {
-            if (size - at < 32 || t->full_path_only || !(length = fast_step(&s, at, bundle_end - at, restricted, &restricted))) {
+            if (size - at < fast_room || !(length = fast_step(&s, at, bundle_end - at, restricted, &restricted))) {
                 if (!decode(t, code + at, size - at, &i)) { emit(&s, SIEVE_INVALID, at, 1, -1, -1, 0); at = bundle_end; break; }
                 if (at + (size_t)i.length > bundle_end) {   /* bundle_end is at most size */
                     emit(&s, SIEVE_BUNDLE_CROSSING, at, i.length, i.form, -1, 0); at = bundle_end; break;

@@ -15,8 +15,9 @@ public enum QuickFlags {
     public static let nop66 = UInt8(SIEVE_Q_NOP66.rawValue)
     public static let call = UInt8(SIEVE_Q_CALL.rawValue), direct = UInt8(SIEVE_Q_DIRECT.rawValue)
     public static let noMemory = UInt8(SIEVE_Q_NO_MEMORY.rawValue)
-    /// No ModRM, register operand or immediate: a REX on it is for the full check to judge.
-    public static let bare = UInt8(SIEVE_Q_BARE.rawValue)
+    /// No ModRM, register operand or immediate (the full check judges a REX on it), or a NOP
+    /// (the full check judges a lone 66 with memory, unless it is NaCl's nopw).
+    public static let look = UInt8(SIEVE_Q_LOOK.rawValue)
 }
 
 extension CompiledPolicy {
@@ -38,7 +39,8 @@ extension CompiledPolicy {
         if facts.contains(.directBranch) { q |= QuickFlags.direct }
         if facts.contains(.noMemoryAccess) { q |= QuickFlags.noMemory }
         let form = database.forms[index]
-        if form.modrm == nil && f.immediateBytes == 0 && form.operands.allSatisfy({ $0.kind.registerClass == .none }) { q |= QuickFlags.bare }
+        let bare = form.modrm == nil && f.immediateBytes == 0 && form.operands.allSatisfy { $0.kind.registerClass == .none }
+        if bare || form.classes.contains(.nop) { q |= QuickFlags.look }
         return q
     }
 }

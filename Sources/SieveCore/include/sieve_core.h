@@ -73,7 +73,7 @@ enum sieve_quick {
     SIEVE_Q_NOP66 = 8,         /* NaCl's NOP prefixes are neither invalid nor refused (no immediate) */
     SIEVE_Q_CALL = 16,
     SIEVE_Q_DIRECT = 32,
-    SIEVE_Q_BARE = 64,         /* no ModRM, register operand or immediate: check judges a REX on it */
+    SIEVE_Q_LOOK = 64,         /* an operand-less form (check judges a REX) or a NOP (check judges a 66) */
     SIEVE_Q_NO_MEMORY = 128
 };
 
