@@ -19,6 +19,17 @@ public struct CVerifierGenerator {
     public static let headerName = "sieve_verifier.h"
     public static let sourceName = "sieve_verifier.c"
 
+    /// Names the trusted core this binary embeds (and generates): 64-bit FNV-1a over
+    /// `sieve_core.h` then `core.c`, in hex. `sieve --version` prints it; generated verifiers carry it.
+    public static let coreHash: String = {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in (CoreSource.header + CoreSource.core).utf8 {
+            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3
+        }
+        let digits = String(hash, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
+    }()
+
     public func files() throws -> [(name: String, text: String)] {
         [(Self.headerName, header()), (Self.sourceName, try source())]
     }
@@ -30,6 +41,7 @@ public struct CVerifierGenerator {
          * Policy: \(compiled.policy.name.replacingStars()) (\(compiled.policy.files.map { Self.fileName($0.path) }.joined(separator: " -> ")))
          * Policy content hash: \(compiled.contentHashHex)
          * Instruction database: \(decoder.database.version)
+         * Trusted core: \(Self.coreHash)
          * Sandbox model: \(compiled.model.rawValue), \(compiled.bundleSize)-byte bundles, call alignment \(compiled.callAlignment.rawValue)
          */
 
@@ -47,6 +59,7 @@ public struct CVerifierGenerator {
         #define SIEVE_POLICY_NAME "\(Self.cString(compiled.policy.name))"
         #define SIEVE_POLICY_HASH "\(compiled.contentHashHex)"
         #define SIEVE_DATABASE "\(Self.cString(decoder.database.version))"
+        #define SIEVE_CORE_HASH "\(Self.coreHash)"
 
         /* ---- the trusted core's types (Sources/SieveCore/include/sieve_core.h) --------------------- */
 

@@ -12,6 +12,7 @@ struct Sieve: ParsableCommand {
             Exit status: 0 success or accepted, 1 findings (refused code, policies differ), \
             2 usage or input error.
             """,
+        version: SieveVersion.description,
         subcommands: [VerifyCommand.self, ScanCommand.self, BanCommand.self, DiffCommand.self, GenerateCommand.self, BenchCommand.self, CheckCommand.self, ExplainCommand.self, MapCommand.self, ISACommand.self, DisasmCommand.self])
 
     /// swift-argument-parser ends usage errors with 64 (EX_USAGE); Sieve's contract is 2 for

@@ -35,6 +35,17 @@ public enum FindingKind: String, Sendable, CaseIterable, Comparable {
     case layout
 
     public static func < (a: FindingKind, b: FindingKind) -> Bool { a.rawValue < b.rawValue }
+
+    /// Whether the rule judges an instruction by the code around it (a layout rule), so that
+    /// the same bytes may be accepted in another place: `explain` says so rather than calling
+    /// the instruction itself refused.
+    public var needsSurroundingCode: Bool {
+        switch self {
+        case .banned, .invalid, .sandboxForbidden, .reservedRegisterWrite, .unsafeMemoryOperand: false
+        case .bundleCrossing, .badJumpTarget, .unsafeIndirectBranch, .stackPointerWrite, .unrestrictedIndex,
+             .stringOutsideSequence, .callAlignment, .layout: true
+        }
+    }
 }
 
 /// One refusal (or warning) at one place in the code.
