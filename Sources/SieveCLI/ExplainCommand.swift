@@ -118,10 +118,12 @@ struct ExplainCommand: ParsableCommand {
                 // A layout rule's finding needs the code around it when some sanctioned code around it
                 // makes the core accept it; otherwise no code will (RET, `mov %rax,%rsp`, a branch into
                 // its own bytes) and the model refuses the instruction itself.
-                let layout = model.contains(where: \.kind.needsSurroundingCode)
-                let context = layout ? verifier.sanctionedContext(for: Array(bytes[0..<insn.length])) : nil
+                let layout = model.filter(\.kind.needsSurroundingCode), itself = model.filter { !$0.kind.needsSurroundingCode }
+                let context = itself.isEmpty && !layout.isEmpty ? verifier.sanctionedContext(for: Array(bytes[0..<insn.length])) : nil
                 func needsContext(_ finding: Finding) -> Bool { finding.kind.needsSurroundingCode && context != nil }
-                let modelRefuses = model.contains { !needsContext($0) }
+                let modelRefuses = !itself.isEmpty || (!layout.isEmpty && context == nil)
+                // The reasons to name: the instruction-level rules, or the layout rules no code satisfies.
+                let reasons = itself.isEmpty ? (context == nil ? layout : []) : itself
                 let accepted = policyAccepts && !modelRefuses
                 let text = bytes.withUnsafeBytes { Renderer().render(insn, bytes: UnsafeRawBufferPointer(rebasing: $0[0..<insn.length]), address: 0).text }
                 if format == .json {
@@ -150,8 +152,9 @@ struct ExplainCommand: ParsableCommand {
                     } else {
                         print("  \(accepted ? "accepted" : modelRefuses && policyAccepts ? "refused by the sandbox model" : "refused")"
                               + " under \(policy.name)", to: &out)
-                        for finding in model where !needsContext(finding) {
-                            print("  model \(verifier.compiled.model.rawValue): [\(finding.kind.rawValue)] \(finding.message)", to: &out)
+                        for finding in reasons {
+                            print("  model \(verifier.compiled.model.rawValue): [\(finding.kind.rawValue)] \(finding.message)"
+                                  + (finding.kind.needsSurroundingCode ? " (no sanctioned code around it helps)" : ""), to: &out)
                         }
                         if modelRefuses && policyAccepts { print("  the policy trusts it:", to: &out) }
                         describe(rule, policy, verdict: policyAccepts ? .accepted : .refused, indent: modelRefuses && policyAccepts ? "    " : "  ", to: &out)
