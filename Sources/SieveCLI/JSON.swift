@@ -50,7 +50,10 @@ enum JSON: Equatable {
             case "\n": out += "\\n"
             case "\t": out += "\\t"
             case "\r": out += "\\r"
-            case _ where scalar.value < 0x20:
+            // Below 0x20 as JSON requires; DEL, C1 and the bidirectional controls too, so that the
+            // document reaches a terminal as plain text (TerminalText leaves it unchanged).
+            case _ where scalar.value < 0x20 || (0x7f..<0xa0).contains(scalar.value) || [0x200e, 0x200f].contains(scalar.value)
+                || (0x202a...0x202e).contains(scalar.value) || (0x2066...0x2069).contains(scalar.value):
                 let hex = String(scalar.value, radix: 16)
                 out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
             default: out.unicodeScalars.append(scalar)

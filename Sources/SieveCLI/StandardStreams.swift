@@ -20,14 +20,14 @@ func writeAll(_ string: String, to descriptor: Int32) {
 }
 
 struct StandardError: TextOutputStream {
-    mutating func write(_ string: String) { writeAll(string, to: 2) }
+    mutating func write(_ string: String) { writeAll(TerminalText.escaped(string), to: 2) }
 }
 
 /// Buffered standard output: listings of a million instructions print in one pass.
 struct StandardOutput: TextOutputStream {
     private var buffer = ""
     mutating func write(_ string: String) {
-        buffer += string
+        buffer += TerminalText.escaped(string)
         if buffer.utf8.count > 1 << 16 { flush() }
     }
     mutating func flush() {
