@@ -27,13 +27,18 @@ struct DisasmCommand: ParsableCommand {
     var raw = false
 
     @Option(help: "Virtual address of the first byte of raw code (hex with 0x, or decimal).", transform: parseAddress)
-    var base: UInt64 = 0
+    var base: UInt64?
 
     @Option(help: "Output format: text or jsonl.")
     var format: ListingFormat = .text
 
+    func validate() throws {
+        // An ELF file's segments carry their addresses: a --base there would be silently ignored.
+        if base != nil && !raw { throw ValidationError("--base applies to raw code only: add --raw, or drop --base") }
+    }
+
     func run() throws {
-        let segments = try failing { try CodeInput.segments(of: file, raw: raw, base: base) }
+        let segments = try failing { try CodeInput.segments(of: file, raw: raw, base: base ?? 0) }
         let renderer = Renderer()
         var out = StandardOutput()
         for segment in segments {
