@@ -163,7 +163,7 @@ struct ExplainCommand: ParsableCommand {
                         }
                         if let context, !modelRefuses {
                             let parts = [context.before, Array(bytes[0..<insn.length]), context.after].filter { !$0.isEmpty }
-                            print("  accepted in context (among one-byte NOPs): " + parts.map { Hex.string($0) }.joined(separator: " | "), to: &out)
+                            print("  the model accepts it in context (among one-byte NOPs): " + parts.map { Hex.string($0) }.joined(separator: " | "), to: &out)
                         }
                     }
                     for warning in report.warnings where insn.refusal == nil && trailing == 0 {

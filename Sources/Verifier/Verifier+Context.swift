@@ -5,6 +5,7 @@ extension Verifier {
     /// offset of two bundles of one-byte NOPs (so that a direct branch may land on an instruction
     /// start or on a bundle boundary outside the code). Nil when no such code makes the core accept
     /// it: then no surrounding code will (a branch into its own bytes, `mov %rax,%rsp`, RET).
+    /// The policy's own bans are left aside: the question is the model's.
     public func sanctionedContext(for instruction: [UInt8]) -> SanctionedContext? {
         let area = 2 * compiled.bundleSize
         for context in SanctionedContext.candidates(bundleSize: compiled.bundleSize) {
@@ -12,7 +13,7 @@ extension Verifier {
             guard body.count <= area else { continue }
             for offset in 0...(area - body.count) {
                 let code = [UInt8](repeating: 0x90, count: offset) + body + [UInt8](repeating: 0x90, count: area - offset - body.count)
-                if verify(code, base: 0).accepted { return context }
+                if verify(code, base: 0).findings.allSatisfy({ $0.kind == .banned }) { return context }
             }
         }
         return nil
