@@ -65,7 +65,7 @@ struct BanCommand: ParsableCommand {
         }
         var stdout = StandardOutput()
         let original = try failing { String(decoding: try readFile(policy), as: UTF8.self) }
-        let fields = selector.map(PolicyEdit.selectorField)
+        let fields = try failing { try selector.map(PolicyEdit.selectorField) }
         let edited = try failing { try PolicyEdit.appendingBan(to: original, selector: fields, reason: reason, refs: refs) }
         if dryRun {
             print(PolicyEdit.diff(original, edited, path: policy), terminator: "", to: &stdout)
