@@ -1,19 +1,53 @@
 import X86
 
+// @preconcurrency: the C library's `stdout` is a global var, read once at exit, single-threaded.
 #if canImport(Glibc)
-import Glibc
+@preconcurrency import Glibc
 #elseif canImport(Darwin)
-import Darwin
+@preconcurrency import Darwin
 #endif
 
-/// Writes all of `string` to a file descriptor (1: standard output, 2: standard error).
+/// Standard output and error are checked like any file Sieve writes: the first failed write
+/// is remembered (later writes are skipped), and at exit the command's status becomes 2 with a
+/// message on standard error. A reader that went away (`sieve isa | head`) is not trouble:
+/// SIGPIPE keeps its default and ends the process quietly, as it does `cat`; where SIGPIPE is
+/// ignored, EPIPE stops the output quietly and the command's own status stands.
+enum StandardStreams {
+    /// errno of the first failed write to standard output (0: none).
+    nonisolated(unsafe) static var outputError: Int32 = 0
+    nonisolated(unsafe) static var errorFailed = false
+
+    /// Checks, at exit, what was written through `StandardOutput` and what went through the C
+    /// library's `stdout` (`print` without a stream, the argument parser's help and messages).
+    static func checkAtExit() {
+        atexit {
+            if fflush(stdout) != 0 || ferror(stdout) != 0, StandardStreams.outputError == 0 {
+                StandardStreams.outputError = errno != 0 ? errno : EIO
+            }
+            let error = StandardStreams.outputError
+            if error != 0 && error != EPIPE {
+                writeAll("sieve: error: cannot write standard output: \(String(cString: strerror(error)))\n", to: 2)
+                _exit(2)
+            }
+            if StandardStreams.errorFailed { _exit(2) }
+        }
+    }
+}
+
+/// Writes all of `string` to a file descriptor (1: standard output, 2: standard error), or
+/// records why it could not.
 func writeAll(_ string: String, to descriptor: Int32) {
+    if descriptor == 1 && StandardStreams.outputError != 0 || descriptor == 2 && StandardStreams.errorFailed { return }
     var string = string
     string.withUTF8 { bytes in
         var done = 0
         while done < bytes.count {
             let n = write(descriptor, bytes.baseAddress! + done, bytes.count - done)
-            if n <= 0 { return }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 {
+                if descriptor == 1 { StandardStreams.outputError = n == 0 ? EIO : errno } else { StandardStreams.errorFailed = true }
+                return
+            }
             done += n
         }
     }
