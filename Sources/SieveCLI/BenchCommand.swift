@@ -33,11 +33,19 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Treat the file as raw code.")
     var raw = false
 
-    @Option(help: "Passes over the code.")
+    @Option(help: "Passes over the code (1 to \(Self.maximumPasses)).")
     var passes = 20
+
+    static let maximumPasses = 1_000_000
 
     @Option(help: "Output format: text or json.")
     var format: OutputFormat = .text
+
+    func validate() throws {
+        guard (1...Self.maximumPasses).contains(passes) else {
+            throw ValidationError("--passes must be from 1 to \(Self.maximumPasses), not \(passes)")
+        }
+    }
 
     func run() throws {
         let segments = try failing { try CodeInput.segments(of: file, raw: raw, base: 0) }
