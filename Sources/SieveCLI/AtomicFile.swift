@@ -30,14 +30,14 @@ final class StagedFiles {
     func stage(_ text: String, as path: String) throws { try stage(Array(text.utf8), as: path) }
 
     func stage(_ bytes: [UInt8], as path: String) throws {
-        let target = try AtomicFile.resolved(path)
         var existing = stat()
-        let exists = stat(target, &existing) == 0
+        let exists = stat(path, &existing) == 0
         if exists && existing.st_mode & S_IFMT == S_IFDIR { throw InputError("cannot write \(path): it is a directory") }
         if exists && existing.st_mode & S_IFMT != S_IFREG {
-            entries.append(Entry(target: target, temporary: nil, bytes: bytes))
+            entries.append(Entry(target: path, temporary: nil, bytes: bytes))
             return
         }
+        let target = try AtomicFile.resolved(path)
         let (directory, name) = AtomicFile.split(target)
         var template = Array("\(directory)/.\(name.prefix(32)).sieve-XXXXXX".utf8CString)
         let descriptor = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
@@ -126,7 +126,7 @@ enum AtomicFile {
     static func resolved(_ path: String) throws -> String {
         var status = stat()
         guard lstat(path, &status) == 0, status.st_mode & S_IFMT == S_IFLNK else { return path }
-        guard let real = realpath(path, nil) else { throw failure("cannot write \(path) (a symbolic link)") }
+        guard let real = realpath(path, nil) else { throw failure("cannot write \(path) (a symbolic link that does not resolve)") }
         defer { free(real) }
         return String(cString: real)
     }

@@ -91,9 +91,7 @@ struct BanCommand: ParsableCommand {
 
         // Every argument is checked before anything is written.
         if let out { try failing { try checkCreatableDirectory(out) } }
-        for path in corpus where access(path, R_OK) != 0 {
-            try failing { throw AtomicFile.failure("cannot read \(path)") }
-        }
+        for path in corpus { try failing { try checkReadable(path) } }
         let corpusFiles = CorpusScan.elfFiles(under: corpus)
         if !corpus.isEmpty && corpusFiles.isEmpty { throw ValidationError("no ELF file under \(corpus.joined(separator: ", "))") }
 

@@ -121,6 +121,11 @@ func checkCreatableDirectory(_ path: String) throws {
     if access(ancestor, W_OK | X_OK) != 0 { throw InputError("cannot create \(path): \(ancestor): \(String(cString: strerror(errno)))") }
 }
 
+/// Checks that a path exists and may be read (a file, or a directory to walk).
+func checkReadable(_ path: String) throws {
+    guard access(path, R_OK) == 0 else { throw InputError("cannot read \(path): \(String(cString: strerror(errno)))") }
+}
+
 private func checkDirectory(_ path: String) throws {
     var status = stat()
     guard stat(path, &status) == 0 else { throw InputError("cannot use \(path): \(String(cString: strerror(errno)))") }
