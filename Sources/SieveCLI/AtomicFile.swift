@@ -48,11 +48,16 @@ final class StagedFiles {
             defer { if !closed { close(descriptor) } }
             if exists {
                 // The owner first (it clears set-id bits), then the mode; a user who may not give
-                // the file away keeps the group where allowed, and otherwise owns the new file.
+                // the file away keeps the group where allowed, and otherwise owns the new file
+                // (without the set-id bits, which were the old owner's).
+                var mode = existing.st_mode & 0o7777
                 if existing.st_uid != geteuid() || existing.st_gid != getegid() {
-                    if fchown(descriptor, existing.st_uid, existing.st_gid) != 0 { _ = fchown(descriptor, uid_t.max, existing.st_gid) }
+                    if fchown(descriptor, existing.st_uid, existing.st_gid) != 0 {
+                        mode &= ~(S_ISUID | S_ISGID)
+                        _ = fchown(descriptor, uid_t.max, existing.st_gid)
+                    }
                 }
-                guard fchmod(descriptor, existing.st_mode & 0o7777) == 0 else { throw AtomicFile.failure("cannot write \(path)") }
+                guard fchmod(descriptor, mode) == 0 else { throw AtomicFile.failure("cannot write \(path)") }
             } else {
                 let mask = umask(0)
                 umask(mask)
