@@ -107,7 +107,7 @@ extension Sieve {
         #expect(refused.stderr.contains("backward jump"))
         #expect(try String(contentsOfFile: policy, encoding: .utf8) == text, "nothing is written")
         let dry = try Sieve.run("ban", "jmp", "-p", policy, "--reason", "test", "--dry-run")
-        #expect(dry.status == 0 && dry.stdout.contains("+  - mnemonic: jmp"))
+        #expect(dry.status == 0 && dry.stdout.contains("+  - mnemonic: \"jmp\""))
         #expect(try String(contentsOfFile: policy, encoding: .utf8) == text)
         let forced = try Sieve.run("ban", "jmp", "-p", policy, "--reason", "test", "--force")
         #expect(forced.status == 0 && forced.stdout.contains("turing: turing-complete -> not-turing-complete"))
