@@ -14,19 +14,29 @@ struct BanCommand: ParsableCommand {
         discussion: """
             SELECTOR is a mnemonic (`clflush`) or selector fields as key=value (`mnemonic=movsb \
             prefix=rex`, `class=non-temporal`, `mnemonic=clflush,clflushopt`; the keys of a policy \
-            selector, see policies/README.md). The ban is appended to POLICY's `ban:` list in place, \
-            with the reason and references, keeping the file's comments, order and formatting \
-            (--dry-run prints the edit as a diff and changes nothing). Then: the edited policy is \
+            selector, see policies/README.md: an unknown key is a usage error). The ban is appended \
+            to POLICY's `ban:` list, with the reason and references as double-quoted YAML strings \
+            (so no value can add a key), keeping the file's comments, order, formatting and line \
+            endings (--dry-run prints the edit as a unified diff that `patch -p0` and `git apply` \
+            accept from the working directory, and changes nothing). Then: the edited policy is \
             resolved and compiled, the C verifier regenerated into --out (replacing what is there), \
             the Turing-completeness check re-run, and every ELF file under each --corpus verified \
             before and after; the files and instruction sites the ban newly refuses are listed with \
             address, bytes and disassembly. Each step is timed.
 
+            Every argument (--out, each --corpus) is checked before anything is written. The policy \
+            is read, edited, checked and replaced under an exclusive lock (flock) on the file, so \
+            concurrent bans on one policy run one after the other and none is lost. The policy and \
+            the --out files are replaced whole or not at all: each is written to a temporary file \
+            beside it, synced and renamed over it (a symbolic link is followed and kept; the mode \
+            and owner stay); the --out files are put in place first, the policy last.
+
             A ban that would make a Turing-complete policy lose that verdict is refused, naming \
             the lost capabilities, unless --force.
 
             Exit status: 0 the ban is recorded (and the verifier regenerated), whatever the corpus \
-            shows; 1 refused (Turing-completeness would be lost; nothing written); 2 errors.
+            shows; 1 refused (Turing-completeness would be lost; nothing written); 2 errors (the \
+            policy file is untouched, unless only printing the report after it failed).
             """)
 
     @Argument(help: "A mnemonic, or selector fields as key=value.")
@@ -56,6 +66,12 @@ struct BanCommand: ParsableCommand {
     @Flag(name: .customLong("dry-run"), help: "Print the edit as a diff; change nothing.")
     var dryRun = false
 
+    func validate() throws {
+        for token in selector {
+            do { _ = try PolicyEdit.selectorField(token) } catch { throw ValidationError("\(error)") }
+        }
+    }
+
     func run() throws {
         var timings: [(String, Double)] = []
         func timed<T>(_ step: String, _ body: () throws -> T) rethrows -> T {
@@ -64,22 +80,32 @@ struct BanCommand: ParsableCommand {
             return try body()
         }
         var stdout = StandardOutput()
-        let original = try failing { String(decoding: try readFile(policy), as: UTF8.self) }
-        let fields = selector.map(PolicyEdit.selectorField)
-        let edited = try failing { try PolicyEdit.appendingBan(to: original, selector: fields, reason: reason, refs: refs) }
+        let fields = try failing { try selector.map(PolicyEdit.selectorField) }
         if dryRun {
+            let original = try failing { try Self.text(try readFile(policy), policy) }
+            let edited = try failing { try PolicyEdit.appendingBan(to: original, selector: fields, reason: reason, refs: refs) }
             print(PolicyEdit.diff(original, edited, path: policy), terminator: "", to: &stdout)
             stdout.flush()
             return
         }
 
-        // The corpus is checked before anything is written.
+        // Every argument is checked before anything is written.
+        if let out { try failing { try checkCreatableDirectory(out) } }
+        for path in corpus { try failing { try checkReadable(path) } }
         let corpusFiles = CorpusScan.elfFiles(under: corpus)
         if !corpus.isEmpty && corpusFiles.isEmpty { throw ValidationError("no ELF file under \(corpus.joined(separator: ", "))") }
 
+        // Read, edit, check and replace under the policy's lock: a concurrent ban waits for this one
+        // and then edits the file this one wrote. (The instruction database loads before, outside it.)
+        _ = ISADatabase.shared
+        let lock = try failing { try LockedFile(policy) }
+        defer { lock.unlock() }
+        let original = try failing { try Self.text(lock.contents, policy) }
+        let edited = try failing { try PolicyEdit.appendingBan(to: original, selector: fields, reason: reason, refs: refs) }
+
         // The edit is resolved in memory, under the file's own path (errors point into it,
         // `extends` resolves beside it), and replaces the file only once it loads and keeps its verdict.
-        let before = try timed("resolve") { try loadPolicy(policy) }
+        let before = try timed("resolve") { try loadPolicy(policy, source: lock.contents) }
         let after = try timed("resolve edited") { try loadPolicy(policy, source: Array(edited.utf8)) }
         let (oldCompiled, newCompiled) = timed("compile") { (CompiledPolicy(before), CompiledPolicy(after)) }
         let (oldTuring, newTuring) = timed("turing") { (TuringChecker(oldCompiled).check(), TuringChecker(newCompiled).check()) }
@@ -90,7 +116,23 @@ struct BanCommand: ParsableCommand {
                   + " (--force records it anyway)", to: &err)
             throw ExitStatus.findings
         }
-        try failing { try writeFile(policy, edited) }
+        // The regenerated verifier and the policy are staged whole, then put in place: the
+        // verifier first, the policy last (any failure before leaves the policy as it was).
+        let staged = StagedFiles()
+        if let out {
+            try timed("generate") {
+                let files = try failing { try CVerifierGenerator(newCompiled).files() }
+                try failing {
+                    try makeDirectory(out)
+                    for (name, text) in files { try staged.stage(text, as: out + "/" + name) }
+                }
+            }
+        }
+        try failing {
+            try staged.stage(edited, as: lock.target)
+            try staged.commit()
+        }
+        lock.unlock()
         print("recorded in \(policy):", to: &stdout)
         print(PolicyEdit.diff(original, edited, path: policy), terminator: "", to: &stdout)
         for (what, forms) in [("now refused", PolicyDiff.removedForms(oldCompiled, newCompiled)),
@@ -101,13 +143,6 @@ struct BanCommand: ParsableCommand {
         print("turing: \(oldTuring.verdict.rawValue) -> \(newTuring.verdict.rawValue)" + (newTuring.model.map { " (\($0.rawValue))" } ?? ""), to: &stdout)
 
         if let out {
-            try timed("generate") {
-                let files = try failing { try CVerifierGenerator(newCompiled).files() }
-                try failing {
-                    try makeDirectory(out)
-                    for (name, text) in files { try writeFile(out + "/" + name, text) }
-                }
-            }
             print("regenerated \(out)/\(CVerifierGenerator.sourceName): hash \(newCompiled.contentHashHex)", to: &stdout)
         }
 
@@ -122,6 +157,12 @@ struct BanCommand: ParsableCommand {
         print("time: " + timings.map { "\($0.0) \(String(format3: $0.1)) ms" }.joined(separator: ", ")
               + ", total \(String(format3: timings.reduce(0) { $0 + $1.1 })) ms", to: &stdout)
         stdout.flush()
+    }
+
+    /// A policy's bytes as text: UTF-8 or an error (a replacement character would change the file).
+    private static func text(_ bytes: [UInt8], _ path: String) throws -> String {
+        guard let text = String(validating: bytes, as: UTF8.self) else { throw InputError("\(path) is not UTF-8 text") }
+        return text
     }
 
     /// The files and sites the ban newly refuses.

@@ -1,5 +1,4 @@
 import Analysis
-import Foundation
 import Verifier
 import X86
 
@@ -32,16 +31,16 @@ extension CheckCommand {
         return lines
     }
 
-    /// Writes witness.bin, witness.s, layout.txt and an example input (data.bin) into `directory`.
+    /// Writes witness.bin, witness.s, layout.txt and an example input (data.bin) into `directory`:
+    /// each file whole or not at all, none replaced unless all were written.
     func writeWitness(_ witness: Witness, to directory: String) throws {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        try Data(witness.code).write(to: URL(fileURLWithPath: directory + "/witness.bin"))
-        try witness.listing.write(toFile: directory + "/witness.s", atomically: true, encoding: .utf8)
+        var files: [(name: String, bytes: [UInt8])] = [("witness.bin", witness.code), ("witness.s", Array(witness.listing.utf8))]
         var layout = witness.layout + "\n"
         if let example = witness.example {
-            try Data(example.data).write(to: URL(fileURLWithPath: directory + "/data.bin"))
+            files.append(("data.bin", example.data))
             layout += "\ndata.bin (load it at %r15): \(example.description)\n"
         }
-        try layout.write(toFile: directory + "/layout.txt", atomically: true, encoding: .utf8)
+        files.append(("layout.txt", Array(layout.utf8)))
+        try AtomicFile.write(files, into: directory)
     }
 }

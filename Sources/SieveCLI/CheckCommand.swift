@@ -22,7 +22,8 @@ struct CheckCommand: ParsableCommand {
             negative lemma that proves it), or unknown (fail closed). Anything but turing-complete \
             lists the missing capabilities and the forms whose trust would give a witness. \
             --witness DIR writes the witness there: witness.bin (raw code, base 0), witness.s (an \
-            annotated listing), layout.txt (the data it expects at %r15) and data.bin (an example).
+            annotated listing), layout.txt (the data it expects at %r15) and data.bin (an example), \
+            each replaced whole or not at all (a temporary file beside it, synced, renamed).
 
             Exit status: 0 clean and turing-complete, 1 lint findings or another verdict, 2 errors.
             """)

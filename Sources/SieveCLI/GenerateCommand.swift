@@ -14,6 +14,11 @@ struct GenerateCommand: ParsableCommand {
             database. The output is deterministic: the same policy gives the same bytes. Build it with
               cc -std=c99 -O2 -c DIR/sieve_verifier.c
             and call sieve_verify(code, size, base, report, ctx).
+
+            Each file is replaced whole or not at all (written to a temporary file beside it, \
+            synced, renamed over it), and neither is replaced unless both were written.
+
+            Exit status: 0 written, 2 error (nothing replaced).
             """)
 
     @Option(name: .shortAndLong, help: "The policy file.")
@@ -29,10 +34,7 @@ struct GenerateCommand: ParsableCommand {
         let resolved = try loadPolicy(policy)
         let compiled = CompiledPolicy(resolved, model: model)
         let files = try failing { try CVerifierGenerator(compiled).files() }
-        try failing {
-            try makeDirectory(output)
-            for (name, text) in files { try writeFile(output + "/" + name, text) }
-        }
+        try failing { try AtomicFile.write(files.map { ($0.0, Array($0.1.utf8)) }, into: output) }
         var out = StandardOutput()
         print("wrote \(output)/\(CVerifierGenerator.headerName) and \(CVerifierGenerator.sourceName): \(resolved.name), hash \(compiled.contentHashHex)", to: &out)
         out.flush()

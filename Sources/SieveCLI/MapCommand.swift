@@ -18,7 +18,10 @@ struct MapCommand: ParsableCommand {
             accepted, newly refused, changed in part, or unchanged. The output is deterministic: \
             the same policies give the same bytes.
 
-            Exit status: 0 written, 2 error.
+            FILE.svg is replaced whole or not at all (written to a temporary file beside it, \
+            synced, renamed over it; a symbolic link is followed and kept).
+
+            Exit status: 0 written, 2 error (FILE.svg untouched).
             """)
 
     @Option(name: .shortAndLong, help: "The policy file.")
@@ -34,7 +37,7 @@ struct MapCommand: ParsableCommand {
         let compiled = CompiledPolicy(try loadPolicy(policy))
         let other = try against.map { CompiledPolicy(try loadPolicy($0)) }
         let picture = OpcodeMapPicture(compiled, against: other)
-        try failing { try writeFile(output, picture.svg()) }
+        try failing { try AtomicFile.write(picture.svg(), to: output) }
         let counts = picture.shades.map { "\(picture.count($0)) \($0.name)" }.joined(separator: ", ")
         var out = StandardOutput()
         print("wrote \(output): \(picture.title), \(picture.grids.count) grids of 256 cells: \(counts)", to: &out)

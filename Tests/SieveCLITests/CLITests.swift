@@ -4,6 +4,8 @@ import Testing
 /// The `sieve` executable as users run it: arguments in, standard output and exit status out.
 struct Sieve {
     static let binary: URL = {
+        // SIEVE_BINARY runs the CLI tests against another build (an older sieve, to see a test fail there).
+        if let path = ProcessInfo.processInfo.environment["SIEVE_BINARY"] { return URL(fileURLWithPath: path) }
         // The test bundle lives beside the products in .build/<configuration>/.
         var url = Bundle.main.bundleURL
         while !FileManager.default.fileExists(atPath: url.appendingPathComponent("sieve").path) && url.path != "/" {
@@ -35,6 +37,26 @@ struct Sieve {
         process.standardError = err
         try process.run()
         let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
+                      stderr: String(decoding: stderr, as: UTF8.self))
+    }
+
+    /// `run` in a working directory, with extra environment variables, or with standard output
+    /// sent to a file instead of a pipe.
+    static func run(_ arguments: [String], in directory: String? = nil, environment: [String: String] = [:],
+                    standardOutput: FileHandle? = nil) throws -> Result {
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = arguments
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = standardOutput ?? out
+        process.standardError = err
+        try process.run()
+        let stdout = standardOutput == nil ? out.fileHandleForReading.readDataToEndOfFile() : Data()
         let stderr = err.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),

@@ -74,7 +74,7 @@ extension Sieve {
         for step in ["resolve", "compile", "generate", "turing", "scan"] { #expect(result.stdout.contains(step + " "), "\(step) is timed") }
         let edited = try String(contentsOfFile: policy, encoding: .utf8)
         #expect(edited.hasPrefix(original), "the file is only appended to: comments and order stay")
-        #expect(edited.contains("  - mnemonic: clflush\n    reason: \"Rowhammer\"\n    refs: [\"CVE-2015-0565\"]\n"))
+        #expect(edited.contains("  - mnemonic: \"clflush\"\n    reason: \"Rowhammer\"\n    refs: [\"CVE-2015-0565\"]\n"))
         let explain = try Sieve.run("explain", "-p", policy, "0f ae 38")
         #expect(explain.status == 1 && explain.stdout.contains("refused"))
         #expect(FileManager.default.fileExists(atPath: out + "/sieve_verifier.c"))
@@ -107,7 +107,7 @@ extension Sieve {
         #expect(refused.stderr.contains("backward jump"))
         #expect(try String(contentsOfFile: policy, encoding: .utf8) == text, "nothing is written")
         let dry = try Sieve.run("ban", "jmp", "-p", policy, "--reason", "test", "--dry-run")
-        #expect(dry.status == 0 && dry.stdout.contains("+  - mnemonic: jmp"))
+        #expect(dry.status == 0 && dry.stdout.contains("+  - mnemonic: \"jmp\""))
         #expect(try String(contentsOfFile: policy, encoding: .utf8) == text)
         let forced = try Sieve.run("ban", "jmp", "-p", policy, "--reason", "test", "--force")
         #expect(forced.status == 0 && forced.stdout.contains("turing: turing-complete -> not-turing-complete"))
