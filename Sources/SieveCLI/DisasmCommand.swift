@@ -26,15 +26,16 @@ struct DisasmCommand: ParsableCommand {
     @Flag(help: "Treat the file as raw code.")
     var raw = false
 
-    @Option(help: "Virtual address of the first byte of raw code (hex with 0x, or decimal).", transform: parseAddress)
+    @Option(help: "With --raw: virtual address of the first byte (hex with 0x, or decimal; default 0).", transform: parseAddress)
     var base: UInt64?
 
     @Option(help: "Output format: text or jsonl.")
     var format: ListingFormat = .text
 
     func validate() throws {
-        // An ELF file's segments carry their addresses: a --base there would be silently ignored.
-        if base != nil && !raw { throw ValidationError("--base applies to raw code only: add --raw, or drop --base") }
+        if base != nil && !raw {
+            throw ValidationError("--base applies to raw code (--raw): an ELF file's segments carry their own addresses")
+        }
     }
 
     func run() throws {
@@ -107,6 +108,10 @@ enum CodeInput {
     static func segments(of path: String, raw: Bool, base: UInt64) throws -> [CodeSegment] {
         let bytes = try readFile(path)
         if raw {
+            // The core adds offsets to the base: code whose addresses wrap would be judged at two.
+            guard !base.addingReportingOverflow(UInt64(bytes.count)).overflow else {
+                throw InputError("\(path): --base 0x\(String(base, radix: 16)) + \(bytes.count) bytes of code wraps past 2^64")
+            }
             return [CodeSegment(name: "raw", fileOffset: 0, virtualAddress: base, bytes: bytes)]
         }
         guard ELF.isELF(bytes) else {

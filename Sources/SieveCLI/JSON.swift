@@ -63,6 +63,25 @@ enum JSON: Equatable {
     }
 }
 
+/// A JSON object written a member at a time, for documents too large to build whole (findings
+/// streamed as the verifier reports them). Members must come in the order `compact` writes them,
+/// keys sorted: `member` checks it, so a streamed document is the one `compact` would print.
+struct JSONObjectStream {
+    private var lastKey: String?
+
+    /// `after`: the key of the last member already written (nil: the object is empty so far).
+    init(after key: String? = nil) { lastKey = key }
+
+    /// `"key":`, after a comma unless it is the first member.
+    mutating func key(_ key: String) -> String {
+        precondition(lastKey.map { $0 < key } ?? true, "JSON keys out of order: \(lastKey ?? "") before \(key)")
+        defer { lastKey = key }
+        return (lastKey == nil ? "" : ",") + JSON.string(key).compact + ":"
+    }
+
+    mutating func member(_ key: String, _ value: JSON) -> String { self.key(key) + value.compact }
+}
+
 extension String {
     /// Three decimals, without Foundation's locale-dependent formatting.
     init(format3 value: Double) {

@@ -19,16 +19,26 @@ struct ScanCommand: ParsableCommand {
             This weighs a ban before it ships: scan the binaries the sandbox loads, and every \
             finding is a place the ban would break.
 
-            Prints a line per file: its instructions and bytes of code, then accepted or its \
-            number of findings; files that cannot be verified (object files without a LOAD \
-            segment, ELF32, other machines) are skipped with the reason and do not change the \
-            exit status. Then the forms found most often (all of them in JSON), the totals, the \
-            time taken and the number of workers. --sites lists every finding: address, bytes, \
-            form and kind. Ordinary binaries were never built for a sandbox: scan them with \
-            --model none, which checks the instruction subset only and is not a safety proof.
+            Prints a line per file, in path order as files complete: its instructions and bytes \
+            of code, then accepted or its number of findings. Then the forms found most often \
+            (all of them in JSON; every finding counts, listed or not), the totals, the time taken \
+            and the number of workers. --sites lists the findings of each file, at most \
+            --max-findings of them (default 1000; 0 lists none; there is no unlimited: the number \
+            bounds the memory a scan holds); a file with more says how many it lists. Ordinary \
+            binaries were never built for a sandbox: scan them with --model none, which checks the \
+            instruction subset only and is not a safety proof.
 
-            Exit status: 0 every scanned file accepted, 1 some file refused, 2 error (a PATH \
-            that does not exist, no ELF file under the PATHs).
+            The scan fails closed. Files found in a directory that hold no x86-64 code (object \
+            files without a LOAD segment, ELF32, other machines) are listed as skipped; files \
+            without the ELF magic are not inputs. Everything that cannot be judged is an error, \
+            listed with the reason: a damaged ELF file (truncated, header fields or segments \
+            outside the file, segments that wrap past 2^64 or overlap), a file or directory that \
+            cannot be read or listed, and a PATH named directly that is not a usable ELF file. \
+            --skip-damaged lists those as skipped instead and lets the audit go on.
+
+            Exit status: 0 every file verified accepted; 1 some file refused and every input \
+            judged; 2 some input could not be judged (unless --skip-damaged), no file could be \
+            verified at all, or a usage error (a PATH that does not exist, no ELF file under the PATHs).
             """)
 
     @Option(name: .shortAndLong, help: "The policy file.")
@@ -49,11 +59,21 @@ struct ScanCommand: ParsableCommand {
     @Option(help: "Output format: text or json.")
     var format: OutputFormat = .text
 
-    @Flag(help: "List every finding: address, bytes, form and kind.")
+    @Flag(help: "List the findings of each file: address, bytes, form and kind.")
     var sites = false
+
+    @Option(help: "Findings listed per file with --sites (default \(CorpusScan.defaultMaxFindings); all are counted).")
+    var maxFindings: Int = CorpusScan.defaultMaxFindings
+
+    @Flag(help: "List damaged and unreadable inputs as skipped and go on: the exit status then reflects the verified files only.")
+    var skipDamaged = false
 
     /// Forms listed in the text summary; JSON lists all.
     static let formsShown = 20
+
+    func validate() throws {
+        if maxFindings < 0 { throw ValidationError("--max-findings must be 0 or more") }
+    }
 
     func run() throws {
         // Input errors, printed as `sieve: error: ...`, exit 2.
@@ -70,61 +90,146 @@ struct ScanCommand: ParsableCommand {
         let verifier = Verifier(compiled)
 
         let start = Clock.now()
-        let files = CorpusScan.elfFiles(under: paths, limit: limit)
-        if files.isEmpty { try failing { throw InputError("no ELF file under \(paths.joined(separator: " "))") } }
-        let workerCount = CorpusScan.workerCount(workers, files: files.count)
+        let inputs = CorpusScan.inputs(under: paths, limit: limit)
+        if inputs.files.isEmpty && inputs.unreadable.isEmpty {
+            try failing { throw InputError("no ELF file under \(paths.joined(separator: " "))") }
+        }
+        let workerCount = CorpusScan.workerCount(workers, files: inputs.files.count)
         let progressLine = ProgressLine.forTerminal()
         var progress: (@Sendable (Int, Int) -> Void)?
         if let progressLine { progress = { done, total in progressLine.show(done, total) } }
-        let results = CorpusScan.run(verifier, files: files, workers: workerCount, progress: progress)
+
+        // Results arrive in path order, one at a time, and are printed at once: nothing but the
+        // totals and the per-form counts outlives its file.
+        let report = Mutex(Report(self, compiled, unreadable: inputs.unreadable))
+        report.withLock { $0.open() }
+        CorpusScan.stream(verifier, files: inputs.files, named: inputs.named, maxFindings: sites ? maxFindings : 0,
+                          workers: workerCount, progress: progress) { result in
+            report.withLock { $0.take(result) }
+        }
         progressLine?.clear()
         let seconds = Clock.now() - start
-        // A clock that did not move would make the rates infinite, and Int(_:) traps on that.
-        let filesPerSecond = seconds > 0 ? Double(files.count) / seconds : 0
-
-        let totals = Totals(results)
-        let mibPerSecond = seconds > 0 ? Double(totals.bytes) / 1_048_576 / seconds : 0
-        let forms = CorpusScan.formCounts(results)
-        var out = StandardOutput()
-        switch format {
-        case .json:
-            let fileEntries: [JSON] = results.map { fileJSON($0, compiled) }
-            let formEntries: [JSON] = forms.map { .object(["form": .string($0.form), "count": .int($0.count)]) }
-            let policyEntry: JSON = .object(["name": .string(resolved.name), "file": .string(resolved.path),
-                                             "hash": .string(compiled.contentHashHex)])
-            print(JSON.object([
-                "schema": .int(1), "policy": policyEntry,
-                "model": .string(compiled.model.rawValue), "safety_proof": .bool(compiled.model != .none),
-                "files": .array(fileEntries), "forms": .array(formEntries), "totals": totals.json,
-                "workers": .int(workerCount), "seconds": .double(seconds),
-                "files_per_second": .double(filesPerSecond), "mib_per_second": .double(mibPerSecond),
-            ]).compact, to: &out)
-        case .text:
-            for result in results { printFile(result, to: &out) }
-            if !forms.isEmpty {
-                let shown = forms.prefix(Self.formsShown)
-                print("forms found\(forms.count > shown.count ? " (top \(shown.count) of \(forms.count))" : ""):", to: &out)
-                let width = String(shown[0].count).count
-                for (form, count) in shown { print("  \(padded(String(count), width, right: true))  \(form)", to: &out) }
-            }
-            print(totals.text, to: &out)
-            print("\(String(format3: seconds)) s, \(Int(filesPerSecond.rounded())) files/s, "
-                  + "\(String(format3: mibPerSecond)) MiB/s, \(counted(workerCount, "worker"))", to: &out)
-            if compiled.model == .none {
-                print("model none: the instruction subset only; this is not a safety proof", to: &out)
-            }
+        let (totals, failed) = report.withLock { report in
+            report.close(resolved: resolved, seconds: seconds, workers: workerCount)
+            return (report.totals, report.failed)
         }
-        out.flush()
+        if failed > 0 {
+            var standardError = StandardError()
+            print("sieve: error: \(counted(failed, "input")) could not be verified (listed above; --skip-damaged skips them)",
+                  to: &standardError)
+            throw ExitStatus.trouble
+        }
+        if totals.verified == 0 {
+            var standardError = StandardError()
+            print("sieve: error: no file could be verified", to: &standardError)
+            throw ExitStatus.trouble
+        }
         if totals.refused > 0 { throw ExitStatus.findings }
     }
 
-    private func printFile(_ result: CorpusScan.FileResult, to out: inout StandardOutput) {
-        if let error = result.error {
-            print("\(result.path): skipped: \(error)", to: &out)
+    /// The report as it is written: a file at a time, then the summary.
+    struct Report {
+        let command: ScanCommand
+        let compiled: CompiledPolicy
+        /// Inputs the walk could not examine, merged into the files by path.
+        var unreadable: ArraySlice<CorpusScan.FileResult>
+        var out = StandardOutput()
+        var totals = Totals()
+        var forms: [String: Int] = [:]
+        var fileCount = 0
+        /// Inputs that could not be judged and are not skipped: exit status 2.
+        var failed = 0
+
+        init(_ command: ScanCommand, _ compiled: CompiledPolicy, unreadable: [CorpusScan.FileResult]) {
+            self.command = command
+            self.compiled = compiled
+            self.unreadable = unreadable[...]
+        }
+
+        mutating func open() {
+            // "files" sorts first among the document's keys: it opens the document.
+            if command.format == .json { out.write("{\"files\":[") }
+        }
+
+        mutating func take(_ result: CorpusScan.FileResult) {
+            while let first = unreadable.first, first.path < result.path {
+                write(first)
+                unreadable.removeFirst()
+            }
+            write(result)
+        }
+
+        private mutating func write(_ result: CorpusScan.FileResult) {
+            var status = result.status
+            if case .failed(let reason) = status {
+                if command.skipDamaged { status = .skipped(reason) } else { failed += 1 }
+            }
+            totals.add(result, status)
+            forms.merge(result.findingsByForm, uniquingKeysWith: +)
+            switch command.format {
+            case .json:
+                if fileCount > 0 { out.write(",") }
+                out.write(command.fileJSON(result, status, compiled).compact)
+            case .text:
+                command.printFile(result, status, to: &out)
+            }
+            fileCount += 1
+        }
+
+        mutating func close(resolved: ResolvedPolicy, seconds: Double, workers: Int) {
+            for result in unreadable { write(result) }
+            unreadable = []
+            // A clock that did not move would make the rates infinite, and Int(_:) traps on that.
+            let filesPerSecond = seconds > 0 ? Double(totals.files) / seconds : 0
+            let mibPerSecond = seconds > 0 ? Double(totals.bytes) / 1_048_576 / seconds : 0
+            let forms = CorpusScan.sortedCounts(forms)
+            switch command.format {
+            case .json:
+                var object = JSONObjectStream(after: "files")
+                out.write("]")
+                out.write(object.member("files_per_second", .double(filesPerSecond)))
+                out.write(object.member("forms", .array(forms.map { .object(["form": .string($0.form), "count": .int($0.count)]) })))
+                out.write(object.member("max_findings", .int(command.maxFindings)))
+                out.write(object.member("mib_per_second", .double(mibPerSecond)))
+                out.write(object.member("model", .string(compiled.model.rawValue)))
+                out.write(object.member("policy", .object(["name": .string(resolved.name), "file": .string(resolved.path),
+                                                           "hash": .string(compiled.contentHashHex)])))
+                out.write(object.member("safety_proof", .bool(compiled.model != .none)))
+                out.write(object.member("schema", .int(1)))
+                out.write(object.member("seconds", .double(seconds)))
+                out.write(object.member("totals", totals.json))
+                out.write(object.member("workers", .int(workers)))
+                out.write("}\n")
+            case .text:
+                if !forms.isEmpty {
+                    let shown = forms.prefix(ScanCommand.formsShown)
+                    print("forms found\(forms.count > shown.count ? " (top \(shown.count) of \(forms.count))" : ""):", to: &out)
+                    let width = String(shown[0].count).count
+                    for (form, count) in shown { print("  \(padded(String(count), width, right: true))  \(form)", to: &out) }
+                }
+                print(totals.text, to: &out)
+                print("\(String(format3: seconds)) s, \(Int(filesPerSecond.rounded())) files/s, "
+                      + "\(String(format3: mibPerSecond)) MiB/s, \(counted(workers, "worker"))", to: &out)
+                if compiled.model == .none {
+                    print("model none: the instruction subset only; this is not a safety proof", to: &out)
+                }
+            }
+            out.flush()
+        }
+    }
+
+    private func printFile(_ result: CorpusScan.FileResult, _ status: CorpusScan.FileResult.Status, to out: inout StandardOutput) {
+        switch status {
+        case .failed(let reason):
+            print("\(result.path): error: \(reason)", to: &out)
             return
+        case .skipped(let reason):
+            print("\(result.path): skipped: \(reason)", to: &out)
+            return
+        case .verified: break
         }
         print("\(result.path): \(result.instructions) instructions, \(result.bytes) bytes: "
-              + VerifyCommand.summary(result.sites.count, result.warnings), to: &out)
+              + VerifyCommand.summary(result.findings, result.warnings, listed: sites ? result.sites.count : nil), to: &out)
         guard sites else { return }
         let forms = ISADatabase.shared.forms
         for site in result.sites {
@@ -134,13 +239,21 @@ struct ScanCommand: ParsableCommand {
         }
     }
 
-    private func fileJSON(_ result: CorpusScan.FileResult, _ compiled: CompiledPolicy) -> JSON {
+    private func fileJSON(_ result: CorpusScan.FileResult, _ status: CorpusScan.FileResult.Status, _ compiled: CompiledPolicy) -> JSON {
+        let statusName = switch status {
+        case .verified: result.accepted ? "accepted" : "refused"
+        case .skipped: "skipped"
+        case .failed: "error"
+        }
         var fields: [String: JSON] = [
             "path": .string(result.path), "accepted": .bool(result.accepted), "instructions": .int(result.instructions),
-            "bytes": .int(result.bytes), "findings": .int(result.sites.count), "warnings": .int(result.warnings),
-            "error": result.error.map(JSON.string) ?? .null,
+            "bytes": .int(result.bytes), "findings": .int(result.findings), "warnings": .int(result.warnings),
+            "error": result.error.map(JSON.string) ?? .null, "status": .string(statusName),
         ]
-        if sites { fields["sites"] = .array(result.sites.map { siteJSON($0, compiled) }) }
+        if sites {
+            fields["sites"] = .array(result.sites.map { siteJSON($0, compiled) })
+            fields["findings_truncated"] = .bool(result.sitesTruncated)
+        }
         return .object(fields)
     }
 
@@ -157,30 +270,34 @@ struct ScanCommand: ParsableCommand {
 
     /// What a scan found, over all files.
     struct Totals {
-        var files = 0, accepted = 0, refused = 0, skipped = 0
+        var files = 0, accepted = 0, refused = 0, skipped = 0, errors = 0
         var instructions = 0, bytes = 0, findings = 0, warnings = 0
 
-        init(_ results: [CorpusScan.FileResult]) {
-            files = results.count
-            for result in results {
-                if result.error != nil { skipped += 1 } else if result.accepted { accepted += 1 } else { refused += 1 }
-                instructions += result.instructions
-                bytes += result.bytes
-                findings += result.sites.count
-                warnings += result.warnings
+        var verified: Int { accepted + refused }
+
+        mutating func add(_ result: CorpusScan.FileResult, _ status: CorpusScan.FileResult.Status) {
+            files += 1
+            switch status {
+            case .verified: if result.accepted { accepted += 1 } else { refused += 1 }
+            case .skipped: skipped += 1
+            case .failed: errors += 1
             }
+            instructions += result.instructions
+            bytes += result.bytes
+            findings += result.findings
+            warnings += result.warnings
         }
 
         var json: JSON {
             .object([
                 "files": .int(files), "accepted": .int(accepted), "refused": .int(refused), "skipped": .int(skipped),
-                "instructions": .int(instructions), "bytes": .int(bytes), "findings": .int(findings),
+                "errors": .int(errors), "instructions": .int(instructions), "bytes": .int(bytes), "findings": .int(findings),
                 "warnings": .int(warnings),
             ])
         }
 
         var text: String {
-            "\(counted(files, "file")): \(accepted) accepted, \(refused) refused, \(skipped) skipped; "
+            "\(counted(files, "file")): \(accepted) accepted, \(refused) refused, \(skipped) skipped, \(counted(errors, "error")); "
                 + "\(counted(instructions, "instruction")), \(String(format3: Double(bytes) / 1_048_576)) MiB of code; "
                 + "\(counted(findings, "finding")), \(counted(warnings, "warning"))"
         }
@@ -195,12 +312,14 @@ private func padded(_ text: String, _ width: Int, right: Bool = false) -> String
 }
 
 /// "scanned 123/4567 files" on standard error, rewritten in place: only for a person at a
-/// terminal. In a pipe, a file or a CI log every rewrite would be a line of noise.
+/// terminal, and only while the results go elsewhere (results printed to the terminal as files
+/// complete are their own progress, and would mix with it). In a pipe, a file or a CI log every
+/// rewrite would be a line of noise.
 private final class ProgressLine: Sendable {
     private let shown = Mutex<(done: Int, time: Double)>((0, 0))
 
     static func forTerminal() -> ProgressLine? {
-        isatty(2) == 1 && getenv("CI") == nil ? ProgressLine() : nil
+        isatty(2) == 1 && isatty(1) == 0 && getenv("CI") == nil ? ProgressLine() : nil
     }
 
     /// Called by every worker as it finishes a file: workers finish out of order, and thousands

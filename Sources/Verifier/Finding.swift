@@ -81,3 +81,23 @@ public struct VerificationReport: Sendable {
 
     public var accepted: Bool { findings.isEmpty }
 }
+
+/// What a streaming verification saw (`Verifier.verify(_:base:maxFindings:tally:onFinding:)`):
+/// complete counts, and how many findings and warnings were passed on before the cap.
+public struct VerificationCounts: Sendable, Equatable {
+    public var instructions = 0
+    public var bytes = 0
+    /// Every refusal, listed or not: the verdict.
+    public var findings = 0
+    /// Every warning, listed or not.
+    public var warnings = 0
+    /// How many findings, and warnings, were passed on (at most the cap each).
+    public var listedFindings = 0
+    public var listedWarnings = 0
+
+    public init() {}
+
+    public var accepted: Bool { findings == 0 }
+    /// Some finding or warning was counted but not passed on.
+    public var truncated: Bool { findings > listedFindings || warnings > listedWarnings }
+}

@@ -34,33 +34,91 @@ public struct Verifier: Sendable {
         bytes.withUnsafeBytes { verify($0, base: base) }
     }
 
+    /// Every finding and warning, collected and sorted by offset. Memory grows with the number of
+    /// findings (random bytes give one every few bytes): for input of unknown size use the
+    /// streaming `verify(_:base:maxFindings:onFinding:)`.
     public func verify(_ code: UnsafeRawBufferPointer, base: UInt64) -> VerificationReport {
-        final class Collector {
-            var raw: [sieve_finding] = []
-        }
-        let collector = Collector()
-        var instructions = 0
-        // The core reads through the buffer's base address: give empty code one too.
-        let byte: UInt8 = 0
-        withExtendedLifetime(storage) {
-            withUnsafePointer(to: byte) { empty in
-                let start = code.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? empty
-                withUnsafePointer(to: storage.root) { tables in
-                    _ = sieve_core_run(tables, start, code.count, base, { finding, context in
-                        Unmanaged<Collector>.fromOpaque(context!).takeUnretainedValue().raw.append(finding!.pointee)
-                    }, Unmanaged.passUnretained(collector).toOpaque(), &instructions)
-                }
-            }
-        }
         var report = VerificationReport()
-        report.bytes = code.count
-        report.instructions = instructions
-        for raw in collector.raw {
-            let finding = self.finding(raw, code, base: base)
-            if raw.warning != 0 { report.warnings.append(finding) } else { report.findings.append(finding) }
+        let counts = verify(code, base: base, maxFindings: .max) { finding, isWarning in
+            if isWarning { report.warnings.append(finding) } else { report.findings.append(finding) }
         }
+        report.bytes = counts.bytes
+        report.instructions = counts.instructions
         report.findings.sort { ($0.offset, $0.kind) < ($1.offset, $1.kind) }
         return report
+    }
+
+    /// Verifies `code`, passing each finding (`isWarning` false) and warning (true) to `onFinding`
+    /// as the core reports them, at most `maxFindings` of each; the rest are only counted, and
+    /// `tally` (when given) sees the kind and form of every finding, listed or not. Memory does not
+    /// grow with the input beyond the core's own O(size) marks, whatever the number of findings.
+    ///
+    /// The order is the core's: its sweep in offset order, then the jump targets it checks once
+    /// every instruction start is known (bad-jump-target findings come last). The counts are
+    /// complete: a verdict never depends on the cap.
+    public func verify(_ code: UnsafeRawBufferPointer, base: UInt64, maxFindings: Int,
+                       tally: ((FindingKind, _ formIndex: Int?) -> Void)? = nil,
+                       onFinding: (Finding, _ isWarning: Bool) -> Void) -> VerificationCounts {
+        withoutActuallyEscaping(onFinding) { onFinding in
+            withoutActuallyEscaping(tally ?? { _, _ in }) { tallyAll in
+                let stream = FindingStream(self, code, base: base, maxFindings: max(0, maxFindings),
+                                           tally: tally == nil ? nil : tallyAll, onFinding)
+                var instructions = 0
+                // The core reads through the buffer's base address: give empty code one too.
+                let byte: UInt8 = 0
+                let findings = withExtendedLifetime(storage) {
+                    withUnsafePointer(to: byte) { empty in
+                        let start = code.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? empty
+                        return withUnsafePointer(to: storage.root) { tables in
+                            sieve_core_run(tables, start, code.count, base, { finding, context in
+                                Unmanaged<FindingStream>.fromOpaque(context!).takeUnretainedValue().take(finding!.pointee)
+                            }, Unmanaged.passUnretained(stream).toOpaque(), &instructions)
+                        }
+                    }
+                }
+                var counts = stream.counts
+                assert(counts.findings == findings, "the core's count and the reported findings differ")
+                counts.instructions = instructions
+                counts.bytes = code.count
+                return counts
+            }
+        }
+    }
+
+    /// The core's report callback's context: turns raw findings into `Finding`s up to the cap.
+    private final class FindingStream {
+        let verifier: Verifier
+        let code: UnsafeRawBufferPointer
+        let base: UInt64
+        let maxFindings: Int
+        let tally: ((FindingKind, Int?) -> Void)?
+        let onFinding: (Finding, Bool) -> Void
+        var counts = VerificationCounts()
+
+        init(_ verifier: Verifier, _ code: UnsafeRawBufferPointer, base: UInt64, maxFindings: Int,
+             tally: ((FindingKind, Int?) -> Void)?, _ onFinding: @escaping (Finding, Bool) -> Void) {
+            self.verifier = verifier
+            self.code = code
+            self.base = base
+            self.maxFindings = maxFindings
+            self.tally = tally
+            self.onFinding = onFinding
+        }
+
+        func take(_ raw: sieve_finding) {
+            if raw.warning != 0 {
+                counts.warnings += 1
+                guard counts.listedWarnings < maxFindings else { return }
+                counts.listedWarnings += 1
+                onFinding(verifier.finding(raw, code, base: base), true)
+            } else {
+                counts.findings += 1
+                if let tally { tally(FindingKind.allCases[Int(raw.kind)], raw.form >= 0 ? Int(raw.form) : nil) }
+                guard counts.listedFindings < maxFindings else { return }
+                counts.listedFindings += 1
+                onFinding(verifier.finding(raw, code, base: base), false)
+            }
+        }
     }
 
     /// A core finding in words.

@@ -17,10 +17,23 @@ public struct CodeSegment: Sendable, Equatable {
 
 /// A file Sieve cannot take code from: not ELF64 x86-64, or a header or table that does not fit the file.
 public struct ELFError: Error, CustomStringConvertible, Equatable {
+    /// Why there is no code to verify.
+    public enum Kind: Sendable, Equatable {
+        /// The headers contradict themselves or the file (truncated, out of the file, overflowing,
+        /// wrapping, overlapping): nobody can say what a loader would run, so it is an input error.
+        case damaged
+        /// Well formed, but not code Sieve verifies: no ELF magic, ELF32, big-endian, another machine.
+        case unsupported
+    }
+
     /// What is wrong and at which file offset.
     public let message: String
+    public let kind: Kind
 
-    public init(_ message: String) { self.message = message }
+    public init(_ message: String, kind: Kind = .damaged) {
+        self.message = message
+        self.kind = kind
+    }
 
     public var description: String { message }
 }
@@ -38,10 +51,18 @@ public enum ELF {
     /// The executable LOAD segments (p_type PT_LOAD with PF_X), in file order, each with the file bytes
     /// it covers (p_filesz, not p_memsz). Segments with no file bytes are left out; a file without
     /// executable code gives an empty array.
+    ///
+    /// An executable segment is refused (`ELFError.Kind.damaged`, naming the segment and its
+    /// fields) when its file range leaves the file or overflows, when p_filesz exceeds p_memsz (Linux
+    /// refuses to load that too), when its address range wraps past 2^64, and when two executable
+    /// segments overlap in memory (which bytes a loader leaves there is its choice, not the
+    /// verifier's) or in the file (the same bytes verified under two addresses: a finding or an
+    /// instruction boundary judged at one address says nothing of the other).
     public static func executableSegments(_ bytes: [UInt8]) throws(ELFError) -> [CodeSegment] {
         let file = try ELFFile(bytes)
         let table = try file.programHeaderTable()
         var segments: [CodeSegment] = []
+        var placed: [PlacedSegment] = []
         for index in 0..<table.count {
             let header = table.entryOffset(index)
             // Other types (PT_PHDR, PT_NOTE, PT_GNU_STACK...) describe the image but load nothing:
@@ -52,13 +73,26 @@ public enum ELF {
             let offset = try file.reader.uint64(at: header + 8, "p_offset")
             let address = try file.reader.uint64(at: header + 16, "p_vaddr")
             let fileSize = try file.reader.uint64(at: header + 32, "p_filesz")
+            let memorySize = try file.reader.uint64(at: header + 40, "p_memsz")
+            let name = "program header \(index) (file offset \(hex(header)))"
+            let range = try file.reader.range(offset: fileSize == 0 ? 0 : offset, size: fileSize,
+                                              "\(name): p_offset \(hex(offset)) + p_filesz \(hex(fileSize))")
+            guard fileSize <= memorySize else {
+                throw ELFError("\(name): p_filesz \(hex(fileSize)) is larger than p_memsz \(hex(memorySize))")
+            }
+            guard !address.addingReportingOverflow(memorySize).overflow else {
+                throw ELFError("\(name): p_vaddr \(hex(address)) + p_memsz \(hex(memorySize)) wraps past 2^64")
+            }
+            // Zero-length segments map nothing and cannot overlap another.
+            if memorySize > 0 {
+                placed.append(PlacedSegment(index: index, header: header, address: address, memorySize: memorySize,
+                                            offset: offset, fileSize: fileSize))
+            }
             if fileSize == 0 { continue }
-            let range = try file.reader.range(
-                offset: offset, size: fileSize,
-                "program header \(index) (file offset \(hex(header))): p_offset \(hex(offset)) + p_filesz \(hex(fileSize))")
             segments.append(CodeSegment(name: "LOAD[\(index)]", fileOffset: range.lowerBound,
                                         virtualAddress: address, bytes: Array(bytes[range])))
         }
+        try PlacedSegment.checkDisjoint(placed)
         return segments
     }
 
@@ -104,6 +138,35 @@ public enum ELF {
                                bytes: Array(bytes[range]))
         }
         return nil
+    }
+}
+
+/// An executable segment's place in memory and in the file: two may share neither.
+private struct PlacedSegment {
+    let index: Int
+    /// The program header's file offset.
+    let header: Int
+    let address: UInt64, memorySize: UInt64
+    let offset: UInt64, fileSize: UInt64
+
+    var description: String { "program header \(index) (file offset \(hex(header)))" }
+
+    /// Sorted by start, two ranges overlap only if some neighbours do. Sums cannot overflow: the
+    /// address ranges were checked not to wrap, and file ranges to lie inside the file.
+    static func checkDisjoint(_ segments: [PlacedSegment]) throws(ELFError) {
+        let byAddress = segments.sorted { ($0.address, $0.index) < ($1.address, $1.index) }
+        for (first, second) in zip(byAddress, byAddress.dropFirst()) where second.address < first.address + first.memorySize {
+            throw ELFError("executable segments overlap in memory: \(first.description) maps "
+                           + "\(hex(first.address))-\(hex(first.address + first.memorySize)), \(second.description) maps "
+                           + "\(hex(second.address))-\(hex(second.address + second.memorySize))")
+        }
+        let byOffset = segments.filter { $0.fileSize > 0 }.sorted { ($0.offset, $0.index) < ($1.offset, $1.index) }
+        for (first, second) in zip(byOffset, byOffset.dropFirst()) where second.offset < first.offset + first.fileSize {
+            throw ELFError("executable segments share file bytes: \(first.description) loads file offset "
+                           + "\(hex(first.offset))-\(hex(first.offset + first.fileSize)) at \(hex(first.address)), "
+                           + "\(second.description) loads \(hex(second.offset))-\(hex(second.offset + second.fileSize)) "
+                           + "at \(hex(second.address)): the same code under two addresses")
+        }
     }
 }
 
@@ -153,20 +216,20 @@ private struct ELFFile {
     init(_ bytes: [UInt8]) throws(ELFError) {
         reader = LittleEndianReader(bytes: bytes)
         guard ELF.isELF(bytes) else {
-            throw ELFError("not an ELF file: no \\x7FELF magic at file offset 0x0")
+            throw ELFError("not an ELF file: no \\x7FELF magic at file offset 0x0", kind: .unsupported)
         }
         // Class and byte order come before the size check so that an ELF32 file is named as such.
         switch try reader.uint8(at: 4, "EI_CLASS") {
         case FileHeader.classELF64: break
         case FileHeader.classELF32:
-            throw ELFError("ELF32 files are not supported (EI_CLASS at file offset 0x4 is 1)")
+            throw ELFError("ELF32 files are not supported (EI_CLASS at file offset 0x4 is 1)", kind: .unsupported)
         case let other:
             throw ELFError("not an ELF64 file: EI_CLASS at file offset 0x4 is \(other)")
         }
         switch try reader.uint8(at: 5, "EI_DATA") {
         case FileHeader.dataLittleEndian: break
         case FileHeader.dataBigEndian:
-            throw ELFError("big-endian ELF files are not supported (EI_DATA at file offset 0x5 is 2)")
+            throw ELFError("big-endian ELF files are not supported (EI_DATA at file offset 0x5 is 2)", kind: .unsupported)
         case let other:
             throw ELFError("not a little-endian ELF file: EI_DATA at file offset 0x5 is \(other)")
         }
@@ -176,7 +239,7 @@ private struct ELFFile {
         }
         let machine = try reader.uint16(at: 18, "e_machine")
         guard machine == FileHeader.machineX86_64 else {
-            throw ELFError("machine \(machine) is not x86-64 (e_machine at file offset 0x12)")
+            throw ELFError("machine \(machine) is not x86-64 (e_machine at file offset 0x12)", kind: .unsupported)
         }
     }
 

@@ -358,7 +358,7 @@ struct Sieve {
         let result = try Sieve.run("scan", "-p", Self.policy("nacl.yaml"), Self.naclCorpus, "--workers", "1")
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.lines.first == "\(Self.naclCorpus)/x64_fib_array_v2.nexe: 40267 instructions, 203072 bytes: accepted")
-        #expect(result.stdout.contains("2 files: 2 accepted, 0 refused, 0 skipped;"))
+        #expect(result.stdout.contains("2 files: 2 accepted, 0 refused, 0 skipped, 0 errors;"))
         #expect(result.stdout.contains(", 1 worker\n"))
         #expect(!result.stdout.contains("safety proof"))
     }
@@ -373,7 +373,7 @@ struct Sieve {
         // (Files are listed sorted by path, and where the corpus sits varies: look for the line.)
         #expect(result.lines.contains("\(dir)/elf32: skipped: ELF32 files are not supported (EI_CLASS at file offset 0x4 is 1)"))
         #expect(!result.stdout.contains("notes.txt"))
-        #expect(result.stdout.contains("2 files: 1 accepted, 0 refused, 1 skipped;"))
+        #expect(result.stdout.contains("2 files: 1 accepted, 0 refused, 1 skipped, 0 errors;"))
         #expect(result.stdout.contains("not a safety proof"))
         let json = try #require(try Sieve.run("scan", "-p", Self.policy("standard.yaml"), "--model", "none", dir, "--format", "json").json() as? [String: Any])
         #expect(json["safety_proof"] as? Bool == false && json["model"] as? String == "none")

@@ -277,6 +277,53 @@ private func fileSlice(_ bytes: [UInt8], _ offset: Int, _ count: Int) -> [UInt8]
         #expect(error?.message == "program header 0 (file offset 0x40): p_offset 0xffffffffffffffef + p_filesz 0x100: the end offset overflows")
     }
 
+    @Test func rejectsAnExecutableSegmentWhoseAddressesWrap() {
+        let file = buildELF([ProgramHeaderFields(offset: 0x200, address: UInt64.max - 0xF, fileSize: 0x20)]).bytes
+        let error = #expect(throws: ELFError.self) { try ELF.executableSegments(file) }
+        #expect(error?.message == "program header 0 (file offset 0x40): p_vaddr 0xfffffffffffffff0 + p_memsz 0x20 wraps past 2^64")
+        #expect(error?.kind == .damaged)
+    }
+
+    @Test func rejectsMoreFileBytesThanMemory() {
+        let file = buildELF([ProgramHeaderFields(offset: 0x200, address: 0x1000, fileSize: 0x20, memorySize: 0x10)]).bytes
+        let error = #expect(throws: ELFError.self) { try ELF.executableSegments(file) }
+        #expect(error?.message == "program header 0 (file offset 0x40): p_filesz 0x20 is larger than p_memsz 0x10")
+    }
+
+    @Test func rejectsExecutableSegmentsThatOverlap() throws {
+        // In memory: the bss tail of one under the code of the other counts.
+        let inMemory = buildELF([
+            ProgramHeaderFields(offset: 0x200, address: 0x1000, fileSize: 0x20, memorySize: 0x100),
+            ProgramHeaderFields(offset: 0x240, address: 0x10F0, fileSize: 0x20),
+        ]).bytes
+        let memory = #expect(throws: ELFError.self) { try ELF.executableSegments(inMemory) }
+        #expect(memory?.message == "executable segments overlap in memory: program header 0 (file offset 0x40) maps "
+                + "0x1000-0x1100, program header 1 (file offset 0x78) maps 0x10f0-0x1110")
+        // In the file: the same bytes at two addresses.
+        let inFile = buildELF([
+            ProgramHeaderFields(offset: 0x200, address: 0x1000, fileSize: 0x40),
+            ProgramHeaderFields(offset: 0x220, address: 0x9000, fileSize: 0x40),
+        ]).bytes
+        let file = #expect(throws: ELFError.self) { try ELF.executableSegments(inFile) }
+        #expect(file?.message.hasPrefix("executable segments share file bytes: program header 0 (file offset 0x40) loads "
+                                        + "file offset 0x200-0x240 at 0x1000, program header 1") == true, "\(file?.message ?? "")")
+        // Adjacent is not overlapping, and a non-executable segment may share anything.
+        #expect(try ELF.executableSegments(buildELF([
+            ProgramHeaderFields(offset: 0x200, address: 0x1000, fileSize: 0x20),
+            ProgramHeaderFields(offset: 0x220, address: 0x1020, fileSize: 0x20),
+            ProgramHeaderFields(flags: 4, offset: 0x200, address: 0x1000, fileSize: 0x40),
+        ]).bytes).count == 2)
+    }
+
+    @Test func tellsDamageFromCodeItDoesNotVerify() {
+        var elf32 = simpleELF().bytes
+        elf32[4] = 1
+        #expect((#expect(throws: ELFError.self) { try ELF.executableSegments(elf32) })?.kind == .unsupported)
+        #expect((#expect(throws: ELFError.self) { try ELF.executableSegments(Array("text".utf8)) })?.kind == .unsupported)
+        let truncated = Array(simpleELF().bytes.prefix(100))
+        #expect((#expect(throws: ELFError.self) { try ELF.executableSegments(truncated) })?.kind == .damaged)
+    }
+
     @Test func readsTheExtendedProgramHeaderCount() throws {
         var built = simpleELF()
         built.bytes.store(UInt16(0xFFFF), at: 56)  // PN_XNUM: the count is in section 0's sh_info
