@@ -24,12 +24,36 @@ enum Lint {
                                       hint: "write it as {group: \(name), reason: ...}"))
             }
         }
-        // A child's trust or allow that re-admits what a parent banned with references.
+        // A child's trust or allow that re-admits what a parent banned with references. The
+        // candidates are the referenced bans of the files it extends (every rule before its
+        // file's first); they are found through the forms they ban, not by comparing every pair
+        // of rules, and rules with the same selector in the same file share the answer.
+        let referencedBans = rules.indices.filter { rules[$0].effect == .ban && !rules[$0].refs.isEmpty }
+        guard !referencedBans.isEmpty else { return out }
+        var bansBySet: [Int: [Int]] = [:]
+        for index in referencedBans { bansBySet[matches.setOfRule[index], default: []].append(index) }
+        var banSetsAt = [[Int]](repeating: [], count: matches.formCount)
+        for set in bansBySet.keys.sorted() { matches.sets[set].forEach { banSetsAt[$0].append(set) } }
+        var firstRuleOfFile: [String: Int] = [:]
+        for (index, rule) in rules.enumerated() where firstRuleOfFile[rule.file] == nil { firstRuleOfFile[rule.file] = index }
+        struct Key: Hashable { let set: Int, cutoff: Int }
+        var readmitted: [Key: [(ban: Int, form: Int)]] = [:]
         for (index, rule) in rules.enumerated() where rule.accepts {
-            for earlier in 0..<index {
+            let key = Key(set: matches.setOfRule[index], cutoff: firstRuleOfFile[rule.file]!)
+            if readmitted[key] == nil {
+                // The first form each banned set shares with this rule's (forms in increasing order).
+                var firstShared: [Int: Int] = [:]
+                matches.sets[key.set].forEach { form in
+                    for set in banSetsAt[form] where firstShared[set] == nil { firstShared[set] = form }
+                }
+                var found: [(ban: Int, form: Int)] = []
+                for (set, form) in firstShared {
+                    for ban in bansBySet[set]! where ban < key.cutoff { found.append((ban, form)) }
+                }
+                readmitted[key] = found.sorted { $0.ban < $1.ban }
+            }
+            for (earlier, form) in readmitted[key]! {
                 let ban = rules[earlier]
-                guard ban.effect == .ban, !ban.refs.isEmpty, ban.file != rule.file,
-                      let form = matches.firstShared(index, earlier) else { continue }
                 out.append(Diagnostic(.warning, rule.file, rule.mark,
                     "this re-admits \(database.forms[form].id), banned at \(ban.location) (\(ban.refs.joined(separator: ", ")))",
                     hint: "keep the ban, or say in 'reason' why the erratum does not apply"))

@@ -122,10 +122,7 @@ struct CheckCommand: ParsableCommand {
     private func reportWarnings(_ resolved: ResolvedPolicy) throws {
         if !resolved.warnings.isEmpty {
             var standardError = StandardError()
-            for warning in resolved.warnings {
-                let source = resolved.files.first { $0.path == warning.file }?.source
-                print(warning.rendered(source: source), to: &standardError)
-            }
+            print(renderedWarnings(resolved), to: &standardError)
             throw ExitStatus.findings
         }
     }

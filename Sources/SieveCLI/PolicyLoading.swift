@@ -15,6 +15,13 @@ func loadPolicy(_ path: String, source: [UInt8]? = nil) throws -> ResolvedPolicy
     }
 }
 
+/// A resolved policy's lint findings as `file:line:col` diagnostics, each file's lines indexed once.
+func renderedWarnings(_ resolved: ResolvedPolicy) -> String {
+    var sources: [String: [UInt8]] = [:]
+    for file in resolved.files where sources[file.path] == nil { sources[file.path] = file.source }
+    return Diagnostic.rendered(resolved.warnings, sources: sources)
+}
+
 func ruleJSON(_ rule: Rule?, in policy: ResolvedPolicy) -> JSON {
     guard let rule else { return .null }
     return .object([
