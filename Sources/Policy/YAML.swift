@@ -51,6 +51,14 @@ public struct YAMLError: Error, Sendable {
     public let message: String
 }
 
+extension String {
+    /// " (byte 0x00)": the offending value libyaml reports for a reader error.
+    fileprivate init(offendingValue value: Int32) {
+        let digits = String(value, radix: 16, uppercase: true)
+        self = " (\(value > 0xFF ? "character U+" : "byte 0x")\(digits.count % 2 == 1 ? "0" : "")\(digits))"
+    }
+}
+
 /// Parses YAML with libyaml's event API into `YAMLNode`s. Strict on purpose: one document,
 /// no anchors or aliases (no billion laughs), no duplicate keys, bounded size and depth.
 public enum YAMLReader {
@@ -81,6 +89,12 @@ public enum YAMLReader {
                     let p = parser.pointee
                     let problem = p.problem.map { String(cString: $0) } ?? "malformed YAML"
                     let context = p.context.map { String(cString: $0) + ": " } ?? ""
+                    if p.error == YAML_READER_ERROR {
+                        // Bad bytes (a NUL, invalid UTF-8): libyaml gives a byte offset, not a mark.
+                        let offset = min(Int(p.problem_offset), buffer.count)
+                        let byte = p.problem_value >= 0 ? String(offendingValue: p.problem_value) : ""
+                        throw YAMLError(mark: mark(atOffset: offset, in: buffer), message: "YAML: \(problem)\(byte)")
+                    }
                     throw YAMLError(mark: SourceMark(line: Int(p.problem_mark.line) + 1, column: Int(p.problem_mark.column) + 1),
                                     message: "YAML: \(context)\(problem)")
                 }
@@ -115,6 +129,16 @@ public enum YAMLReader {
                 }
             }
         }
+    }
+
+    /// The line and column (in bytes) of a byte offset.
+    private static func mark(atOffset offset: Int, in bytes: UnsafeBufferPointer<UInt8>) -> SourceMark {
+        var line = 1, lineStart = 0
+        for i in 0..<offset where bytes[i] == 0x0A {
+            line += 1
+            lineStart = i + 1
+        }
+        return SourceMark(line: line, column: offset - lineStart + 1)
     }
 
     private static func anchorError(_ mark: SourceMark) -> YAMLError {
