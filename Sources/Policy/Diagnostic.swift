@@ -38,13 +38,20 @@ public struct Diagnostic: Sendable, Hashable {
         return out
     }
 
-    /// Renders `diagnostics` one per line group, each file's lines indexed once.
+    /// Renders `diagnostics`, each file's lines indexed once.
     public static func rendered(_ diagnostics: [Diagnostic], sources: [String: [UInt8]]) -> String {
+        var out: [String] = []
+        render(diagnostics, sources: sources) { out.append($0) }
+        return out.joined(separator: "\n")
+    }
+
+    /// Renders `diagnostics` one by one into `body` (a policy may have a hundred thousand).
+    public static func render(_ diagnostics: [Diagnostic], sources: [String: [UInt8]], into body: (String) -> Void) {
         var lines: [String: SourceLines] = [:]
-        return diagnostics.map { d in
+        for d in diagnostics {
             if lines[d.file] == nil, let source = sources[d.file] { lines[d.file] = SourceLines(source) }
-            return d.rendered(lines: lines[d.file])
-        }.joined(separator: "\n")
+            body(d.rendered(lines: lines[d.file]))
+        }
     }
 
     /// Line `number` (1-based) of `source`, tabs as spaces so that the caret lines up.
@@ -73,6 +80,22 @@ public struct SourceLines: Sendable {
         let end = number < starts.count ? starts[number] - 1 : (source.last == 0x0A ? source.count - 1 : source.count)
         let printable = source[start..<max(start, end)].prefix(200).map { $0 == 0x09 ? 0x20 : ($0 < 0x20 ? 0x3F : $0) }
         return String(decoding: printable, as: UTF8.self)
+    }
+}
+
+/// "Did you mean" hints search a vocabulary each (a thousand mnemonics): a policy of 50,000
+/// typos gets them for its first `maximumHints` errors and plain errors after, so that its
+/// errors cost time in proportion to their number. The candidates are built only when used.
+public struct HintBudget: Sendable {
+    public static let maximumHints = 100
+    private var remaining = maximumHints
+
+    public init() {}
+
+    public mutating func closest<Candidates: Sequence<String>>(to word: String, in candidates: @autoclosure () -> Candidates) -> String? {
+        guard remaining > 0 else { return nil }
+        remaining -= 1
+        return Suggestion.closest(to: word, in: candidates())
     }
 }
 

@@ -178,12 +178,12 @@ public enum PolicyLoader {
             for group in file.groups { groups.define(group.name, group.selectors) }
         }
         var knownNames: [String]?
-        var hints: [String: String] = [:]
+        var budget = HintBudget(), hints: [String: String] = [:]
         for (file, name, mark) in pendingGroups where !groups.isKnown(name) {
             // One suggestion per misspelling, the known names listed once: a policy may repeat one.
             if hints[name] == nil {
                 if knownNames == nil { knownNames = groups.knownNames }
-                hints[name] = Suggestion.closest(to: name, in: knownNames!).map { "did you mean '\($0)'?" } ?? "see `sieve isa --groups`"
+                hints[name] = budget.closest(to: name, in: knownNames!).map { "did you mean '\($0)'?" } ?? "see `sieve isa --groups`"
             }
             diagnostics.append(Diagnostic(.error, file, mark, "unknown group '\(name)'", hint: hints[name]))
         }

@@ -122,7 +122,7 @@ struct CheckCommand: ParsableCommand {
     private func reportWarnings(_ resolved: ResolvedPolicy) throws {
         if !resolved.warnings.isEmpty {
             var standardError = StandardError()
-            print(renderedWarnings(resolved), to: &standardError)
+            printWarnings(resolved, to: &standardError)
             throw ExitStatus.findings
         }
     }
