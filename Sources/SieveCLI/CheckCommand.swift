@@ -24,6 +24,10 @@ struct CheckCommand: ParsableCommand {
             --witness DIR writes the witness there: witness.bin (raw code, base 0), witness.s (an \
             annotated listing), layout.txt (the data it expects at %r15) and data.bin (an example).
 
+            A policy file holds at most 1 MiB, nests at most 64 levels, uses no YAML anchors or \
+            aliases, and extends at most 63 others; a missing or unreadable file is reported with \
+            the system's reason (policies/README.md, Limits).
+
             Exit status: 0 clean and turing-complete, 1 lint findings or another verdict, 2 errors.
             """)
 
