@@ -22,6 +22,11 @@ public struct GroupCatalog: Sendable {
     /// that need nothing else untrusted: `trust: [vaes]` admits VEX VAESENC (AVX + VAES) only
     /// when AVX is trusted too, and never the EVEX form, which needs AVX-512.
     public internal(set) var trustedExtensions: Set<String> = []
+    /// Form-level membership of each user group, computed once when the policy's groups are
+    /// final (`PolicyLoader.analyzeGroups`): nested groups are not matched again for every form.
+    var userMembers: [String: FormSet] = [:]
+    /// The user groups with instance fields, directly or through a group they name.
+    var conditionalUserGroups: Set<String> = []
 
     let databaseIdentity: ISADatabase
 
@@ -50,6 +55,7 @@ public struct GroupCatalog: Sendable {
     /// Form-level: whether some encoding of the form can be in the group.
     /// (Groups that name each other in a cycle are rejected when the policy is read.)
     func mayContain(_ form: Form, group name: String, trusting: Bool = false) -> Bool {
+        if let members = userMembers[name] { return members.contains(form.index) }
         if let selectors = user[name] {
             return selectors.contains { $0.matchesForm(form, groups: self) }
         }
@@ -64,6 +70,7 @@ public struct GroupCatalog: Sendable {
 
     /// Form-level membership of every form of `database`, the name looked up once.
     func members(_ name: String, trusting: Bool, in database: ISADatabase) -> [Bool] {
+        if let members = userMembers[name] { return database.forms.map { members.contains($0.index) } }
         if user[name] != nil { return database.forms.map { mayContain($0, group: name, trusting: trusting) } }
         if let members = Self.builtinMembers[name], database === ISADatabase.shared { return members }
         if let builtin = Self.builtinByName[name] { return database.forms.map(builtin.contains) }
@@ -76,7 +83,10 @@ public struct GroupCatalog: Sendable {
 
     /// Instance-level: whether this encoding is in the group.
     func contains(_ insn: Instruction, _ form: Form, group name: String, decoder: Decoder) -> Bool {
-        guard let selectors = user[name] else { return mayContain(form, group: name) }
+        // A group without instance fields holds whole forms: its form-level membership decides.
+        guard let selectors = user[name], userMembers[name] == nil || conditionalUserGroups.contains(name) else {
+            return mayContain(form, group: name)
+        }
         return selectors.contains {
             $0.matchesForm(form, groups: self) && $0.matchesInstance(insn, form, decoder: decoder, groups: self)
         }

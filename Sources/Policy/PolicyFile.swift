@@ -54,6 +54,7 @@ struct PolicyFileReader {
     let path: String
     let database: ISADatabase
     var diagnostics: [Diagnostic] = []
+    var hints = HintBudget()
 
     static let topKeys = ["sieve", "name", "description", "extends", "sandbox", "trust", "allow", "ban", "groups"]
     static let sandboxKeys = ["model", "bundle-size", "call-alignment"]
@@ -104,8 +105,8 @@ struct PolicyFileReader {
         return file
     }
 
-    private func hint(_ word: String, _ candidates: some Sequence<String>) -> String? {
-        Suggestion.closest(to: word, in: candidates).map { "did you mean '\($0)'?" }
+    private mutating func hint<Candidates: Sequence<String>>(_ word: String, _ candidates: @autoclosure () -> Candidates) -> String? {
+        hints.closest(to: word, in: candidates()).map { "did you mean '\($0)'?" }
     }
 
     private mutating func scalar(_ node: YAMLNode, _ what: String) -> String? {
@@ -274,7 +275,8 @@ struct PolicyFileReader {
                 s.mnemonics = Set(values.flatMap { resolveMnemonic($0, marks[$0] ?? value.mark) })
             case "form":
                 for v in values where database[v] == nil {
-                    error(marks[v] ?? value.mark, "unknown form '\(v)'", hint: hint(v, database.forms.map(\.id)))
+                    let db = database
+                    error(marks[v] ?? value.mark, "unknown form '\(v)'", hint: hint(v, Self.formIDs(db)))
                 }
                 s.forms = Set(values)
             case "opcode":
@@ -349,7 +351,8 @@ struct PolicyFileReader {
 
     private mutating func resolveMnemonic(_ name: String, _ mark: SourceMark) -> [String] {
         let names = Mnemonics.resolve(name, in: database)
-        if names.isEmpty { error(mark, "unknown mnemonic '\(name)'", hint: hint(name, Mnemonics.all(in: database))) }
+        let db = database
+        if names.isEmpty { error(mark, "unknown mnemonic '\(name)'", hint: hint(name, Self.mnemonicNames(db))) }
         return names
     }
 
@@ -373,6 +376,9 @@ struct PolicyFileReader {
     }
 
     static let registerNames = RegisterNames.all
+
+    private static func formIDs(_ database: ISADatabase) -> [String] { database.forms.map(\.id) }
+    private static func mnemonicNames(_ database: ISADatabase) -> [String] { Mnemonics.all(in: database) }
 }
 
 /// Mnemonics as policies write them: lower case, with the SDM's aliases.

@@ -19,7 +19,7 @@ public struct Selector: Sendable, Hashable {
     public var registers: Set<String>?
     public var prefixes: Set<PrefixChoice>?
 
-    public let mark: SourceMark
+    public private(set) var mark: SourceMark
     /// A `trust` entry: an extension group admits only forms whose every extension is trusted.
     public var trusting = false
 
@@ -49,6 +49,13 @@ public struct Selector: Sendable, Hashable {
             field("vector-length", vectorLengths) { String($0) }, field("register", registers) { $0 },
             field("prefix", prefixes) { $0.rawValue }, trusting ? "trusting" : nil,
         ].compactMap { $0 }.joined(separator: " ")
+    }
+
+    /// The selector without its position: rules whose keys are equal select the same encodings.
+    var matchKey: Selector {
+        var key = self
+        key.mark = SourceMark(line: 0, column: 0)
+        return key
     }
 
     public var hasInstanceFields: Bool {

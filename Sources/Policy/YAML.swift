@@ -10,6 +10,10 @@ public struct SourceMark: Sendable, Hashable, Comparable {
         self.column = column
     }
 
+    /// The file as a whole (it cannot be read, or is too large): its first line and column, so
+    /// that every diagnostic keeps its `file:line:col`.
+    public static let wholeFile = SourceMark(line: 1, column: 1)
+
     public static func < (a: SourceMark, b: SourceMark) -> Bool {
         (a.line, a.column) < (b.line, b.column)
     }
@@ -47,6 +51,14 @@ public struct YAMLError: Error, Sendable {
     public let message: String
 }
 
+extension String {
+    /// " (byte 0x00)": the offending value libyaml reports for a reader error.
+    fileprivate init(offendingValue value: Int32) {
+        let digits = String(value, radix: 16, uppercase: true)
+        self = " (\(value > 0xFF ? "character U+" : "byte 0x")\(digits.count % 2 == 1 ? "0" : "")\(digits))"
+    }
+}
+
 /// Parses YAML with libyaml's event API into `YAMLNode`s. Strict on purpose: one document,
 /// no anchors or aliases (no billion laughs), no duplicate keys, bounded size and depth.
 public enum YAMLReader {
@@ -77,6 +89,12 @@ public enum YAMLReader {
                     let p = parser.pointee
                     let problem = p.problem.map { String(cString: $0) } ?? "malformed YAML"
                     let context = p.context.map { String(cString: $0) + ": " } ?? ""
+                    if p.error == YAML_READER_ERROR {
+                        // Bad bytes (a NUL, invalid UTF-8): libyaml gives a byte offset, not a mark.
+                        let offset = min(Int(p.problem_offset), buffer.count)
+                        let byte = p.problem_value >= 0 ? String(offendingValue: p.problem_value) : ""
+                        throw YAMLError(mark: mark(atOffset: offset, in: buffer), message: "YAML: \(problem)\(byte)")
+                    }
                     throw YAMLError(mark: SourceMark(line: Int(p.problem_mark.line) + 1, column: Int(p.problem_mark.column) + 1),
                                     message: "YAML: \(context)\(problem)")
                 }
@@ -100,10 +118,10 @@ public enum YAMLReader {
                     try builder.add(.scalar(value, mark, plain: e.data.scalar.style == YAML_PLAIN_SCALAR_STYLE))
                 case YAML_SEQUENCE_START_EVENT:
                     if e.data.sequence_start.anchor != nil { throw anchorError(mark) }
-                    try builder.open(.sequence([], mark))
+                    try builder.open(mapping: false, mark)
                 case YAML_MAPPING_START_EVENT:
                     if e.data.mapping_start.anchor != nil { throw anchorError(mark) }
-                    try builder.open(.mapping([], mark))
+                    try builder.open(mapping: true, mark)
                 case YAML_SEQUENCE_END_EVENT, YAML_MAPPING_END_EVENT:
                     try builder.close()
                 default:
@@ -113,58 +131,74 @@ public enum YAMLReader {
         }
     }
 
+    /// The line and column (in bytes) of a byte offset.
+    private static func mark(atOffset offset: Int, in bytes: UnsafeBufferPointer<UInt8>) -> SourceMark {
+        var line = 1, lineStart = 0
+        for i in 0..<offset where bytes[i] == 0x0A {
+            line += 1
+            lineStart = i + 1
+        }
+        return SourceMark(line: line, column: offset - lineStart + 1)
+    }
+
     private static func anchorError(_ mark: SourceMark) -> YAMLError {
         YAMLError(mark: mark, message: "YAML anchors are not allowed in a policy (write the value out, or use a group)")
     }
 
-    /// Builds the tree from events with an explicit stack: no recursion, so no depth can overflow it.
+    /// Builds the tree from events with an explicit stack: no recursion, so no depth can overflow
+    /// it. Each open collection is a frame mutated in place, so a list of n items costs O(n), and
+    /// a mapping's keys are kept in a dictionary, so the duplicate-key check costs O(1) per key.
     private struct TreeBuilder {
-        var stack: [YAMLNode] = []
-        var pendingKeys: [YAMLNode?] = []
+        struct Frame {
+            let isMapping: Bool
+            let mark: SourceMark
+            var items: [YAMLNode] = []
+            var pairs: [(key: YAMLNode, value: YAMLNode)] = []
+            var pendingKey: YAMLNode?
+            var keys: [String: SourceMark] = [:]
+
+            var node: YAMLNode { isMapping ? .mapping(pairs, mark) : .sequence(items, mark) }
+        }
+
+        var stack: [Frame] = []
         var root: YAMLNode?
         var documents = 0
 
-        mutating func open(_ node: YAMLNode) throws(YAMLError) {
+        mutating func open(mapping: Bool, _ mark: SourceMark) throws(YAMLError) {
             if stack.count >= YAMLReader.maximumDepth {
-                throw YAMLError(mark: node.mark, message: "nested deeper than \(YAMLReader.maximumDepth) levels")
+                throw YAMLError(mark: mark, message: "nested deeper than \(YAMLReader.maximumDepth) levels")
             }
-            stack.append(node)
-            pendingKeys.append(nil)
+            stack.append(Frame(isMapping: mapping, mark: mark))
         }
 
         mutating func close() throws(YAMLError) {
-            guard let node = stack.popLast() else { return }
-            pendingKeys.removeLast()
-            try add(node)
+            guard let frame = stack.popLast() else { return }
+            try add(frame.node)
         }
 
         mutating func add(_ node: YAMLNode) throws(YAMLError) {
-            guard let top = stack.popLast() else {
+            let top = stack.count - 1
+            guard top >= 0 else {
                 root = node
                 return
             }
-            switch top {
-            case .sequence(var items, let mark):
-                items.append(node)
-                stack.append(.sequence(items, mark))
-            case .mapping(var pairs, let mark):
-                if let key = pendingKeys[pendingKeys.count - 1] {
-                    pairs.append((key, node))
-                    pendingKeys[pendingKeys.count - 1] = nil
-                } else {
-                    guard let name = node.scalar else {
-                        throw YAMLError(mark: node.mark, message: "a mapping key must be a plain name, not \(node.kindName)")
-                    }
-                    if let first = pairs.first(where: { $0.key.scalar == name }) {
-                        throw YAMLError(mark: node.mark, message:
-                            "duplicate key '\(name)' (first at line \(first.key.mark.line), column \(first.key.mark.column))")
-                    }
-                    pendingKeys[pendingKeys.count - 1] = node
-                }
-                stack.append(.mapping(pairs, mark))
-            case .scalar:
-                stack.append(top)
+            guard stack[top].isMapping else {
+                stack[top].items.append(node)
+                return
             }
+            if let key = stack[top].pendingKey {
+                stack[top].pairs.append((key, node))
+                stack[top].pendingKey = nil
+                return
+            }
+            guard let name = node.scalar else {
+                throw YAMLError(mark: node.mark, message: "a mapping key must be a plain name, not \(node.kindName)")
+            }
+            if let first = stack[top].keys[name] {
+                throw YAMLError(mark: node.mark, message: "duplicate key '\(name)' (first at line \(first.line), column \(first.column))")
+            }
+            stack[top].keys[name] = node.mark
+            stack[top].pendingKey = node
         }
     }
 }

@@ -25,6 +25,10 @@ struct CheckCommand: ParsableCommand {
             annotated listing), layout.txt (the data it expects at %r15) and data.bin (an example), \
             each replaced whole or not at all (a temporary file beside it, synced, renamed).
 
+            A policy file holds at most 1 MiB, nests at most 64 levels, uses no YAML anchors or \
+            aliases, and extends at most 63 others; a missing or unreadable file is reported with \
+            the system's reason (policies/README.md, Limits).
+
             Exit status: 0 clean and turing-complete, 1 lint findings or another verdict, 2 errors.
             """)
 
@@ -123,10 +127,7 @@ struct CheckCommand: ParsableCommand {
     private func reportWarnings(_ resolved: ResolvedPolicy) throws {
         if !resolved.warnings.isEmpty {
             var standardError = StandardError()
-            for warning in resolved.warnings {
-                let source = resolved.files.first { $0.path == warning.file }?.source
-                print(warning.rendered(source: source), to: &standardError)
-            }
+            printWarnings(resolved, to: &standardError)
             throw ExitStatus.findings
         }
     }

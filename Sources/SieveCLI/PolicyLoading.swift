@@ -8,11 +8,33 @@ func loadPolicy(_ path: String, source: [UInt8]? = nil) throws -> ResolvedPolicy
         return try PolicyLoader.load(path, source: source)
     } catch {
         var standardError = StandardError()
-        print(error.rendered(), to: &standardError)
+        printDiagnostics(error.diagnostics, sources: error.sources, to: &standardError)
         let count = error.diagnostics.filter { $0.severity == .error }.count
         print("sieve: \(count) error\(count == 1 ? "" : "s") in \(path)", to: &standardError)
         throw ExitStatus.trouble
     }
+}
+
+/// Prints a resolved policy's lint findings as `file:line:col` diagnostics, one by one, each
+/// file's lines indexed once.
+func printWarnings(_ resolved: ResolvedPolicy, to stream: inout some TextOutputStream) {
+    var sources: [String: [UInt8]] = [:]
+    for file in resolved.files where sources[file.path] == nil { sources[file.path] = file.source }
+    printDiagnostics(resolved.warnings, sources: sources, to: &stream)
+}
+
+/// Diagnostics rendered one by one and written in 64 KiB pieces: memory stays bounded and the
+/// stream is not written once per line.
+func printDiagnostics(_ diagnostics: [Diagnostic], sources: [String: [UInt8]], to stream: inout some TextOutputStream) {
+    var buffer = ""
+    Diagnostic.render(diagnostics, sources: sources) { text in
+        buffer += text + "\n"
+        if buffer.utf8.count >= 1 << 16 {
+            stream.write(buffer)
+            buffer = ""
+        }
+    }
+    if !buffer.isEmpty { stream.write(buffer) }
 }
 
 func ruleJSON(_ rule: Rule?, in policy: ResolvedPolicy) -> JSON {
