@@ -22,7 +22,12 @@ struct BanCommand: ParsableCommand {
             resolved and compiled, the C verifier regenerated into --out (replacing what is there), \
             the Turing-completeness check re-run, and every ELF file under each --corpus verified \
             before and after; the files and instruction sites the ban newly refuses are listed with \
-            address, bytes and disassembly. Each step is timed.
+            address, bytes and disassembly (every new site is counted; the first 10000 per file \
+            are listed). Each step is timed.
+
+            The corpus is verified under both policies before anything is written, and it fails \
+            closed as `sieve scan` does: a damaged or unreadable file (or a path that is not an ELF \
+            file) is an error and nothing is written, unless --skip-damaged leaves it out of the report.
 
             Every argument (--out, each --corpus) is checked before anything is written. The policy \
             is read, edited, checked and replaced under an exclusive lock (flock) on the file, so \
@@ -66,6 +71,9 @@ struct BanCommand: ParsableCommand {
     @Flag(name: .customLong("dry-run"), help: "Print the edit as a diff; change nothing.")
     var dryRun = false
 
+    @Flag(name: .customLong("skip-damaged"), help: "Leave damaged or unreadable corpus files out of the impact report instead of refusing the ban.")
+    var skipDamaged = false
+
     func validate() throws {
         for token in selector {
             do { _ = try PolicyEdit.selectorField(token) } catch { throw ValidationError("\(error)") }
@@ -92,7 +100,11 @@ struct BanCommand: ParsableCommand {
         // Every argument is checked before anything is written.
         if let out { try failing { try checkCreatableDirectory(out) } }
         for path in corpus { try failing { try checkReadable(path) } }
-        let corpusFiles = CorpusScan.elfFiles(under: corpus)
+        // The impact report fails closed, as scan does: a corpus file that cannot be judged is an
+        // error (nothing is written), unless --skip-damaged.
+        let inputs = CorpusScan.inputs(under: corpus)
+        try refuseDamaged(inputs.unreadable)
+        let corpusFiles = inputs.files
         if !corpus.isEmpty && corpusFiles.isEmpty { throw ValidationError("no ELF file under \(corpus.joined(separator: ", "))") }
 
         // Read, edit, check and replace under the policy's lock: a concurrent ban waits for this one
@@ -115,6 +127,17 @@ struct BanCommand: ParsableCommand {
                   + (newTuring.missing.isEmpty ? "" : ": no alternative gives \(newTuring.missing.joined(separator: ", "))")
                   + " (--force records it anyway)", to: &err)
             throw ExitStatus.findings
+        }
+        // The corpus is verified under both policies before anything is written.
+        var scans: (old: [CorpusScan.FileResult], new: [CorpusScan.FileResult])?
+        if !corpus.isEmpty {
+            scans = timed("scan") {
+                (CorpusScan.run(Verifier(model.map { CompiledPolicy(before, model: $0) } ?? oldCompiled), files: corpusFiles,
+                                named: inputs.named, maxFindings: Self.listedSites),
+                 CorpusScan.run(Verifier(model.map { CompiledPolicy(after, model: $0) } ?? newCompiled), files: corpusFiles,
+                                named: inputs.named, maxFindings: Self.listedSites))
+            }
+            try refuseDamaged(scans!.new.filter { if case .failed = $0.status { true } else { false } })
         }
         // The regenerated verifier and the policy are staged whole, then put in place: the
         // verifier first, the policy last (any failure before leaves the policy as it was).
@@ -146,12 +169,7 @@ struct BanCommand: ParsableCommand {
             print("regenerated \(out)/\(CVerifierGenerator.sourceName): hash \(newCompiled.contentHashHex)", to: &stdout)
         }
 
-        if !corpus.isEmpty {
-            let files = corpusFiles
-            let (old, new) = timed("scan") {
-                (CorpusScan.run(Verifier(model.map { CompiledPolicy(before, model: $0) } ?? oldCompiled), files: files),
-                 CorpusScan.run(Verifier(model.map { CompiledPolicy(after, model: $0) } ?? newCompiled), files: files))
-            }
+        if let (old, new) = scans {
             timed("compare") { report(old, new, to: &stdout) }
         }
         print("time: " + timings.map { "\($0.0) \(String(format3: $0.1)) ms" }.joined(separator: ", ")
@@ -165,21 +183,37 @@ struct BanCommand: ParsableCommand {
         return text
     }
 
+    /// Sites listed per file in the impact report (every finding is counted).
+    static let listedSites = 10_000
+
+    /// Corpus files that could not be judged: an error, or left out with --skip-damaged.
+    private func refuseDamaged(_ results: [CorpusScan.FileResult]) throws {
+        guard !results.isEmpty else { return }
+        var err = StandardError()
+        for result in results { print("sieve: \(skipDamaged ? "skipped" : "error"): \(result.path): \(result.error ?? "cannot be verified")", to: &err) }
+        if !skipDamaged {
+            print("sieve: the corpus cannot be judged whole; nothing written (--skip-damaged leaves those files out)", to: &err)
+            throw ExitStatus.trouble
+        }
+    }
+
     /// The files and sites the ban newly refuses.
     private func report(_ old: [CorpusScan.FileResult], _ new: [CorpusScan.FileResult], to out: inout StandardOutput) {
         let renderer = Renderer()
         var newlyRefusedFiles = 0, newSites = 0
         var lines: [String] = []
-        for (before, after) in zip(old, new) where after.error == nil {
-            // A ban only adds findings: the same number means the same sites (checked cheaply).
-            if after.sites.count == before.sites.count && after.sites == before.sites { continue }
+        for (before, after) in zip(old, new) where after.status == .verified {
+            // A ban only adds findings: the difference of the counts is the number of new sites.
+            // The listed sites are each file's first ones by offset, so the difference of the lists
+            // holds only new sites (the first of them, when the lists are capped).
+            let added = after.findings - before.findings
+            guard added > 0 else { continue }
             struct Place: Hashable { let segment: String, offset: Int, kind: FindingKind }
             let known = Set(before.sites.map { Place(segment: $0.segment, offset: $0.offset, kind: $0.kind) })
             let fresh = after.sites.filter { !known.contains(Place(segment: $0.segment, offset: $0.offset, kind: $0.kind)) }
-            guard !fresh.isEmpty else { continue }
             if before.accepted { newlyRefusedFiles += 1 }
-            newSites += fresh.count
-            lines.append("  \(after.path): \(fresh.count) new site\(fresh.count == 1 ? "" : "s")")
+            newSites += added
+            lines.append("  \(after.path): \(added) new site\(added == 1 ? "" : "s")" + (fresh.count < added ? " (the first \(fresh.count) listed)" : ""))
             for site in fresh {
                 var text = site.message
                 if case .instruction(let insn) = renderer.decoder.decode(site.bytes) {
@@ -188,7 +222,7 @@ struct BanCommand: ParsableCommand {
                 lines.append("    0x\(String(site.address, radix: 16)): \(Hex.string(site.bytes).padding(30))  \(text)  [\(site.kind.rawValue)]")
             }
         }
-        let scanned = new.filter { $0.error == nil }.count
+        let scanned = new.filter { $0.status == .verified }.count
         print("corpus: \(scanned) file\(scanned == 1 ? "" : "s"); \(newlyRefusedFiles) newly refused, \(newSites) new site\(newSites == 1 ? "" : "s")", to: &out)
         for line in lines { print(line, to: &out) }
     }

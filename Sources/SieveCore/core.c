@@ -301,9 +301,10 @@ typedef struct {
     uint64_t base;
     sieve_report_fn report;
     void *ctx;
-    uint8_t *valid;   /* 1: a direct jump may land here */
+    uint8_t *valid;   /* a bit per byte of code, 1: a direct jump may land here */
     branch_t *branches;  /* direct jumps and calls, checked once every instruction start is known */
 } pass_t;
+static void mark(pass_t *s, size_t at, int valid) { s->valid[at >> 3] = (uint8_t)((s->valid[at >> 3] & ~(1u << (at & 7))) | (unsigned)(valid != 0) << (at & 7)); }
 
 static void emit(pass_t *s, int kind, size_t offset, int length, int form, int rule, int warning) {
     sieve_finding f;
@@ -408,7 +409,7 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
         if (pending == 4 || pending == 5) REFUSE(SIEVE_STACK_POINTER_WRITE);
     } else if (sp) {
         if (pending != (sp == 2 ? 4 : 5)) REFUSE(SIEVE_STACK_POINTER_WRITE);
-        s->valid[at] = 0;
+        mark(s, at, 0);
     } else {
         if (pending == 4 || pending == 5) REFUSE(SIEVE_STACK_POINTER_WRITE);
         for (k = 0; k < 3 && f->writes[k]; k++) {
@@ -448,7 +449,7 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
             else {
                 if (base != 15 && base != 4 && base != 5) REFUSE(SIEVE_UNSAFE_MEMORY_OPERAND);
                 if (index >= 0) {
-                    if (index == pending && pending != 4 && pending != 5) s->valid[at] = 0;
+                    if (index == pending && pending != 4 && pending != 5) mark(s, at, 0);
                     else REFUSE(SIEVE_UNRESTRICTED_INDEX);
                 }
             }
@@ -460,7 +461,7 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
             !is_add_r15(s->code + prev[nprev - 1], prev_len[nprev - 1], reg)) {
             REFUSE(SIEVE_UNSAFE_INDIRECT_BRANCH);
         } else {
-            s->valid[prev[nprev - 1]] = 0; s->valid[at] = 0;
+            mark(s, prev[nprev - 1], 0); mark(s, at, 0);
             if (facts & SIEVE_F_CALL) call_alignment(s, at + (size_t)i->length, i, at);
         }
     }
@@ -475,7 +476,7 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
             ok = lea ? (pl == 4 && memcmp(pc, rdi ? lea_rdi : lea_rsi, 4) == 0) : is_mov_self(pc, pl, rdi ? 0xFF : 0xF6);
         }
         if (!ok) REFUSE(SIEVE_STRING_OUTSIDE_SEQUENCE);
-        else { for (step = 1; step < need; step++) s->valid[prev[q + step]] = 0; s->valid[at] = 0; }
+        else { for (step = 1; step < need; step++) mark(s, prev[q + step], 0); mark(s, at, 0); }
     }
 #undef REFUSE
     return restricts;
@@ -550,7 +551,7 @@ static int fast_step(pass_t *s, size_t at, size_t room, int pending, int *restri
         }
         if (!(mod == 0 && rm == 5) && ((base != 15 && base != 4 && base != 5) || (index >= 0 && index != pending))) return 0;
     }
-    s->valid[at] = index < 0;
+    mark(s, at, index < 0);
     if ((q & SIEVE_Q_DIRECT) && pt->imm) direct_branch(s, at, length, pt->form, c + length - pt->imm, pt->imm);
     *restricts = r;
     return length;
@@ -560,8 +561,7 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
                                      sieve_report_fn report, void *ctx, size_t *instructions) {
     const uint64_t bundle_mask = t->bundle_size - 1;
     const size_t fast_room = t->full_path_only ? (size_t)-1 : 32;   /* the fast path reads 32 bytes ahead */
-    pass_t s;
-    insn_t i;
+    pass_t s; insn_t i;
     size_t at = 0, k;
     if (instructions) *instructions = 0;
     s.t = t; s.code = code; s.instructions = 0; s.size = size; s.base = base; s.report = report; s.ctx = ctx; s.count = 0; s.nbranches = 0;
@@ -575,7 +575,7 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
         if (instructions) *instructions = s.instructions;
         return s.count;
     }
-    s.valid = (uint8_t *)calloc(size + 1, 1);
+    s.valid = (uint8_t *)calloc(size / 8 + 1, 1);
     s.branches = (branch_t *)malloc((size / 2 + 1) * sizeof *s.branches);
     if (!s.valid || !s.branches) { free(s.valid); free(s.branches); emit(&s, SIEVE_INVALID, 0, 0, -1, -1, 0); return s.count; }
     if (base & bundle_mask) emit(&s, SIEVE_LAYOUT, 0, 0, -1, -1, 0);
@@ -589,7 +589,7 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
                 if (at + (size_t)i.length > bundle_end) {   /* bundle_end is at most size */
                     emit(&s, SIEVE_BUNDLE_CROSSING, at, i.length, i.form, -1, 0); at = bundle_end; break;
                 }
-                s.valid[at] = 1;
+                mark(&s, at, 1);
                 if (t->forms[i.form].facts & SIEVE_F_DIRECT && i.imm_size && !i.refused)
                     direct_branch(&s, at, i.length, i.form, code + at + i.imm_off, i.imm_size);
                 restricted = i.refused ? (policy_check(&s, &i, at), -1) : check(&s, &i, at, restricted, prev, prev_len, nprev);
@@ -605,7 +605,7 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
     }
     for (k = 0; k < s.nbranches; k++) {
         int64_t target = s.branches[k].target;
-        if (target >= 0 && (uint64_t)target < size ? !s.valid[target] : ((base + (uint64_t)target) & bundle_mask) != 0)
+        if (target >= 0 && (uint64_t)target < size ? !(s.valid[target >> 3] >> (target & 7) & 1) : ((base + (uint64_t)target) & bundle_mask) != 0)
             emit(&s, SIEVE_BAD_JUMP_TARGET, s.branches[k].from, s.branches[k].length, s.branches[k].form, -1, 0);
     }
     free(s.valid);

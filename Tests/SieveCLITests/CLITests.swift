@@ -28,27 +28,13 @@ struct Sieve {
 
     static func run(_ arguments: String...) throws -> Result { try run(arguments) }
 
-    static func run(_ arguments: [String]) throws -> Result {
-        let process = Process()
-        process.executableURL = binary
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
-                      stderr: String(decoding: stderr, as: UTF8.self))
-    }
-
-    /// `run` in a working directory, with extra environment variables, or with standard output
-    /// sent to a file instead of a pipe.
+    /// Runs the binary (or `executable`) in a working directory, with extra environment
+    /// variables, or with standard output sent to a file instead of a pipe. Standard error is read
+    /// on another thread, so a child filling one pipe never waits on the other.
     static func run(_ arguments: [String], in directory: String? = nil, environment: [String: String] = [:],
-                    standardOutput: FileHandle? = nil) throws -> Result {
+                    standardOutput: FileHandle? = nil, executable: String? = nil) throws -> Result {
         let process = Process()
-        process.executableURL = binary
+        process.executableURL = executable.map(URL.init(fileURLWithPath:)) ?? binary
         process.arguments = arguments
         if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
@@ -56,11 +42,15 @@ struct Sieve {
         process.standardOutput = standardOutput ?? out
         process.standardError = err
         try process.run()
+        final class Box: @unchecked Sendable { var data = Data() }
+        let stderr = Box(), done = DispatchSemaphore(value: 0)
+        let errors = err.fileHandleForReading
+        DispatchQueue.global().async { stderr.data = errors.readDataToEndOfFile(); done.signal() }
         let stdout = standardOutput == nil ? out.fileHandleForReading.readDataToEndOfFile() : Data()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        done.wait()
         process.waitUntilExit()
         return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
-                      stderr: String(decoding: stderr, as: UTF8.self))
+                      stderr: String(decoding: stderr.data, as: UTF8.self))
     }
 
     static func temporaryFile(_ bytes: [UInt8]) throws -> String {

@@ -262,18 +262,7 @@ extension HostileInputTests {
         // MARK: Helpers
 
         static func run(_ executable: String, _ arguments: [String]) throws -> Sieve.Result {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = arguments
-            let out = Pipe(), err = Pipe()
-            process.standardOutput = out
-            process.standardError = err
-            try process.run()
-            let stdout = out.fileHandleForReading.readDataToEndOfFile()
-            let stderr = err.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            return Sieve.Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
-                                stderr: String(decoding: stderr, as: UTF8.self))
+            try Sieve.run(arguments, executable: executable)
         }
 
         static func directory() throws -> String {
@@ -354,9 +343,4 @@ struct ELFImage {
         let source = header(from), target = header(to)
         bytes.replaceSubrange(target..<target + 56, with: bytes[source..<source + 56])
     }
-}
-
-private extension Sieve {
-    /// `run` with the arguments built as an array.
-    static func run(_ arguments: [String]) throws -> Result { try HostileInputTests.FailClosed.run(binary.path, arguments) }
 }
