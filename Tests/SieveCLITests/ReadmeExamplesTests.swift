@@ -92,7 +92,7 @@ import Testing
     static func shell(_ command: String, in directory: URL) throws -> (status: Int32, output: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = ["-c", command + " 2>&1"]
+        process.arguments = ["-c", "exec 2>&1\n" + command]
         process.currentDirectoryURL = directory
         var environment = ProcessInfo.processInfo.environment
         environment["PATH"] = Sieve.binary.deletingLastPathComponent().path + ":" + (environment["PATH"] ?? "/usr/bin:/bin")
