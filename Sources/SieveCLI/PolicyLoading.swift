@@ -1,4 +1,5 @@
 import Policy
+import Verifier
 import X86
 
 /// Loads a policy for a command: errors go to standard error as `file:line:col` diagnostics
@@ -35,6 +36,11 @@ func printDiagnostics(_ diagnostics: [Diagnostic], sources: [String: [UInt8]], t
         }
     }
     if !buffer.isEmpty { stream.write(buffer) }
+}
+
+/// The policy a verdict is under, as `verify` and `scan` name it in JSON.
+func policyJSON(_ policy: ResolvedPolicy, _ compiled: CompiledPolicy) -> JSON {
+    .object(["name": .string(policy.name), "file": .string(policy.path), "hash": .string(compiled.contentHashHex)])
 }
 
 func ruleJSON(_ rule: Rule?, in policy: ResolvedPolicy) -> JSON {

@@ -192,8 +192,7 @@ struct ScanCommand: ParsableCommand {
                 out.write(object.member("max_findings", .int(command.maxFindings)))
                 out.write(object.member("mib_per_second", .double(mibPerSecond)))
                 out.write(object.member("model", .string(compiled.model.rawValue)))
-                out.write(object.member("policy", .object(["name": .string(resolved.name), "file": .string(resolved.path),
-                                                           "hash": .string(compiled.contentHashHex)])))
+                out.write(object.member("policy", policyJSON(resolved, compiled)))
                 out.write(object.member("safety_proof", .bool(compiled.model != .none)))
                 out.write(object.member("schema", .int(1)))
                 out.write(object.member("seconds", .double(seconds)))

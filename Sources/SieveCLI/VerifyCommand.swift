@@ -114,8 +114,7 @@ struct VerifyCommand: ParsableCommand {
             out.write("]")
             out.write(object.member("max_findings", .int(maxFindings)))
             out.write(object.member("model", .string(compiled.model.rawValue)))
-            out.write(object.member("policy", .object(["name": .string(resolved.name), "file": .string(resolved.path),
-                                                       "hash": .string(compiled.contentHashHex)])))
+            out.write(object.member("policy", policyJSON(resolved, compiled)))
             out.write(object.member("safety_proof", .bool(compiled.model != .none)))
             out.write(object.member("schema", .int(1)))
             out.write("}\n")

@@ -89,20 +89,11 @@ import Testing
         return work
     }
 
+    /// A command through bash, standard error merged into standard output, `sieve` on the PATH.
     static func shell(_ command: String, in directory: URL) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = ["-c", "exec 2>&1\n" + command]
-        process.currentDirectoryURL = directory
-        var environment = ProcessInfo.processInfo.environment
-        environment["PATH"] = Sieve.binary.deletingLastPathComponent().path + ":" + (environment["PATH"] ?? "/usr/bin:/bin")
-        process.environment = environment
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+        let path = Sieve.binary.deletingLastPathComponent().path + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")
+        let result = try Sieve.run(["-c", "exec 2>&1\n" + command], in: directory.path, environment: ["PATH": path], executable: "/bin/bash")
+        return (result.status, result.stdout)
     }
 
     @Test(arguments: ["README.md", "policies/README.md"])
