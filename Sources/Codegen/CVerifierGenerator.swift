@@ -79,6 +79,46 @@ public struct CVerifierGenerator {
         const char *sieve_form_name(int form);
         const char *sieve_reason(int reason);
 
+        /* ---- dynamic code (DESIGN §9): regions, replacements, safe copy, patching ------------------------ */
+
+        #define SIEVE_BUNDLE_SIZE \(compiled.bundleSize)
+
+        /* Starts a module of dynamic code at [base, base + size), both multiples of SIEVE_BUNDLE_SIZE. loaded is the
+           caller's storage, a bit per bundle ((size / SIEVE_BUNDLE_SIZE + 7) / 8 bytes), cleared here. Returns 0 when
+           the range is not whole bundles. A module has one writer at a time (the runtime's code lock). */
+        int sieve_module_init(sieve_module *m, uint64_t base, uint64_t size, uint8_t *loaded);
+
+        /* Verifies new code for [address, address + size) of module m before its pages turn executable: whole bundles
+           of the module that hold no verified code yet; a direct jump that leaves the region must land on a bundle
+           start inside the module (NaCl's rule for dynamic code). Returns the number of findings; 0: accepted, and
+           the region is verified code from now on (a layout finding: not whole free bundles of the module). */
+        size_t sieve_verify_region(sieve_module *m, const uint8_t *code, size_t size, uint64_t address,
+                                   sieve_report_fn report, void *ctx);
+
+        /* Whether new_code may replace old_code, verified code at [address, address + size) of m (whole bundles):
+           new_code verifies there; every instruction boundary and jump target stays; no instruction of a sanctioned
+           sequence changes; a changed instruction is a modifiable one (mov with an immediate or displacement,
+           call rel32) of the same form with only its immediate, displacement or branch offset changed. Returns the
+           number of findings (0: accepted; kind SIEVE_REPLACEMENT: what may not change did). */
+        size_t sieve_validate_replacement(const sieve_module *m, const uint8_t *old_code, const uint8_t *new_code,
+                                          size_t size, uint64_t address, sieve_report_fn report, void *ctx);
+
+        /* Copies code that sieve_validate_replacement accepted over live executable code (through a writable mapping
+           of it), one changed instruction at a time and never a partial one: HLT over its first byte, then the rest,
+           then the first byte, each step followed by a fence and serialize(ctx) (NULL: none; on Linux,
+           membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE) makes every thread see it before it next runs the
+           code). A thread that arrives mid-copy traps on the HLT; the runtime's fault handler may retry it. Returns
+           the number of instructions changed, or -1 with nothing written when the instruction boundaries differ. */
+        long sieve_copy_code(uint8_t *live, const uint8_t *code, size_t size, void (*serialize)(void *), void *ctx);
+
+        /* Rewrites in place each instruction of code (loaded at base) that this policy refuses into a replacement of
+           the same length that it accepts where it stands, keeping every boundary other code depends on: a
+           non-temporal move becomes its temporal twin, a prefetch NOPs, a form a policy `rewrite` names what it says;
+           with stub_with_hlt, HLTs where nothing else is accepted. Calls site (if not NULL) for each refused
+           instruction: rule -1 derived from the database, -2 stubbed with HLT, -3 left as it was, else the policy's
+           rewrite rule. Returns the number left as they were. Verify the result again before running it. */
+        size_t sieve_patch(uint8_t *code, size_t size, uint64_t base, int stub_with_hlt, sieve_site_fn site, void *ctx);
+
         #endif
 
         """
@@ -141,14 +181,22 @@ public struct CVerifierGenerator {
             out += "    {\(f.imm_bytes), \(f.moffs), \(f.uses_vvvv), \(f.vsib), 0x\(String(f.classes, radix: 16))u, \(f.reg_checks), \(f.distinct), \(Self.tuple(f.places)), \(f.prefix_use), \(f.decision), \(f.rule), \(f.conditional_start), \(f.conditional_count), \(f.facts)u, \(f.forbidden), {\(f.writes.0), \(f.writes.1), \(f.writes.2)}, \(f.implicit_memory), \(f.size_memory), \(f.size_register), \(Self.tuple(f.operands)), {\(f.fixed.0), \(f.fixed.1), \(f.fixed.2), \(f.fixed.3)}, \(f.implicit_start), \(f.implicit_count)}, /* \(form.id) */\n"
         }
         out += "};\n\n"
+        out += "/* Same-length replacements for the forms the policy refuses (sieve_patch): form, to, action, map, opcode, rule. */\n"
+        out += "static const struct sieve_rewrite sieve_rewrites[\(max(1, tables.rewrites.count))] = {\n"
+        if tables.rewrites.isEmpty { out += "    {\(PatternLists.noForm), \(PatternLists.noForm), 0, 0, 0, -1}, /* none */\n" }
+        for r in tables.rewrites {
+            let to = r.to == PatternLists.noForm ? "NOPs" : forms[Int(r.to)].id
+            out += "    {\(r.form), \(r.to), \(r.action), \(r.map), 0x\(Self.hex(r.opcode)), \(r.rule)}, /* \(forms[Int(r.form)].id) -> \(to) */\n"
+        }
+        out += "};\n\n"
         out += "static const char *const sieve_form_names[\(forms.count)] = {\n"
         for form in forms { out += "    \"\(form.id)\",\n" }
         out += "};\n\n"
         out += """
         static const struct sieve_tables sieve_policy = {
             sieve_entries, sieve_patterns, sieve_modrm, sieve_forms, sieve_instance_rules, sieve_conditional,
-            sieve_rule_registers, sieve_implicit_registers, sieve_reason_kinds,
-            \(forms.count), \(compiled.refusals.count),   /* forms, the model's refusals */
+            sieve_rule_registers, sieve_implicit_registers, sieve_reason_kinds, sieve_rewrites,
+            \(forms.count), \(compiled.refusals.count), \(tables.rewrites.count),   /* forms, the model's refusals, rewrites */
             \(tables.bundleSize),   /* bundle size */
             \(tables.modelNone ? 1 : 0),   /* model none: the policy and the decoder only */
             \(tables.callsMustAlign ? 1 : 0),   /* a call not ending its bundle is a finding (0: a warning) */
@@ -162,12 +210,35 @@ public struct CVerifierGenerator {
 
         """
         out += CoreSource.core.replacing("#include \"sieve_core.h\"\n", with: "") + "\n"
+        out += CoreSource.dyncode.replacing("#include \"sieve_core.h\"\n", with: "") + "\n"
         out += """
 
         /* ---- this policy's entry points ------------------------------------------------------------- */
 
         size_t sieve_verify(const uint8_t *code, size_t size, uint64_t base, sieve_report_fn report, void *ctx) {
-            return sieve_core_run(&sieve_policy, code, size, base, report, ctx, NULL);
+            return sieve_core_run(&sieve_policy, code, size, base, NULL, report, ctx, NULL);
+        }
+
+        int sieve_module_init(sieve_module *m, uint64_t base, uint64_t size, uint8_t *loaded) {
+            return sieve_core_module_init(&sieve_policy, m, base, size, loaded);
+        }
+
+        size_t sieve_verify_region(sieve_module *m, const uint8_t *code, size_t size, uint64_t address,
+                                   sieve_report_fn report, void *ctx) {
+            return sieve_core_verify_region(&sieve_policy, m, code, size, address, report, ctx);
+        }
+
+        size_t sieve_validate_replacement(const sieve_module *m, const uint8_t *old_code, const uint8_t *new_code,
+                                          size_t size, uint64_t address, sieve_report_fn report, void *ctx) {
+            return sieve_core_validate_replacement(&sieve_policy, m, old_code, new_code, size, address, report, ctx);
+        }
+
+        long sieve_copy_code(uint8_t *live, const uint8_t *code, size_t size, void (*serialize)(void *), void *ctx) {
+            return sieve_core_copy(&sieve_policy, live, code, size, serialize, ctx);
+        }
+
+        size_t sieve_patch(uint8_t *code, size_t size, uint64_t base, int stub_with_hlt, sieve_site_fn site, void *ctx) {
+            return sieve_core_patch(&sieve_policy, code, size, base, stub_with_hlt, site, ctx);
         }
 
         const char *sieve_kind_name(int kind) { return sieve_core_kind_name(kind); }

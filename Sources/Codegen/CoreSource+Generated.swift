@@ -34,12 +34,13 @@ enum sieve_kind {
     SIEVE_STRING_OUTSIDE_SEQUENCE = 10,
     SIEVE_CALL_ALIGNMENT = 11,
     SIEVE_LAYOUT = 12,
-    SIEVE_KIND_COUNT = 13
+    SIEVE_REPLACEMENT = 13,
+    SIEVE_KIND_COUNT = 14
 };
 /* Their names, in that order. */
 #define SIEVE_KIND_NAMES "banned", "invalid", "sandbox-forbidden", "bundle-crossing", "bad-jump-target", \
     "unsafe-indirect-branch", "reserved-register-write", "stack-pointer-write", "unsafe-memory-operand", \
-    "unrestricted-index", "string-outside-sequence", "call-alignment", "layout"
+    "unrestricted-index", "string-outside-sequence", "call-alignment", "layout", "replacement"
 
 typedef struct {
     size_t offset;   /* from the start of the code */
@@ -67,7 +68,9 @@ enum sieve_fact {
     SIEVE_F_WRITES = 512,      /* writes a general register at an encoded place */
     SIEVE_F_XBEGIN = 1024,
     SIEVE_F_MEMORY = 2048,     /* accesses its ModRM memory operand */
-    SIEVE_F_BIT_OFFSET = 4096  /* a register bit offset moves its memory operand's address (BT, BTS, ...) */
+    SIEVE_F_BIT_OFFSET = 4096, /* a register bit offset moves its memory operand's address (BT, BTS, ...) */
+    SIEVE_F_MODIFIABLE = 8192  /* its immediate, displacement or branch offset may change in a code replacement (NaCl's
+                                  nacl-amd64-modifiable: mov 88/89/8A/8B/B0+r/B8+r/C6/C7, call rel32) */
 };
 
 /* Flags of a form pattern for the core's fast path (Swift: QuickFlags reads these values). */
@@ -100,6 +103,31 @@ enum sieve_reg_check {
     SIEVE_RC_IS4 = 1 << 13          /* imm8[7:4] names a register, imm8[3:0] is ignored */
 };
 
+/* Where code runs (sieve_core_run; NULL: a whole static module, whose direct jumps may leave it for any bundle
+   start). Dynamic code: a direct jump that leaves the code must land on a bundle start in [lo, hi], the module.
+   targets, when not NULL, receives the core's jump-target map: a bit per byte of code (size / 8 + 1 bytes), set
+   where a jump may land (an instruction start outside a sanctioned sequence). */
+struct sieve_place { uint64_t lo, hi; uint8_t *targets; };
+
+/* Where one instruction's fields are (sieve_core_decode): offsets from its first byte, 0 when absent. */
+typedef struct {
+    int length, form, refused;
+    uint8_t prefixes;    /* legacy and REX prefix bytes before the opcode (or the VEX/EVEX/XOP prefix) */
+    uint8_t encoding;    /* 0 legacy, 1 VEX, 2 EVEX, 3 XOP, 4 3DNow! */
+    uint8_t map;         /* 0 one-byte, 1 0F, 2 0F38, 3 0F3A (VEX/EVEX/XOP: their map field's meaning) */
+    uint8_t opcode_at, modrm_at, disp_at, disp_size, imm_at, imm_size;
+    uint8_t memory, rip_relative, index;   /* a ModRM memory operand; RIP-relative; with an index register */
+} sieve_layout;
+
+/* A module of dynamic code (sieve_module_init): its address range, and a bit per bundle of it that is
+   verified code (the caller's storage, size / bundle size / 8 rounded up, zeroed). */
+typedef struct { uint64_t base, size; uint8_t *loaded; } sieve_module;
+
+/* One instruction `sieve_patch` found refused: where, its form, the rewrite rule (-1: derived from the database,
+   -2: stubbed with HLT, -3: left as it was), and its new bytes (length of them). */
+typedef struct { size_t offset; int length, form, rule; const uint8_t *bytes; } sieve_site;
+typedef void (*sieve_site_fn)(const sieve_site *site, void *ctx);
+
 #define SIEVE_NO_FORM 65535
 #define SIEVE_MAX_BUNDLE 128
 
@@ -119,6 +147,13 @@ struct sieve_form {
     uint8_t operands[4]; int16_t fixed[4]; uint16_t implicit_start; uint8_t implicit_count;
 };
 
+/* A same-length replacement for a form the policy refuses (`sieve patch`): SIEVE_RW_OPCODE re-encodes the instruction
+   as form `to` (the same prefixes and operand bytes under another opcode of the map `map`; legacy encodings may change
+   map, VEX/EVEX/XOP only the opcode byte) and pads with NOPs; SIEVE_RW_NOP fills it with NOPs. `rule`: the policy's
+   rewrite rule, -1 when the database derived it (the same semantics minus a hint). Sorted by form. */
+enum sieve_rewrite_action { SIEVE_RW_OPCODE = 1, SIEVE_RW_NOP = 2 };
+struct sieve_rewrite { uint16_t form, to; uint8_t action, map, opcode; int32_t rule; };
+
 /* Everything policy-specific, through one struct. */
 struct sieve_tables {
     const struct sieve_entry *entries;             /* 256 per opcode map */
@@ -130,7 +165,8 @@ struct sieve_tables {
     const int16_t *rule_registers;                 /* registers the instance rules name */
     const int16_t *implicit_registers;             /* registers the forms use implicitly */
     const uint8_t *reason_kinds;                   /* the finding kind of each model refusal (form.forbidden - 1) */
-    uint32_t form_count, reason_count;
+    const struct sieve_rewrite *rewrites;          /* sorted by form */
+    uint32_t form_count, reason_count, rewrite_count;
     uint32_t bundle_size;                          /* a power of two, at most SIEVE_MAX_BUNDLE */
     uint8_t model_none;                            /* 1: the policy and the decoder only, no sandbox rules */
     uint8_t calls_must_align;                      /* 1: a call not ending its bundle is a finding, 0: a warning */
@@ -142,14 +178,28 @@ struct sieve_tables {
    not NULL) for each finding and warning; returns the number of findings (0: accepted). */
 size_t sieve_core_verify(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
                          sieve_report_fn report, void *ctx);
-/* The same, and the number of instructions it decoded (instructions may be NULL). */
+/* The same, and the number of instructions it decoded (instructions may be NULL), for code at
+   `place` (NULL: a whole static module). */
 size_t sieve_core_run(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
-                      sieve_report_fn report, void *ctx, size_t *instructions);
+                      const struct sieve_place *place, sieve_report_fn report, void *ctx, size_t *instructions);
 /* The core's own name for a finding kind ("banned", "sandbox-forbidden", ...). */
 const char *sieve_core_kind_name(int kind);
-/* Decodes one instruction: its length and form, 0 when the bytes are not an instruction; *refused
-   is set when Sieve refuses an encoding the CPU executes. For tests against other decoders. */
-int sieve_core_decode(const struct sieve_tables *t, const uint8_t *code, size_t size, int *form, int *refused);
+/* Decodes one instruction: its length (0 when the bytes are not an instruction) and its layout
+   (refused: Sieve refuses an encoding the CPU executes). For tests against other decoders, and for
+   replacement and patching, which must know where an instruction's fields are. */
+int sieve_core_decode(const struct sieve_tables *t, const uint8_t *code, size_t size, sieve_layout *layout);
+/* The dynamic-code API (dyncode.c), behind the generated sieve_module_init, sieve_verify_region,
+   sieve_validate_replacement, sieve_copy_code and sieve_patch (their comments are there). */
+int sieve_core_module_init(const struct sieve_tables *t, sieve_module *m, uint64_t base, uint64_t size, uint8_t *loaded);
+size_t sieve_core_verify_region(const struct sieve_tables *t, sieve_module *m, const uint8_t *code, size_t size,
+                                uint64_t address, sieve_report_fn report, void *ctx);
+size_t sieve_core_validate_replacement(const struct sieve_tables *t, const sieve_module *m, const uint8_t *old_code,
+                                       const uint8_t *new_code, size_t size, uint64_t address,
+                                       sieve_report_fn report, void *ctx);
+long sieve_core_copy(const struct sieve_tables *t, uint8_t *live, const uint8_t *code, size_t size,
+                     void (*serialize)(void *), void *ctx);
+size_t sieve_core_patch(const struct sieve_tables *t, uint8_t *code, size_t size, uint64_t base, int stub_with_hlt,
+                        sieve_site_fn site, void *ctx);
 /* END core API */
 
 #endif
@@ -192,7 +242,7 @@ enum { P_LOCK = 1, P_REP = 2, P_REPNE = 4, P_66 = 8, P_67 = 16, P_ES = 32, P_CS 
 typedef struct {
     int length, form;
     unsigned prefixes;
-    uint8_t prefix_count, refused, rex, opcode, modrm, sib, has_modrm, mem, imm_off, imm_size;
+    uint8_t prefix_count, refused, rex, opcode, modrm, sib, has_modrm, mem, imm_off, imm_size, table, modrm_at;
     uint8_t vr, vx, vb, vvvv, vw, vl, aaa, z, bcst;
 } insn_t;
 
@@ -216,8 +266,7 @@ static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *code
     uint8_t pad[32], rex = 0, last_rep = 0, b, op = 0, modrm = 0;
     int i = 0, end = avail < 15 ? (int)avail : 15, table = 0, vec = 0, evex = 0, taken, imm;
     unsigned p = 0, bit, sel;
-    const struct sieve_entry *e; const struct sieve_pattern *pt; const struct sieve_form *f;
-    uint64_t key;
+    const struct sieve_entry *e; const struct sieve_pattern *pt; const struct sieve_form *f; uint64_t key;
     if (avail < sizeof pad) { memset(pad, 0, sizeof pad); memcpy(pad, code, avail); code = pad; }
     memset(o, 0, sizeof *o);
     for (; (bit = prefix_bit[b = code[i]]) != 0; i++) {
@@ -258,7 +307,7 @@ static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *code
     e = &t->entries[table * 256 + op];
     taken = table == 4 || e->has_modrm;
     if (taken) {
-        modrm = code[i++] | (e->mod_ignored ? 0xC0 : 0);
+        o->modrm_at = (uint8_t)i; modrm = code[i++] | (e->mod_ignored ? 0xC0 : 0);
         o->mem = modrm < 0xC0;
         if (o->mem && (modrm & 7) == 4) o->sib = code[i];
         i += MODRM_BYTES(t->modrm[modrm], o->sib);
@@ -290,7 +339,7 @@ static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *code
     } else if (rex) {
         o->vr = (rex >> 2) & 1; o->vx = (rex >> 1) & 1; o->vb = rex & 1; o->vw = (rex >> 3) & 1;
     }
-    o->length = i; o->form = pt->form; o->rex = rex; o->prefixes = p; o->opcode = op; o->modrm = modrm; o->has_modrm = (uint8_t)taken;
+    o->length = i; o->form = pt->form; o->rex = rex; o->prefixes = p; o->opcode = op; o->modrm = modrm; o->has_modrm = (uint8_t)taken; o->table = (uint8_t)table;
     if ((f->reg_checks & 0xFF) || f->distinct) {
         unsigned reg = (modrm >> 3) & 7, c = f->reg_checks;
         int n[4], cnt = 0, a, d;
@@ -455,7 +504,7 @@ typedef struct {
     const struct sieve_tables *t;
     const uint8_t *code;
     size_t size, count, nbranches, instructions;
-    uint64_t base;
+    uint64_t base, lo, hi;   /* a direct jump leaving the code lands on a bundle start in [lo, hi] */
     sieve_report_fn report;
     void *ctx;
     uint8_t *valid;   /* a bit per byte of code, 1: a direct jump may land here */
@@ -715,11 +764,10 @@ static int fast_step(pass_t *s, size_t at, size_t room, int pending, int *restri
 }
 
 SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
-                                     sieve_report_fn report, void *ctx, size_t *instructions) {
+                                     const struct sieve_place *place, sieve_report_fn report, void *ctx, size_t *instructions) {
     const uint64_t bundle_mask = t->bundle_size - 1;
     const size_t fast_room = t->full_path_only ? (size_t)-1 : 32;   /* the fast path reads 32 bytes ahead */
-    pass_t s; insn_t i;
-    size_t at = 0, k;
+    pass_t s; insn_t i; size_t at = 0, k;
     if (instructions) *instructions = 0;
     s.t = t; s.code = code; s.instructions = 0; s.size = size; s.base = base; s.report = report; s.ctx = ctx; s.count = 0; s.nbranches = 0;
     if (t->model_none) {
@@ -732,9 +780,10 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
         if (instructions) *instructions = s.instructions;
         return s.count;
     }
-    s.valid = (uint8_t *)calloc(size / 8 + 1, 1);
+    s.lo = place ? place->lo : 0; s.hi = place ? place->hi : ~(uint64_t)0;
+    s.valid = place && place->targets ? (uint8_t *)memset(place->targets, 0, size / 8 + 1) : (uint8_t *)calloc(size / 8 + 1, 1);
     s.branches = (branch_t *)malloc((size / 2 + 1) * sizeof *s.branches);
-    if (!s.valid || !s.branches) { free(s.valid); free(s.branches); emit(&s, SIEVE_INVALID, 0, 0, -1, -1, 0); return s.count; }
+    if (!s.valid || !s.branches) { if (!place || !place->targets) free(s.valid); free(s.branches); emit(&s, SIEVE_INVALID, 0, 0, -1, -1, 0); return s.count; }
     if (base & bundle_mask) emit(&s, SIEVE_LAYOUT, 0, 0, -1, -1, 0);
     while (at < size) {
         size_t bundle_end = at + t->bundle_size - (size_t)((base + at) & bundle_mask), prev[SIEVE_MAX_BUNDLE];
@@ -762,33 +811,327 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
     }
     for (k = 0; k < s.nbranches; k++) {
         int64_t target = s.branches[k].target;
-        if (target >= 0 && (uint64_t)target < size ? !(s.valid[target >> 3] >> (target & 7) & 1) : ((base + (uint64_t)target) & bundle_mask) != 0)
+        uint64_t to = base + (uint64_t)target;
+        if (target >= 0 && (uint64_t)target < size ? !(s.valid[target >> 3] >> (target & 7) & 1) : (to & bundle_mask) || to < s.lo || to > s.hi)
             emit(&s, SIEVE_BAD_JUMP_TARGET, s.branches[k].from, s.branches[k].length, s.branches[k].form, -1, 0);
     }
-    free(s.valid);
+    if (!place || !place->targets) free(s.valid);
     free(s.branches);
     if (instructions) *instructions = s.instructions;
     return s.count;
 }
+
+/* The decoder alone (dyncode.c and the tests' decoder differential); the generated verifier uses it for patching. */
+SIEVE_CORE_API int sieve_core_decode(const struct sieve_tables *t, const uint8_t *code, size_t size, sieve_layout *l) {
+    insn_t i; int vec, end;
+    memset(l, 0, sizeof *l); l->form = -1;
+    if (!decode(t, code, size, &i)) return 0;
+    vec = i.table >= 5; end = i.has_modrm ? i.modrm_at : i.imm_off;   /* the opcode byte is just before */
+    l->length = i.length; l->form = i.form; l->refused = i.refused; l->prefixes = i.prefix_count; l->imm_at = i.imm_off;
+    l->imm_size = i.imm_size; l->memory = i.mem; l->encoding = i.table == 4 ? 4 : !vec ? 0 : i.table <= 7 ? 1 : i.table <= 12 ? 2 : 3;
+    l->map = !vec ? (i.table == 4 ? 1 : i.table) : i.table <= 7 ? i.table - 4 : i.table <= 12 ? (i.table <= 10 ? i.table - 7 : i.table - 6) : i.table - 5;
+    l->opcode_at = (uint8_t)(i.table == 4 ? i.length - 1 : end - 1); l->modrm_at = i.has_modrm ? i.modrm_at : 0;
+    if (i.mem) {
+        l->disp_at = (uint8_t)(i.modrm_at + 1 + ((i.modrm & 7) == 4)); l->disp_size = (uint8_t)(i.imm_off - l->disp_at);
+        l->rip_relative = (i.modrm & 0xC7) == 5; l->index = (i.modrm & 7) == 4 && (((i.sib >> 3) & 7) | i.vx << 3) != 4;
+    }
+    l->disp_at = l->disp_size ? l->disp_at : 0; l->imm_at = l->imm_size ? l->imm_at : 0;   /* absent fields at 0 */
+    return i.length;
+}
+"""#
+    static let dyncode = #"""
+/*
+ * Dynamic code (DESIGN §9), after NaCl's dyncode interface (dfa_validate_64.c, dfa_validate_common.c):
+ * regions verified as they turn executable, replacements of verified code, a copy into live code that
+ * never lets a running thread execute a partly written instruction, and patching of refused instructions
+ * into same-length replacements. Built on the core's sieve_core_run and sieve_core_decode alone: the
+ * sandbox rules stay in core.c, and every verdict here is the core's on the code as it will run.
+ */
+#include "sieve_core.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef SIEVE_CORE_API
+#define SIEVE_CORE_API
+#endif
+
+#define HLT 0xF4
+#define NOP 0x90
+
+/* Reports a finding that is not one instruction's (length 0 at offset 0: the region as a whole). Returns 1. */
+static size_t report_one(sieve_report_fn report, void *ctx, int kind, size_t offset, int length, int form) {
+    sieve_finding f;
+    f.offset = offset; f.length = (size_t)length; f.kind = kind; f.form = form; f.rule = -1; f.warning = 0; f.reason = -1;
+    if (report) report(&f, ctx);
+    return 1;
+}
+
+#ifndef SIEVE_EMBEDDED
+SIEVE_CORE_API size_t sieve_core_verify(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
+                                        sieve_report_fn report, void *ctx) {
+    return sieve_core_run(t, code, size, base, NULL, report, ctx, NULL);
+}
+#endif
 
 SIEVE_CORE_API const char *sieve_core_kind_name(int kind) {
     static const char *const names[SIEVE_KIND_COUNT] = { SIEVE_KIND_NAMES };
     return kind >= 0 && kind < SIEVE_KIND_COUNT ? names[kind] : "?";
 }
 
-/* The library-only entry points (the generated verifier has sieve_verify instead). */
-#ifndef SIEVE_EMBEDDED
-SIEVE_CORE_API size_t sieve_core_verify(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
-                                        sieve_report_fn report, void *ctx) {
-    return sieve_core_run(t, code, size, base, report, ctx, NULL);
+/* ---- regions: a module's code, verified a bundle-aligned piece at a time ------------------------ */
+
+SIEVE_CORE_API int sieve_core_module_init(const struct sieve_tables *t, sieve_module *m, uint64_t base, uint64_t size,
+                                          uint8_t *loaded) {
+    uint64_t mask = t->bundle_size - 1;
+    if (!m || !loaded || !size || (base & mask) || (size & mask) || base + (size - 1) < base) return 0;
+    m->base = base; m->size = size; m->loaded = loaded;
+    memset(loaded, 0, (size_t)((size / t->bundle_size + 7) / 8));
+    return 1;
 }
 
-SIEVE_CORE_API int sieve_core_decode(const struct sieve_tables *t, const uint8_t *code, size_t size, int *form, int *refused) {
-    insn_t i;
-    if (!decode(t, code, size, &i)) { *form = -1; *refused = 0; return 0; }
-    *form = i.form; *refused = i.refused;
-    return i.length;
+/* Whether [address, address + size) is whole bundles of the module, all loaded (loaded 1) or none (0). */
+static int region_fits(const struct sieve_tables *t, const sieve_module *m, uint64_t address, size_t size, int loaded) {
+    uint64_t mask = t->bundle_size - 1, first, k;
+    if (!m || !m->loaded || !size || (address & mask) || (size & mask) || address < m->base ||
+        address - m->base >= m->size || size > m->size - (address - m->base))
+        return 0;
+    first = (address - m->base) / t->bundle_size;
+    for (k = first; k < first + size / t->bundle_size; k++)
+        if ((int)((m->loaded[k >> 3] >> (k & 7)) & 1) != loaded) return 0;
+    return 1;
 }
+
+/* Direct jumps that leave a region land on a bundle start of its module (NaCl's rule for dynamic code):
+   every bundle start of verified code is an instruction start, and unverified code never runs. */
+static struct sieve_place module_place(const sieve_module *m, uint8_t *targets) {
+    struct sieve_place p;
+    p.lo = m->base; p.hi = m->base + (m->size - 1); p.targets = targets;
+    return p;
+}
+
+SIEVE_CORE_API size_t sieve_core_verify_region(const struct sieve_tables *t, sieve_module *m, const uint8_t *code, size_t size,
+                                               uint64_t address, sieve_report_fn report, void *ctx) {
+    struct sieve_place place;
+    uint64_t k, first;
+    size_t count;
+    if (!region_fits(t, m, address, size, 0)) return report_one(report, ctx, SIEVE_LAYOUT, 0, 0, -1);
+    place = module_place(m, NULL);
+    count = sieve_core_run(t, code, size, address, &place, report, ctx, NULL);
+    if (count) return count;
+    first = (address - m->base) / t->bundle_size;
+    for (k = first; k < first + size / t->bundle_size; k++) m->loaded[k >> 3] |= (uint8_t)(1u << (k & 7));
+    return 0;
+}
+
+/* ---- replacement: new code for verified code, at the same address ------------------------------ */
+
+static int bit(const uint8_t *map, size_t at) { return (map[at >> 3] >> (at & 7)) & 1; }
+
+/* Whether the instruction at `at` (length n, layouts a old and b new) may change: a form NaCl marks modifiable,
+   the same form, only its displacement, immediate or branch offset bytes changed, and in no sanctioned sequence
+   (a jump may land on it and on the instruction after it, in the old code and in the new). */
+static int may_change(const struct sieve_tables *t, const sieve_layout *a, const sieve_layout *b, const uint8_t *old_code,
+                      const uint8_t *new_code, size_t at, size_t size, const uint8_t *old_targets, const uint8_t *new_targets) {
+    int k, n = a->length;
+    if (a->form != b->form || a->form < 0 || !(t->forms[a->form].facts & SIEVE_F_MODIFIABLE)) return 0;
+    for (k = 0; k < n; k++) {
+        int in_disp = b->disp_size && k >= b->disp_at && k < b->disp_at + b->disp_size;
+        int in_imm = b->imm_size && k >= b->imm_at && k < b->imm_at + b->imm_size;
+        if (old_code[at + (size_t)k] != new_code[at + (size_t)k] && !in_disp && !in_imm) return 0;
+    }
+    if (!bit(old_targets, at) || !bit(new_targets, at)) return 0;
+    return at + (size_t)n >= size || (bit(old_targets, at + (size_t)n) && bit(new_targets, at + (size_t)n));
+}
+
+SIEVE_CORE_API size_t sieve_core_validate_replacement(const struct sieve_tables *t, const sieve_module *m,
+                                                      const uint8_t *old_code, const uint8_t *new_code, size_t size,
+                                                      uint64_t address, sieve_report_fn report, void *ctx) {
+    struct sieve_place place;
+    uint8_t *old_targets, *new_targets;
+    size_t count = 0, at = 0, k, n = size / 8 + 1;
+    if (!region_fits(t, m, address, size, 1)) return report_one(report, ctx, SIEVE_LAYOUT, 0, 0, -1);
+    old_targets = (uint8_t *)malloc(n); new_targets = (uint8_t *)malloc(n);
+    if (!old_targets || !new_targets) {
+        free(old_targets); free(new_targets);
+        return report_one(report, ctx, SIEVE_INVALID, 0, 0, -1);
+    }
+    /* the old code must be what was verified, the new code must verify where it will run */
+    place = module_place(m, old_targets);
+    if (sieve_core_run(t, old_code, size, address, &place, NULL, NULL, NULL)) count += report_one(report, ctx, SIEVE_REPLACEMENT, 0, 0, -1);
+    place = module_place(m, new_targets);
+    count += sieve_core_run(t, new_code, size, address, &place, report, ctx, NULL);
+    /* instruction by instruction, both at once: the same boundaries, and only modifiable fields changed */
+    while (at < size) {
+        sieve_layout a, b;
+        int la = sieve_core_decode(t, old_code + at, size - at, &a), lb = sieve_core_decode(t, new_code + at, size - at, &b);
+        if (!la || la != lb) { count += report_one(report, ctx, SIEVE_REPLACEMENT, at, lb ? lb : 1, b.form); break; }
+        if (memcmp(old_code + at, new_code + at, (size_t)la) &&
+            !may_change(t, &a, &b, old_code, new_code, at, size, old_targets, new_targets))
+            count += report_one(report, ctx, SIEVE_REPLACEMENT, at, la, b.form);
+        at += (size_t)la;
+    }
+    /* and the same jump targets: code elsewhere may jump to any of them */
+    for (k = 0; at >= size && k < n; k++)
+        if (old_targets[k] != new_targets[k]) { count += report_one(report, ctx, SIEVE_REPLACEMENT, k * 8, 0, -1); break; }
+    free(old_targets); free(new_targets);
+    return count;
+}
+
+/* ---- copy: validated code into live executable memory ------------------------------------------ */
+
+/* A fence, then the caller's cross-core serialisation (Linux: membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE)),
+   so that every thread sees the bytes written so far before it next fetches them (Intel's cross-modifying code protocol). */
+static void publish(void (*serialize)(void *), void *ctx) {
+#if defined(__GNUC__)
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
 #endif
+    if (serialize) serialize(ctx);
+}
+
+SIEVE_CORE_API long sieve_core_copy(const struct sieve_tables *t, uint8_t *live, const uint8_t *code, size_t size,
+                                    void (*serialize)(void *), void *ctx) {
+    volatile uint8_t *out = live;   /* a running thread may fetch any of these bytes at any time */
+    size_t at;
+    long changed = 0;
+    int pass, n = 0, k;
+    sieve_layout l;
+    for (pass = 0; pass < 2; pass++) {   /* first that both have the same boundaries, then the writes */
+        for (at = 0; at < size; at += (size_t)n) {
+            n = sieve_core_decode(t, code + at, size - at, &l);
+            if (pass == 0 && (!n || sieve_core_decode(t, live + at, size - at, &l) != n)) return -1;
+            if (pass == 0 || !memcmp(live + at, code + at, (size_t)n)) continue;
+            /* HLT over the first byte: a thread that arrives now traps instead of running a mix of old and new */
+            out[at] = HLT;
+            publish(serialize, ctx);
+            for (k = 1; k < n; k++) out[at + (size_t)k] = code[at + (size_t)k];
+            publish(serialize, ctx);
+            out[at] = code[at];
+            publish(serialize, ctx);
+            changed++;
+        }
+    }
+    return changed;
+}
+
+/* ---- patching: refused instructions rewritten to same-length replacements ---------------------- */
+
+static const struct sieve_rewrite *rewrite_for(const struct sieve_tables *t, int form) {
+    uint32_t lo = 0, hi = t->rewrite_count;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (t->rewrites[mid].form == form) return &t->rewrites[mid];
+        if (t->rewrites[mid].form < form) lo = mid + 1; else hi = mid;
+    }
+    return NULL;
+}
+
+/* Writes the replacement of the instruction c (layout l) into out, l->length bytes; 0 when r cannot re-encode it.
+   NOPs pad a shorter re-encoding: after it when it uses an index register (it must stay right after the
+   instruction that restricts that register), before it otherwise (its end stays: a RIP-relative displacement and
+   the instruction after it are unchanged). NaCl's loader rewrote MOVNTI the same way. */
+static int rewrite(const struct sieve_tables *t, const struct sieve_rewrite *r, const uint8_t *c, const sieve_layout *l,
+                   uint8_t *out) {
+    uint8_t body[32];
+    int n, tail = l->length - l->opcode_at - 1, escape = r->map == 0 ? 0 : r->map == 1 ? 1 : 2;
+    sieve_layout check;
+    if (r->action == SIEVE_RW_NOP) { memset(out, NOP, (size_t)l->length); return 1; }
+    if (r->action != SIEVE_RW_OPCODE || l->encoding == 4 || (l->encoding && l->map != r->map) || r->map > 3) return 0;
+    if (l->encoding) { memcpy(body, c, (size_t)l->length); body[l->opcode_at] = r->opcode; n = l->length; }
+    else {
+        memcpy(body, c, l->prefixes);
+        n = l->prefixes;
+        if (escape) body[n++] = 0x0F;
+        if (escape == 2) body[n++] = r->map == 2 ? 0x38 : 0x3A;
+        body[n++] = r->opcode;
+        if (n + tail > l->length) return 0;
+        memcpy(body + n, c + l->opcode_at + 1, (size_t)tail);
+        n += tail;
+    }
+    if (sieve_core_decode(t, body, (size_t)n, &check) != n || check.form != r->to) return 0;
+    memset(out, NOP, (size_t)l->length);
+    memcpy(out + (l->index ? 0 : l->length - n), body, (size_t)n);
+    return 1;
+}
+
+typedef struct { size_t offset[SIEVE_MAX_BUNDLE], other; int length[SIEVE_MAX_BUNDLE], form[SIEVE_MAX_BUNDLE], count; } sites_t;
+
+/* Collects one bundle's refused instructions (the policy's refusals) and counts its other findings. */
+static void collect(const sieve_finding *f, void *ctx) {
+    sites_t *s = (sites_t *)ctx;
+    if (f->warning || f->kind == SIEVE_BAD_JUMP_TARGET) return;   /* a jump out of the bundle alone: not this bundle's */
+    s->other++;
+    if (f->kind == SIEVE_BANNED && s->count < SIEVE_MAX_BUNDLE) {
+        s->offset[s->count] = f->offset; s->length[s->count] = (int)f->length; s->form[s->count++] = f->form;
+    }
+}
+
+/* Marks the bundle of each refused instruction (ctx: a bit per bundle, indexed by offset / bundle size after
+   the first, possibly partial, bundle). */
+typedef struct { uint8_t *bundles; uint64_t base; uint32_t bundle_size; } flags_t;
+static void flag(const sieve_finding *f, void *ctx) {
+    flags_t *b = (flags_t *)ctx;
+    uint64_t k = (b->base + f->offset) / b->bundle_size - b->base / b->bundle_size;
+    if (!f->warning && f->kind == SIEVE_BANNED) b->bundles[k >> 3] |= (uint8_t)(1u << (k & 7));
+}
+
+/* Patches one bundle, code[from, to): every refused instruction rewritten (or stubbed with HLT when asked and none
+   applies, or in the second attempt when the rewrites do not verify together), kept only if the bundle's findings
+   (but for jumps out of it) are then its old ones less one per patched site. Returns the refused instructions left. */
+static size_t patch_bundle(const struct sieve_tables *t, uint8_t *code, size_t from, size_t to, uint64_t base, int stub,
+                           sieve_site_fn site, void *ctx) {
+    uint8_t buf[SIEVE_MAX_BUNDLE];
+    int rule[SIEVE_MAX_BUNDLE], attempt, k, patched;
+    sites_t before, after;
+    size_t n = to - from, left = 0;
+    memset(&before, 0, sizeof before);
+    sieve_core_run(t, code + from, n, base + from, NULL, collect, &before, NULL);
+    for (attempt = 0; attempt < 2; attempt++) {
+        memcpy(buf, code + from, n);
+        for (k = 0, patched = 0; k < before.count; k++) {
+            sieve_layout l;
+            const struct sieve_rewrite *r = attempt ? NULL : rewrite_for(t, before.form[k]);
+            uint8_t *at = buf + before.offset[k];
+            rule[k] = -3;
+            if (sieve_core_decode(t, at, n - before.offset[k], &l) != before.length[k]) continue;
+            if (r && rewrite(t, r, at, &l, at)) rule[k] = r->rule;
+            else if (stub) { memset(at, HLT, (size_t)l.length); rule[k] = -2; }
+            patched += rule[k] != -3;
+        }
+        memset(&after, 0, sizeof after);
+        sieve_core_run(t, buf, n, base + from, NULL, collect, &after, NULL);
+        if (after.other + (size_t)patched == before.other && after.count == before.count - patched) break;
+        if (!stub || attempt) { memcpy(buf, code + from, n); for (k = 0; k < before.count; k++) rule[k] = -3; break; }
+    }
+    memcpy(code + from, buf, n);
+    for (k = 0; k < before.count; k++) {
+        sieve_site s;
+        s.offset = from + before.offset[k]; s.length = before.length[k]; s.form = before.form[k]; s.rule = rule[k];
+        s.bytes = code + s.offset;
+        left += rule[k] == -3;
+        if (site) site(&s, ctx);
+    }
+    return left;
+}
+
+SIEVE_CORE_API size_t sieve_core_patch(const struct sieve_tables *t, uint8_t *code, size_t size, uint64_t base, int stub_with_hlt,
+                                       sieve_site_fn site, void *ctx) {
+    flags_t flags;
+    uint64_t bundles, k, mask = t->bundle_size - 1;
+    size_t left = 0;
+    if (!size) return 0;
+    bundles = (base + (size - 1)) / t->bundle_size - base / t->bundle_size + 1;
+    flags.base = base; flags.bundle_size = t->bundle_size;
+    flags.bundles = (uint8_t *)calloc((size_t)(bundles / 8 + 1), 1);
+    if (!flags.bundles) return (size_t)-1;
+    sieve_core_run(t, code, size, base, NULL, flag, &flags, NULL);
+    for (k = 0; k < bundles; k++) {
+        uint64_t start = ((base & ~mask) + k * t->bundle_size);
+        size_t from = k ? (size_t)(start - base) : 0, to = k + 1 < bundles ? (size_t)(start + t->bundle_size - base) : size;
+        if ((flags.bundles[k >> 3] >> (k & 7)) & 1) left += patch_bundle(t, code, from, to, base, stub_with_hlt, site, ctx);
+    }
+    free(flags.bundles);
+    return left;
+}
 """#
 }

@@ -11,6 +11,7 @@ public struct PolicyFile: Sendable {
     public var trust: [Rule] = []
     public var allow: [Rule] = []
     public var ban: [Rule] = []
+    public var rewrites: [RewriteRule] = []
     public var groups: [(name: String, mark: SourceMark, selectors: [Selector])] = []
 }
 
@@ -49,6 +50,21 @@ public struct Rule: Sendable {
     public var location: String { "\(file):\(mark.line)" }
 }
 
+/// A `rewrite` entry: what `sieve patch` puts in place of the instructions a selector names when
+/// the policy refuses them (DESIGN §9): `nop` (NOPs of the same length) or an instruction form
+/// (a form id or mnemonic) with the same operands, re-encoded under its opcode and padded with NOPs.
+public struct RewriteRule: Sendable {
+    public let selector: Selector
+    /// `nop`, or a form id or mnemonic of the database.
+    public let to: String
+    public let reason: String
+    public let refs: [String]
+    public let file: String
+    public let mark: SourceMark
+
+    public var location: String { "\(file):\(mark.line)" }
+}
+
 /// Reads a policy file's YAML into a `PolicyFile`, collecting every problem it finds.
 struct PolicyFileReader {
     let path: String
@@ -56,7 +72,7 @@ struct PolicyFileReader {
     var diagnostics: [Diagnostic] = []
     var hints = HintBudget()
 
-    static let topKeys = ["sieve", "name", "description", "extends", "sandbox", "trust", "allow", "ban", "groups"]
+    static let topKeys = ["sieve", "name", "description", "extends", "sandbox", "trust", "allow", "ban", "rewrite", "groups"]
     static let sandboxKeys = ["model", "bundle-size", "call-alignment"]
     static let ruleKeys = ["reason", "refs"]
     static let selectorKeys = ["mnemonic", "form", "opcode", "extension", "group", "class", "encoding", "operands",
@@ -95,6 +111,7 @@ struct PolicyFileReader {
             case "trust": file.trust = trust(value)
             case "allow": file.allow = rules(value, .allow)
             case "ban": file.ban = rules(value, .ban)
+            case "rewrite": file.rewrites = rewrites(value)
             case "groups": file.groups = groups(value)
             default:
                 error(key.mark, "unknown key '\(name)'", hint: hint(name, Self.topKeys))
@@ -207,6 +224,48 @@ struct PolicyFileReader {
             }
             if let selector = selector(selectorPairs, at: item.mark) {
                 out.append(Rule(effect: effect, selector: selector, reason: reason, refs: refs, file: path, mark: item.mark))
+            }
+        }
+        return out
+    }
+
+    /// `rewrite:` lists selectors with `to` (nop, a form id or a mnemonic) and a reason.
+    private mutating func rewrites(_ node: YAMLNode) -> [RewriteRule] {
+        guard case .sequence(let items, _) = node else {
+            error(node.mark, "'rewrite' is a list ({mnemonic: clflush, to: nop, reason: ...}), not \(node.kindName)")
+            return []
+        }
+        var out: [RewriteRule] = []
+        for item in items {
+            guard case .mapping(let pairs, _) = item else {
+                error(item.mark, "a rewrite is a mapping such as {mnemonic: clflush, to: nop, reason: ...}, not \(item.kindName)")
+                continue
+            }
+            var to: String?, reason: String?, refs: [String] = []
+            var selectorPairs: [(key: YAMLNode, value: YAMLNode)] = []
+            for pair in pairs {
+                switch pair.key.scalar ?? "" {
+                case "to":
+                    to = scalar(pair.value, "to")
+                    if let name = to, name != "nop", database[name] == nil, !database.forms.contains(where: { $0.mnemonic == name }) {
+                        let names = ["nop"] + database.forms.map(\.mnemonic)
+                        let suggestion = hint(name, names)
+                        error(pair.value.mark, "'to' is nop, a form id or a mnemonic, not '\(name)'", hint: suggestion)
+                        to = nil
+                    }
+                case "reason": reason = scalar(pair.value, "reason")
+                case "refs": refs = strings(pair.value, "refs")
+                default: selectorPairs.append(pair)
+                }
+            }
+            if to == nil, !pairs.contains(where: { $0.key.scalar == "to" }) { error(item.mark, "a rewrite needs 'to' (nop, a form id or a mnemonic)") }
+            if reason == nil { error(item.mark, "a rewrite needs a 'reason': it changes what the code does") }
+            for pair in selectorPairs where ["operands", "operand-size", "register", "prefix"].contains(pair.key.scalar ?? "") {
+                error(pair.key.mark, "a rewrite names whole forms: '\(pair.key.scalar ?? "")' selects some instances of a form",
+                      hint: "select by form, mnemonic, opcode, extension, group, class, encoding or vector-length")
+            }
+            if let selector = selector(selectorPairs, at: item.mark), let to, let reason {
+                out.append(RewriteRule(selector: selector, to: to, reason: reason, refs: refs, file: path, mark: item.mark))
             }
         }
         return out

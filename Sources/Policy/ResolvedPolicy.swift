@@ -18,6 +18,8 @@ public struct ResolvedPolicy: Sendable {
     public let sandbox: SandboxSettings
     /// Every rule in precedence order: a later rule overrides an earlier one.
     public let rules: [Rule]
+    /// Every `rewrite` in precedence order: for a form, the last one whose selector names it applies.
+    public let rewrites: [RewriteRule]
     public let groups: GroupCatalog
     public let accepted: AcceptedSet
     /// Lint findings (warnings): a ban without a reason, an unjustified sensitive trust, ...
@@ -33,6 +35,11 @@ public struct ResolvedPolicy: Sendable {
             if file.path == rule.file { break }
         }
         return out
+    }
+
+    /// The `rewrite` rule that applies to a form (the last that names it), as an index in `rewrites`.
+    public func rewrite(for form: Form) -> Int? {
+        rewrites.lastIndex { $0.selector.matchesForm(form, groups: groups) }
     }
 
     /// Sandbox settings with the defaults filled in (NaCl's: 32-byte bundles, call alignment warns).
@@ -210,7 +217,7 @@ public enum PolicyLoader {
         }
         let sandbox = files.reversed().reduce(ResolvedPolicy.defaultSandbox) { $0.overridden(by: $1.sandbox) }
         return ResolvedPolicy(name: files[0].name, description: files[0].description, files: files, sandbox: sandbox,
-                              rules: rules, groups: groups, accepted: accepted, warnings: diagnostics)
+                              rules: rules, rewrites: files.reversed().flatMap(\.rewrites), groups: groups, accepted: accepted, warnings: diagnostics)
     }
 
     /// Each form's decision: the last rule that selects it wholly, and the later rules that

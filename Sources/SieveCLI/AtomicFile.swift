@@ -29,7 +29,8 @@ final class StagedFiles {
 
     func stage(_ text: String, as path: String) throws { try stage(Array(text.utf8), as: path) }
 
-    func stage(_ bytes: [UInt8], as path: String) throws {
+    /// `like`: a file whose permission bits a new file takes (an executable's, for its patched copy).
+    func stage(_ bytes: [UInt8], as path: String, like model: String? = nil) throws {
         var existing = stat()
         let exists = stat(path, &existing) == 0
         if exists && existing.st_mode & S_IFMT == S_IFDIR { throw InputError("cannot write \(path): it is a directory") }
@@ -61,7 +62,9 @@ final class StagedFiles {
             } else {
                 let mask = umask(0)
                 umask(mask)
-                guard fchmod(descriptor, 0o666 & ~mask) == 0 else { throw AtomicFile.failure("cannot write \(path)") }
+                var source = stat()
+                let bits = model.flatMap { stat($0, &source) == 0 ? source.st_mode & 0o777 : nil } ?? 0o666
+                guard fchmod(descriptor, bits & ~mask) == 0 else { throw AtomicFile.failure("cannot write \(path)") }
             }
             try AtomicFile.writeAll(bytes, to: descriptor, path: path)
             guard fsync(descriptor) == 0 else { throw AtomicFile.failure("cannot write \(path)") }

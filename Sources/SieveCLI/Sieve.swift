@@ -14,7 +14,7 @@ struct Sieve: ParsableCommand {
             (a closed pipe, as in `sieve isa | head`, ends the command quietly).
             """,
         version: SieveVersion.description,
-        subcommands: [VerifyCommand.self, ScanCommand.self, BanCommand.self, DiffCommand.self, GenerateCommand.self, BenchCommand.self, CheckCommand.self, ExplainCommand.self, MapCommand.self, ISACommand.self, DisasmCommand.self])
+        subcommands: [VerifyCommand.self, ScanCommand.self, BanCommand.self, PatchCommand.self, DiffCommand.self, GenerateCommand.self, BenchCommand.self, CheckCommand.self, ExplainCommand.self, MapCommand.self, ISACommand.self, DisasmCommand.self])
 
     /// swift-argument-parser ends usage errors with 64 (EX_USAGE); Sieve's contract is 2 for
     /// every usage or input error (DESIGN §11).

@@ -35,7 +35,7 @@ enum { P_LOCK = 1, P_REP = 2, P_REPNE = 4, P_66 = 8, P_67 = 16, P_ES = 32, P_CS 
 typedef struct {
     int length, form;
     unsigned prefixes;
-    uint8_t prefix_count, refused, rex, opcode, modrm, sib, has_modrm, mem, imm_off, imm_size;
+    uint8_t prefix_count, refused, rex, opcode, modrm, sib, has_modrm, mem, imm_off, imm_size, table, modrm_at;
     uint8_t vr, vx, vb, vvvv, vw, vl, aaa, z, bcst;
 } insn_t;
 
@@ -59,8 +59,7 @@ static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *code
     uint8_t pad[32], rex = 0, last_rep = 0, b, op = 0, modrm = 0;
     int i = 0, end = avail < 15 ? (int)avail : 15, table = 0, vec = 0, evex = 0, taken, imm;
     unsigned p = 0, bit, sel;
-    const struct sieve_entry *e; const struct sieve_pattern *pt; const struct sieve_form *f;
-    uint64_t key;
+    const struct sieve_entry *e; const struct sieve_pattern *pt; const struct sieve_form *f; uint64_t key;
     if (avail < sizeof pad) { memset(pad, 0, sizeof pad); memcpy(pad, code, avail); code = pad; }
     memset(o, 0, sizeof *o);
     for (; (bit = prefix_bit[b = code[i]]) != 0; i++) {
@@ -101,7 +100,7 @@ static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *code
     e = &t->entries[table * 256 + op];
     taken = table == 4 || e->has_modrm;
     if (taken) {
-        modrm = code[i++] | (e->mod_ignored ? 0xC0 : 0);
+        o->modrm_at = (uint8_t)i; modrm = code[i++] | (e->mod_ignored ? 0xC0 : 0);
         o->mem = modrm < 0xC0;
         if (o->mem && (modrm & 7) == 4) o->sib = code[i];
         i += MODRM_BYTES(t->modrm[modrm], o->sib);
@@ -133,7 +132,7 @@ static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *code
     } else if (rex) {
         o->vr = (rex >> 2) & 1; o->vx = (rex >> 1) & 1; o->vb = rex & 1; o->vw = (rex >> 3) & 1;
     }
-    o->length = i; o->form = pt->form; o->rex = rex; o->prefixes = p; o->opcode = op; o->modrm = modrm; o->has_modrm = (uint8_t)taken;
+    o->length = i; o->form = pt->form; o->rex = rex; o->prefixes = p; o->opcode = op; o->modrm = modrm; o->has_modrm = (uint8_t)taken; o->table = (uint8_t)table;
     if ((f->reg_checks & 0xFF) || f->distinct) {
         unsigned reg = (modrm >> 3) & 7, c = f->reg_checks;
         int n[4], cnt = 0, a, d;
@@ -298,7 +297,7 @@ typedef struct {
     const struct sieve_tables *t;
     const uint8_t *code;
     size_t size, count, nbranches, instructions;
-    uint64_t base;
+    uint64_t base, lo, hi;   /* a direct jump leaving the code lands on a bundle start in [lo, hi] */
     sieve_report_fn report;
     void *ctx;
     uint8_t *valid;   /* a bit per byte of code, 1: a direct jump may land here */
@@ -558,11 +557,10 @@ static int fast_step(pass_t *s, size_t at, size_t room, int pending, int *restri
 }
 
 SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
-                                     sieve_report_fn report, void *ctx, size_t *instructions) {
+                                     const struct sieve_place *place, sieve_report_fn report, void *ctx, size_t *instructions) {
     const uint64_t bundle_mask = t->bundle_size - 1;
     const size_t fast_room = t->full_path_only ? (size_t)-1 : 32;   /* the fast path reads 32 bytes ahead */
-    pass_t s; insn_t i;
-    size_t at = 0, k;
+    pass_t s; insn_t i; size_t at = 0, k;
     if (instructions) *instructions = 0;
     s.t = t; s.code = code; s.instructions = 0; s.size = size; s.base = base; s.report = report; s.ctx = ctx; s.count = 0; s.nbranches = 0;
     if (t->model_none) {
@@ -575,9 +573,10 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
         if (instructions) *instructions = s.instructions;
         return s.count;
     }
-    s.valid = (uint8_t *)calloc(size / 8 + 1, 1);
+    s.lo = place ? place->lo : 0; s.hi = place ? place->hi : ~(uint64_t)0;
+    s.valid = place && place->targets ? (uint8_t *)memset(place->targets, 0, size / 8 + 1) : (uint8_t *)calloc(size / 8 + 1, 1);
     s.branches = (branch_t *)malloc((size / 2 + 1) * sizeof *s.branches);
-    if (!s.valid || !s.branches) { free(s.valid); free(s.branches); emit(&s, SIEVE_INVALID, 0, 0, -1, -1, 0); return s.count; }
+    if (!s.valid || !s.branches) { if (!place || !place->targets) free(s.valid); free(s.branches); emit(&s, SIEVE_INVALID, 0, 0, -1, -1, 0); return s.count; }
     if (base & bundle_mask) emit(&s, SIEVE_LAYOUT, 0, 0, -1, -1, 0);
     while (at < size) {
         size_t bundle_end = at + t->bundle_size - (size_t)((base + at) & bundle_mask), prev[SIEVE_MAX_BUNDLE];
@@ -605,31 +604,30 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
     }
     for (k = 0; k < s.nbranches; k++) {
         int64_t target = s.branches[k].target;
-        if (target >= 0 && (uint64_t)target < size ? !(s.valid[target >> 3] >> (target & 7) & 1) : ((base + (uint64_t)target) & bundle_mask) != 0)
+        uint64_t to = base + (uint64_t)target;
+        if (target >= 0 && (uint64_t)target < size ? !(s.valid[target >> 3] >> (target & 7) & 1) : (to & bundle_mask) || to < s.lo || to > s.hi)
             emit(&s, SIEVE_BAD_JUMP_TARGET, s.branches[k].from, s.branches[k].length, s.branches[k].form, -1, 0);
     }
-    free(s.valid);
+    if (!place || !place->targets) free(s.valid);
     free(s.branches);
     if (instructions) *instructions = s.instructions;
     return s.count;
 }
 
-SIEVE_CORE_API const char *sieve_core_kind_name(int kind) {
-    static const char *const names[SIEVE_KIND_COUNT] = { SIEVE_KIND_NAMES };
-    return kind >= 0 && kind < SIEVE_KIND_COUNT ? names[kind] : "?";
-}
-
-/* The library-only entry points (the generated verifier has sieve_verify instead). */
-#ifndef SIEVE_EMBEDDED
-SIEVE_CORE_API size_t sieve_core_verify(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
-                                        sieve_report_fn report, void *ctx) {
-    return sieve_core_run(t, code, size, base, report, ctx, NULL);
-}
-
-SIEVE_CORE_API int sieve_core_decode(const struct sieve_tables *t, const uint8_t *code, size_t size, int *form, int *refused) {
-    insn_t i;
-    if (!decode(t, code, size, &i)) { *form = -1; *refused = 0; return 0; }
-    *form = i.form; *refused = i.refused;
+/* The decoder alone (dyncode.c and the tests' decoder differential); the generated verifier uses it for patching. */
+SIEVE_CORE_API int sieve_core_decode(const struct sieve_tables *t, const uint8_t *code, size_t size, sieve_layout *l) {
+    insn_t i; int vec, end;
+    memset(l, 0, sizeof *l); l->form = -1;
+    if (!decode(t, code, size, &i)) return 0;
+    vec = i.table >= 5; end = i.has_modrm ? i.modrm_at : i.imm_off;   /* the opcode byte is just before */
+    l->length = i.length; l->form = i.form; l->refused = i.refused; l->prefixes = i.prefix_count; l->imm_at = i.imm_off;
+    l->imm_size = i.imm_size; l->memory = i.mem; l->encoding = i.table == 4 ? 4 : !vec ? 0 : i.table <= 7 ? 1 : i.table <= 12 ? 2 : 3;
+    l->map = !vec ? (i.table == 4 ? 1 : i.table) : i.table <= 7 ? i.table - 4 : i.table <= 12 ? (i.table <= 10 ? i.table - 7 : i.table - 6) : i.table - 5;
+    l->opcode_at = (uint8_t)(i.table == 4 ? i.length - 1 : end - 1); l->modrm_at = i.has_modrm ? i.modrm_at : 0;
+    if (i.mem) {
+        l->disp_at = (uint8_t)(i.modrm_at + 1 + ((i.modrm & 7) == 4)); l->disp_size = (uint8_t)(i.imm_off - l->disp_at);
+        l->rip_relative = (i.modrm & 0xC7) == 5; l->index = (i.modrm & 7) == 4 && (((i.sib >> 3) & 7) | i.vx << 3) != 4;
+    }
+    l->disp_at = l->disp_size ? l->disp_at : 0; l->imm_at = l->imm_size ? l->imm_at : 0;   /* absent fields at 0 */
     return i.length;
 }
-#endif

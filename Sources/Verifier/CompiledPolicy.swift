@@ -40,6 +40,8 @@ public struct CompiledPolicy: Sendable {
         public static let memoryAccess = ModelFacts(SIEVE_F_MEMORY)
         /// BT, BTS, BTR, BTC with a register bit offset: refused with a memory operand.
         public static let bitOffset = ModelFacts(SIEVE_F_BIT_OFFSET)
+        /// Its immediate, displacement or branch offset may change in a code replacement.
+        public static let modifiable = ModelFacts(SIEVE_F_MODIFIABLE)
     }
 
     public let policy: ResolvedPolicy
@@ -55,6 +57,8 @@ public struct CompiledPolicy: Sendable {
     public let refusals: [NaClModel.Refusal]
     /// The model's reasons, indexed by `FormPlan.forbidden - 1`.
     public var forbiddenReasons: [String] { refusals.map(\.reason) }
+    /// Same-length replacements for the forms the policy refuses (`sieve patch`), sorted by form.
+    public let rewrites: [Rewrite]
     /// Whether some rule looks at redundant prefixes (the decoder may skip that analysis otherwise).
     public let needsRedundantPrefixes: Bool
 
@@ -94,6 +98,8 @@ public struct CompiledPolicy: Sendable {
         }
         self.plans = plans
         self.refusals = refusals
+        rewrites = Rewrite.derive(policy, plans, database)
+        for r in rewrites { hash.add("rewrite \(database.forms[r.form].id) \(r.action) \(r.to.map { database.forms[$0].id } ?? "-")") }
         needsRedundantPrefixes = policy.rules.contains { $0.selector.prefixes?.contains(.redundant) ?? false }
             || policy.groups.user.values.joined().contains { $0.prefixes?.contains(.redundant) ?? false }
         for rule in policy.rules { hash.add("\(rule.effect.rawValue) \(rule.selector.canonicalDescription)") }

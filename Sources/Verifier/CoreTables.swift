@@ -16,6 +16,8 @@ public struct CoreTables: Sendable {
     public let implicitRegisters: [Int16]
     /// The finding kind (`enum sieve_kind`) of each of the model's refusals.
     public let reasonKinds: [UInt8]
+    /// `sieve patch`'s replacements, sorted by form.
+    public let rewrites: [sieve_rewrite]
     public let bundleSize: UInt32
     public let modelNone: Bool
     public let callsMustAlign: Bool
@@ -106,6 +108,7 @@ public struct CoreTables: Sendable {
         self.ruleRegisters = ruleRegisters
         self.implicitRegisters = implicitRegisters
         reasonKinds = compiled.refusals.map { UInt8(FindingKind.allCases.firstIndex(of: $0.kind)!) }
+        rewrites = compiled.rewrites.map { $0.core(database) }
         bundleSize = UInt32(compiled.bundleSize)
         modelNone = compiled.model == .none
         callsMustAlign = compiled.callAlignment == .refuse
@@ -197,6 +200,8 @@ final class CoreTableStorage: @unchecked Sendable {
         root.rule_registers = keep(tables.ruleRegisters)
         root.implicit_registers = keep(tables.implicitRegisters)
         root.reason_kinds = keep(tables.reasonKinds)
+        root.rewrites = keep(tables.rewrites)
+        root.rewrite_count = UInt32(tables.rewrites.count)
         root.form_count = UInt32(tables.forms.count)
         root.reason_count = UInt32(tables.reasonKinds.count)
         root.bundle_size = tables.bundleSize

@@ -31,8 +31,13 @@ public enum FindingKind: String, Sendable, CaseIterable, Comparable {
     case stringOutsideSequence = "string-outside-sequence"
     /// A call that does not end at a bundle end (a finding only when the policy refuses it).
     case callAlignment = "call-alignment"
-    /// The code does not start on a bundle boundary.
+    /// The code does not start on a bundle boundary; a region is not whole bundles of its module,
+    /// or is already verified code (a replacement: not verified code).
     case layout
+    /// A code replacement changes what may not change: an instruction boundary, a sanctioned
+    /// sequence, an instruction that is not modifiable, or bytes other than a modifiable
+    /// instruction's immediate, displacement or branch offset; or the old code does not verify.
+    case replacement
 
     public static func < (a: FindingKind, b: FindingKind) -> Bool { a.rawValue < b.rawValue }
 
@@ -43,7 +48,7 @@ public enum FindingKind: String, Sendable, CaseIterable, Comparable {
         switch self {
         case .banned, .invalid, .sandboxForbidden, .reservedRegisterWrite, .unsafeMemoryOperand: false
         case .bundleCrossing, .badJumpTarget, .unsafeIndirectBranch, .stackPointerWrite, .unrestrictedIndex,
-             .stringOutsideSequence, .callAlignment, .layout: true
+             .stringOutsideSequence, .callAlignment, .layout, .replacement: true
         }
     }
 }

@@ -54,7 +54,21 @@ public enum NaClModel {
         }
         if c.writes.count > 3 { c.refuse(.sandboxForbidden, "the model has no rule for more than three written registers") }
         if !c.writes.isEmpty { c.facts.insert(.writesRegisters) }
+        if isModifiable(form) { c.facts.insert(.modifiable) }
         return c
+    }
+
+    /// NaCl's nacl-amd64-modifiable instructions (general_purpose_instructions.def): the only ones
+    /// whose immediate, displacement or branch offset a code replacement may change. MOV between
+    /// a register and memory or from an immediate (88, 89, 8A, 8B, B0+r, B8+r, C6 /0, C7 /0), and
+    /// CALL rel32 (E8).
+    static func isModifiable(_ form: Form) -> Bool {
+        guard form.encoding == .legacy, form.map == .oneByte else { return false }
+        switch form.mnemonic {
+        case "mov": return [0x88, 0x89, 0x8A, 0x8B, 0xB0, 0xB8, 0xC6, 0xC7].contains(form.opcode)
+        case "call": return form.opcode == 0xE8
+        default: return false
+        }
     }
 
     // MARK: - Control flow

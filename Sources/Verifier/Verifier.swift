@@ -70,7 +70,7 @@ public struct Verifier: Sendable {
                     withUnsafePointer(to: byte) { empty in
                         let start = code.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? empty
                         return withUnsafePointer(to: storage.root) { tables in
-                            sieve_core_run(tables, start, code.count, base, { finding, context in
+                            sieve_core_run(tables, start, code.count, base, nil, { finding, context in
                                 Unmanaged<FindingStream>.fromOpaque(context!).takeUnretainedValue().take(finding!.pointee)
                             }, Unmanaged.passUnretained(stream).toOpaque(), &instructions)
                         }
@@ -86,7 +86,7 @@ public struct Verifier: Sendable {
     }
 
     /// The core's report callback's context: turns raw findings into `Finding`s up to the cap.
-    private final class FindingStream {
+    final class FindingStream {
         let verifier: Verifier
         let code: UnsafeRawBufferPointer
         let base: UInt64
@@ -163,7 +163,13 @@ public struct Verifier: Sendable {
         case .callAlignment:
             return "the call does not end at a bundle end, so its return address is not bundle-aligned"
         case .layout:
-            return "the code starts at 0x\(String(base, radix: 16)), not on a \(bundle)-byte bundle boundary"
+            return raw.length == 0 && raw.offset == 0 && base & UInt64(bundle - 1) == 0
+                ? "the region is not whole bundles of its module that hold no verified code (a replacement: that hold verified code)"
+                : "the code starts at 0x\(String(base, radix: 16)), not on a \(bundle)-byte bundle boundary"
+        case .replacement:
+            return raw.length == 0
+                ? (raw.offset == 0 ? "the old code does not verify where it stands, or the jump targets change" : "the jump targets change")
+                : "changes what a replacement may not: an instruction boundary, a sanctioned sequence, a form that is not modifiable, or bytes besides its immediate, displacement or branch offset"
         }
     }
 }

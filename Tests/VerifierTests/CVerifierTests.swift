@@ -156,7 +156,9 @@ enum CVerifierHarness {
         let dir = Repository.root + "/Sources/SieveCore/"
         let core = try String(contentsOfFile: dir + "core.c", encoding: .utf8)
         let header = try String(contentsOfFile: dir + "include/sieve_core.h", encoding: .utf8)
+        let dyncode = try String(contentsOfFile: dir + "dyncode.c", encoding: .utf8)
         #expect(CoreSource.core + "\n" == core, "stale: run Scripts/gen-core-source")
+        #expect(CoreSource.dyncode + "\n" == dyncode, "stale: run Scripts/gen-core-source")
         #expect(CoreSource.header + "\n" == header, "stale: run Scripts/gen-core-source")
         #expect(core.split(separator: "\n").count <= 600, "the trusted core stays under 600 lines")
     }
@@ -179,7 +181,8 @@ enum CVerifierHarness {
     }
 
     /// The core's decoder against Sieve's Swift decoder (which `disasm` and `explain` use): the same
-    /// length, form and refusal on real code and random bytes.
+    /// length, form and refusal on real code and random bytes, and the same places for the ModRM,
+    /// displacement and immediate (which replacement and patching rely on).
     @Test func coreDecoderAgreesWithTheSwiftDecoder() throws {
         let verifier = Repository.nacl
         var corpus: [[UInt8]] = []
@@ -188,17 +191,19 @@ enum CVerifierHarness {
         for input in CVerifierHarness.inputs(count: 20000, seed: 77, corpus: corpus) {
             for start in stride(from: 0, to: input.code.count, by: 7) {
                 let bytes = Array(input.code[start...])
-                var form: Int32 = 0, refused: Int32 = 0
+                var layout = sieve_layout()
                 let length = verifier.withCoreTables { tables in
-                    bytes.withUnsafeBufferPointer { sieve_core_decode(tables, $0.baseAddress!, bytes.count, &form, &refused) }
+                    bytes.withUnsafeBufferPointer { sieve_core_decode(tables, $0.baseAddress!, bytes.count, &layout) }
                 }
-                let swift: (Int, Int, Bool) = {
-                    if case .instruction(let i) = verifier.decoder.decode(bytes) { return (i.length, i.formIndex, i.refusal != nil) }
-                    return (0, -1, false)
+                let swift: (Int, Int, Bool, [UInt8]) = {
+                    guard case .instruction(let i) = verifier.decoder.decode(bytes) else { return (0, -1, false, []) }
+                    let fields = [i.modrmOffset, i.displacementOffset, i.displacementSize, i.immediateOffset, i.immediateSize]
+                    return (i.length, i.formIndex, i.refusal != nil, fields)
                 }()
+                let core = [layout.modrm_at, layout.disp_at, layout.disp_size, layout.imm_at, layout.imm_size]
                 checked += 1
-                if (Int(length), Int(form), refused != 0) != swift {
-                    disagreements.append("\(Hex.string(bytes.prefix(16))): core \(length) \(form) \(refused), swift \(swift)")
+                if Int(length) != swift.0 || Int(layout.form) != swift.1 || (layout.refused != 0) != swift.2 || (length > 0 && core != swift.3) {
+                    disagreements.append("\(Hex.string(bytes.prefix(16))): core \(length) \(layout.form) \(layout.refused) \(core), swift \(swift)")
                 }
             }
         }

@@ -29,12 +29,13 @@ enum sieve_kind {
     SIEVE_STRING_OUTSIDE_SEQUENCE = 10,
     SIEVE_CALL_ALIGNMENT = 11,
     SIEVE_LAYOUT = 12,
-    SIEVE_KIND_COUNT = 13
+    SIEVE_REPLACEMENT = 13,
+    SIEVE_KIND_COUNT = 14
 };
 /* Their names, in that order. */
 #define SIEVE_KIND_NAMES "banned", "invalid", "sandbox-forbidden", "bundle-crossing", "bad-jump-target", \
     "unsafe-indirect-branch", "reserved-register-write", "stack-pointer-write", "unsafe-memory-operand", \
-    "unrestricted-index", "string-outside-sequence", "call-alignment", "layout"
+    "unrestricted-index", "string-outside-sequence", "call-alignment", "layout", "replacement"
 
 typedef struct {
     size_t offset;   /* from the start of the code */
@@ -62,7 +63,9 @@ enum sieve_fact {
     SIEVE_F_WRITES = 512,      /* writes a general register at an encoded place */
     SIEVE_F_XBEGIN = 1024,
     SIEVE_F_MEMORY = 2048,     /* accesses its ModRM memory operand */
-    SIEVE_F_BIT_OFFSET = 4096  /* a register bit offset moves its memory operand's address (BT, BTS, ...) */
+    SIEVE_F_BIT_OFFSET = 4096, /* a register bit offset moves its memory operand's address (BT, BTS, ...) */
+    SIEVE_F_MODIFIABLE = 8192  /* its immediate, displacement or branch offset may change in a code replacement (NaCl's
+                                  nacl-amd64-modifiable: mov 88/89/8A/8B/B0+r/B8+r/C6/C7, call rel32) */
 };
 
 /* Flags of a form pattern for the core's fast path (Swift: QuickFlags reads these values). */
@@ -95,6 +98,31 @@ enum sieve_reg_check {
     SIEVE_RC_IS4 = 1 << 13          /* imm8[7:4] names a register, imm8[3:0] is ignored */
 };
 
+/* Where code runs (sieve_core_run; NULL: a whole static module, whose direct jumps may leave it for any bundle
+   start). Dynamic code: a direct jump that leaves the code must land on a bundle start in [lo, hi], the module.
+   targets, when not NULL, receives the core's jump-target map: a bit per byte of code (size / 8 + 1 bytes), set
+   where a jump may land (an instruction start outside a sanctioned sequence). */
+struct sieve_place { uint64_t lo, hi; uint8_t *targets; };
+
+/* Where one instruction's fields are (sieve_core_decode): offsets from its first byte, 0 when absent. */
+typedef struct {
+    int length, form, refused;
+    uint8_t prefixes;    /* legacy and REX prefix bytes before the opcode (or the VEX/EVEX/XOP prefix) */
+    uint8_t encoding;    /* 0 legacy, 1 VEX, 2 EVEX, 3 XOP, 4 3DNow! */
+    uint8_t map;         /* 0 one-byte, 1 0F, 2 0F38, 3 0F3A (VEX/EVEX/XOP: their map field's meaning) */
+    uint8_t opcode_at, modrm_at, disp_at, disp_size, imm_at, imm_size;
+    uint8_t memory, rip_relative, index;   /* a ModRM memory operand; RIP-relative; with an index register */
+} sieve_layout;
+
+/* A module of dynamic code (sieve_module_init): its address range, and a bit per bundle of it that is
+   verified code (the caller's storage, size / bundle size / 8 rounded up, zeroed). */
+typedef struct { uint64_t base, size; uint8_t *loaded; } sieve_module;
+
+/* One instruction `sieve_patch` found refused: where, its form, the rewrite rule (-1: derived from the database,
+   -2: stubbed with HLT, -3: left as it was), and its new bytes (length of them). */
+typedef struct { size_t offset; int length, form, rule; const uint8_t *bytes; } sieve_site;
+typedef void (*sieve_site_fn)(const sieve_site *site, void *ctx);
+
 #define SIEVE_NO_FORM 65535
 #define SIEVE_MAX_BUNDLE 128
 
@@ -114,6 +142,13 @@ struct sieve_form {
     uint8_t operands[4]; int16_t fixed[4]; uint16_t implicit_start; uint8_t implicit_count;
 };
 
+/* A same-length replacement for a form the policy refuses (`sieve patch`): SIEVE_RW_OPCODE re-encodes the instruction
+   as form `to` (the same prefixes and operand bytes under another opcode of the map `map`; legacy encodings may change
+   map, VEX/EVEX/XOP only the opcode byte) and pads with NOPs; SIEVE_RW_NOP fills it with NOPs. `rule`: the policy's
+   rewrite rule, -1 when the database derived it (the same semantics minus a hint). Sorted by form. */
+enum sieve_rewrite_action { SIEVE_RW_OPCODE = 1, SIEVE_RW_NOP = 2 };
+struct sieve_rewrite { uint16_t form, to; uint8_t action, map, opcode; int32_t rule; };
+
 /* Everything policy-specific, through one struct. */
 struct sieve_tables {
     const struct sieve_entry *entries;             /* 256 per opcode map */
@@ -125,7 +160,8 @@ struct sieve_tables {
     const int16_t *rule_registers;                 /* registers the instance rules name */
     const int16_t *implicit_registers;             /* registers the forms use implicitly */
     const uint8_t *reason_kinds;                   /* the finding kind of each model refusal (form.forbidden - 1) */
-    uint32_t form_count, reason_count;
+    const struct sieve_rewrite *rewrites;          /* sorted by form */
+    uint32_t form_count, reason_count, rewrite_count;
     uint32_t bundle_size;                          /* a power of two, at most SIEVE_MAX_BUNDLE */
     uint8_t model_none;                            /* 1: the policy and the decoder only, no sandbox rules */
     uint8_t calls_must_align;                      /* 1: a call not ending its bundle is a finding, 0: a warning */
@@ -137,14 +173,28 @@ struct sieve_tables {
    not NULL) for each finding and warning; returns the number of findings (0: accepted). */
 size_t sieve_core_verify(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
                          sieve_report_fn report, void *ctx);
-/* The same, and the number of instructions it decoded (instructions may be NULL). */
+/* The same, and the number of instructions it decoded (instructions may be NULL), for code at
+   `place` (NULL: a whole static module). */
 size_t sieve_core_run(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
-                      sieve_report_fn report, void *ctx, size_t *instructions);
+                      const struct sieve_place *place, sieve_report_fn report, void *ctx, size_t *instructions);
 /* The core's own name for a finding kind ("banned", "sandbox-forbidden", ...). */
 const char *sieve_core_kind_name(int kind);
-/* Decodes one instruction: its length and form, 0 when the bytes are not an instruction; *refused
-   is set when Sieve refuses an encoding the CPU executes. For tests against other decoders. */
-int sieve_core_decode(const struct sieve_tables *t, const uint8_t *code, size_t size, int *form, int *refused);
+/* Decodes one instruction: its length (0 when the bytes are not an instruction) and its layout
+   (refused: Sieve refuses an encoding the CPU executes). For tests against other decoders, and for
+   replacement and patching, which must know where an instruction's fields are. */
+int sieve_core_decode(const struct sieve_tables *t, const uint8_t *code, size_t size, sieve_layout *layout);
+/* The dynamic-code API (dyncode.c), behind the generated sieve_module_init, sieve_verify_region,
+   sieve_validate_replacement, sieve_copy_code and sieve_patch (their comments are there). */
+int sieve_core_module_init(const struct sieve_tables *t, sieve_module *m, uint64_t base, uint64_t size, uint8_t *loaded);
+size_t sieve_core_verify_region(const struct sieve_tables *t, sieve_module *m, const uint8_t *code, size_t size,
+                                uint64_t address, sieve_report_fn report, void *ctx);
+size_t sieve_core_validate_replacement(const struct sieve_tables *t, const sieve_module *m, const uint8_t *old_code,
+                                       const uint8_t *new_code, size_t size, uint64_t address,
+                                       sieve_report_fn report, void *ctx);
+long sieve_core_copy(const struct sieve_tables *t, uint8_t *live, const uint8_t *code, size_t size,
+                     void (*serialize)(void *), void *ctx);
+size_t sieve_core_patch(const struct sieve_tables *t, uint8_t *code, size_t size, uint64_t base, int stub_with_hlt,
+                        sieve_site_fn site, void *ctx);
 /* END core API */
 
 #endif

@@ -1,0 +1,293 @@
+/*
+ * Dynamic code (DESIGN §9), after NaCl's dyncode interface (dfa_validate_64.c, dfa_validate_common.c):
+ * regions verified as they turn executable, replacements of verified code, a copy into live code that
+ * never lets a running thread execute a partly written instruction, and patching of refused instructions
+ * into same-length replacements. Built on the core's sieve_core_run and sieve_core_decode alone: the
+ * sandbox rules stay in core.c, and every verdict here is the core's on the code as it will run.
+ */
+#include "sieve_core.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef SIEVE_CORE_API
+#define SIEVE_CORE_API
+#endif
+
+#define HLT 0xF4
+#define NOP 0x90
+
+/* Reports a finding that is not one instruction's (length 0 at offset 0: the region as a whole). Returns 1. */
+static size_t report_one(sieve_report_fn report, void *ctx, int kind, size_t offset, int length, int form) {
+    sieve_finding f;
+    f.offset = offset; f.length = (size_t)length; f.kind = kind; f.form = form; f.rule = -1; f.warning = 0; f.reason = -1;
+    if (report) report(&f, ctx);
+    return 1;
+}
+
+#ifndef SIEVE_EMBEDDED
+SIEVE_CORE_API size_t sieve_core_verify(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
+                                        sieve_report_fn report, void *ctx) {
+    return sieve_core_run(t, code, size, base, NULL, report, ctx, NULL);
+}
+#endif
+
+SIEVE_CORE_API const char *sieve_core_kind_name(int kind) {
+    static const char *const names[SIEVE_KIND_COUNT] = { SIEVE_KIND_NAMES };
+    return kind >= 0 && kind < SIEVE_KIND_COUNT ? names[kind] : "?";
+}
+
+/* ---- regions: a module's code, verified a bundle-aligned piece at a time ------------------------ */
+
+SIEVE_CORE_API int sieve_core_module_init(const struct sieve_tables *t, sieve_module *m, uint64_t base, uint64_t size,
+                                          uint8_t *loaded) {
+    uint64_t mask = t->bundle_size - 1;
+    if (!m || !loaded || !size || (base & mask) || (size & mask) || base + (size - 1) < base) return 0;
+    m->base = base; m->size = size; m->loaded = loaded;
+    memset(loaded, 0, (size_t)((size / t->bundle_size + 7) / 8));
+    return 1;
+}
+
+/* Whether [address, address + size) is whole bundles of the module, all loaded (loaded 1) or none (0). */
+static int region_fits(const struct sieve_tables *t, const sieve_module *m, uint64_t address, size_t size, int loaded) {
+    uint64_t mask = t->bundle_size - 1, first, k;
+    if (!m || !m->loaded || !size || (address & mask) || (size & mask) || address < m->base ||
+        address - m->base >= m->size || size > m->size - (address - m->base))
+        return 0;
+    first = (address - m->base) / t->bundle_size;
+    for (k = first; k < first + size / t->bundle_size; k++)
+        if ((int)((m->loaded[k >> 3] >> (k & 7)) & 1) != loaded) return 0;
+    return 1;
+}
+
+/* Direct jumps that leave a region land on a bundle start of its module (NaCl's rule for dynamic code):
+   every bundle start of verified code is an instruction start, and unverified code never runs. */
+static struct sieve_place module_place(const sieve_module *m, uint8_t *targets) {
+    struct sieve_place p;
+    p.lo = m->base; p.hi = m->base + (m->size - 1); p.targets = targets;
+    return p;
+}
+
+SIEVE_CORE_API size_t sieve_core_verify_region(const struct sieve_tables *t, sieve_module *m, const uint8_t *code, size_t size,
+                                               uint64_t address, sieve_report_fn report, void *ctx) {
+    struct sieve_place place;
+    uint64_t k, first;
+    size_t count;
+    if (!region_fits(t, m, address, size, 0)) return report_one(report, ctx, SIEVE_LAYOUT, 0, 0, -1);
+    place = module_place(m, NULL);
+    count = sieve_core_run(t, code, size, address, &place, report, ctx, NULL);
+    if (count) return count;
+    first = (address - m->base) / t->bundle_size;
+    for (k = first; k < first + size / t->bundle_size; k++) m->loaded[k >> 3] |= (uint8_t)(1u << (k & 7));
+    return 0;
+}
+
+/* ---- replacement: new code for verified code, at the same address ------------------------------ */
+
+static int bit(const uint8_t *map, size_t at) { return (map[at >> 3] >> (at & 7)) & 1; }
+
+/* Whether the instruction at `at` (length n, layouts a old and b new) may change: a form NaCl marks modifiable,
+   the same form, only its displacement, immediate or branch offset bytes changed, and in no sanctioned sequence
+   (a jump may land on it and on the instruction after it, in the old code and in the new). */
+static int may_change(const struct sieve_tables *t, const sieve_layout *a, const sieve_layout *b, const uint8_t *old_code,
+                      const uint8_t *new_code, size_t at, size_t size, const uint8_t *old_targets, const uint8_t *new_targets) {
+    int k, n = a->length;
+    if (a->form != b->form || a->form < 0 || !(t->forms[a->form].facts & SIEVE_F_MODIFIABLE)) return 0;
+    for (k = 0; k < n; k++) {
+        int in_disp = b->disp_size && k >= b->disp_at && k < b->disp_at + b->disp_size;
+        int in_imm = b->imm_size && k >= b->imm_at && k < b->imm_at + b->imm_size;
+        if (old_code[at + (size_t)k] != new_code[at + (size_t)k] && !in_disp && !in_imm) return 0;
+    }
+    if (!bit(old_targets, at) || !bit(new_targets, at)) return 0;
+    return at + (size_t)n >= size || (bit(old_targets, at + (size_t)n) && bit(new_targets, at + (size_t)n));
+}
+
+SIEVE_CORE_API size_t sieve_core_validate_replacement(const struct sieve_tables *t, const sieve_module *m,
+                                                      const uint8_t *old_code, const uint8_t *new_code, size_t size,
+                                                      uint64_t address, sieve_report_fn report, void *ctx) {
+    struct sieve_place place;
+    uint8_t *old_targets, *new_targets;
+    size_t count = 0, at = 0, k, n = size / 8 + 1;
+    if (!region_fits(t, m, address, size, 1)) return report_one(report, ctx, SIEVE_LAYOUT, 0, 0, -1);
+    old_targets = (uint8_t *)malloc(n); new_targets = (uint8_t *)malloc(n);
+    if (!old_targets || !new_targets) {
+        free(old_targets); free(new_targets);
+        return report_one(report, ctx, SIEVE_INVALID, 0, 0, -1);
+    }
+    /* the old code must be what was verified, the new code must verify where it will run */
+    place = module_place(m, old_targets);
+    if (sieve_core_run(t, old_code, size, address, &place, NULL, NULL, NULL)) count += report_one(report, ctx, SIEVE_REPLACEMENT, 0, 0, -1);
+    place = module_place(m, new_targets);
+    count += sieve_core_run(t, new_code, size, address, &place, report, ctx, NULL);
+    /* instruction by instruction, both at once: the same boundaries, and only modifiable fields changed */
+    while (at < size) {
+        sieve_layout a, b;
+        int la = sieve_core_decode(t, old_code + at, size - at, &a), lb = sieve_core_decode(t, new_code + at, size - at, &b);
+        if (!la || la != lb) { count += report_one(report, ctx, SIEVE_REPLACEMENT, at, lb ? lb : 1, b.form); break; }
+        if (memcmp(old_code + at, new_code + at, (size_t)la) &&
+            !may_change(t, &a, &b, old_code, new_code, at, size, old_targets, new_targets))
+            count += report_one(report, ctx, SIEVE_REPLACEMENT, at, la, b.form);
+        at += (size_t)la;
+    }
+    /* and the same jump targets: code elsewhere may jump to any of them */
+    for (k = 0; at >= size && k < n; k++)
+        if (old_targets[k] != new_targets[k]) { count += report_one(report, ctx, SIEVE_REPLACEMENT, k * 8, 0, -1); break; }
+    free(old_targets); free(new_targets);
+    return count;
+}
+
+/* ---- copy: validated code into live executable memory ------------------------------------------ */
+
+/* A fence, then the caller's cross-core serialisation (Linux: membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE)),
+   so that every thread sees the bytes written so far before it next fetches them (Intel's cross-modifying code protocol). */
+static void publish(void (*serialize)(void *), void *ctx) {
+#if defined(__GNUC__)
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+#endif
+    if (serialize) serialize(ctx);
+}
+
+SIEVE_CORE_API long sieve_core_copy(const struct sieve_tables *t, uint8_t *live, const uint8_t *code, size_t size,
+                                    void (*serialize)(void *), void *ctx) {
+    volatile uint8_t *out = live;   /* a running thread may fetch any of these bytes at any time */
+    size_t at;
+    long changed = 0;
+    int pass, n = 0, k;
+    sieve_layout l;
+    for (pass = 0; pass < 2; pass++) {   /* first that both have the same boundaries, then the writes */
+        for (at = 0; at < size; at += (size_t)n) {
+            n = sieve_core_decode(t, code + at, size - at, &l);
+            if (pass == 0 && (!n || sieve_core_decode(t, live + at, size - at, &l) != n)) return -1;
+            if (pass == 0 || !memcmp(live + at, code + at, (size_t)n)) continue;
+            /* HLT over the first byte: a thread that arrives now traps instead of running a mix of old and new */
+            out[at] = HLT;
+            publish(serialize, ctx);
+            for (k = 1; k < n; k++) out[at + (size_t)k] = code[at + (size_t)k];
+            publish(serialize, ctx);
+            out[at] = code[at];
+            publish(serialize, ctx);
+            changed++;
+        }
+    }
+    return changed;
+}
+
+/* ---- patching: refused instructions rewritten to same-length replacements ---------------------- */
+
+static const struct sieve_rewrite *rewrite_for(const struct sieve_tables *t, int form) {
+    uint32_t lo = 0, hi = t->rewrite_count;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (t->rewrites[mid].form == form) return &t->rewrites[mid];
+        if (t->rewrites[mid].form < form) lo = mid + 1; else hi = mid;
+    }
+    return NULL;
+}
+
+/* Writes the replacement of the instruction c (layout l) into out, l->length bytes; 0 when r cannot re-encode it.
+   NOPs pad a shorter re-encoding: after it when it uses an index register (it must stay right after the
+   instruction that restricts that register), before it otherwise (its end stays: a RIP-relative displacement and
+   the instruction after it are unchanged). NaCl's loader rewrote MOVNTI the same way. */
+static int rewrite(const struct sieve_tables *t, const struct sieve_rewrite *r, const uint8_t *c, const sieve_layout *l,
+                   uint8_t *out) {
+    uint8_t body[32];
+    int n, tail = l->length - l->opcode_at - 1, escape = r->map == 0 ? 0 : r->map == 1 ? 1 : 2;
+    sieve_layout check;
+    if (r->action == SIEVE_RW_NOP) { memset(out, NOP, (size_t)l->length); return 1; }
+    if (r->action != SIEVE_RW_OPCODE || l->encoding == 4 || (l->encoding && l->map != r->map) || r->map > 3) return 0;
+    if (l->encoding) { memcpy(body, c, (size_t)l->length); body[l->opcode_at] = r->opcode; n = l->length; }
+    else {
+        memcpy(body, c, l->prefixes);
+        n = l->prefixes;
+        if (escape) body[n++] = 0x0F;
+        if (escape == 2) body[n++] = r->map == 2 ? 0x38 : 0x3A;
+        body[n++] = r->opcode;
+        if (n + tail > l->length) return 0;
+        memcpy(body + n, c + l->opcode_at + 1, (size_t)tail);
+        n += tail;
+    }
+    if (sieve_core_decode(t, body, (size_t)n, &check) != n || check.form != r->to) return 0;
+    memset(out, NOP, (size_t)l->length);
+    memcpy(out + (l->index ? 0 : l->length - n), body, (size_t)n);
+    return 1;
+}
+
+typedef struct { size_t offset[SIEVE_MAX_BUNDLE], other; int length[SIEVE_MAX_BUNDLE], form[SIEVE_MAX_BUNDLE], count; } sites_t;
+
+/* Collects one bundle's refused instructions (the policy's refusals) and counts its other findings. */
+static void collect(const sieve_finding *f, void *ctx) {
+    sites_t *s = (sites_t *)ctx;
+    if (f->warning || f->kind == SIEVE_BAD_JUMP_TARGET) return;   /* a jump out of the bundle alone: not this bundle's */
+    s->other++;
+    if (f->kind == SIEVE_BANNED && s->count < SIEVE_MAX_BUNDLE) {
+        s->offset[s->count] = f->offset; s->length[s->count] = (int)f->length; s->form[s->count++] = f->form;
+    }
+}
+
+/* Marks the bundle of each refused instruction (ctx: a bit per bundle, indexed by offset / bundle size after
+   the first, possibly partial, bundle). */
+typedef struct { uint8_t *bundles; uint64_t base; uint32_t bundle_size; } flags_t;
+static void flag(const sieve_finding *f, void *ctx) {
+    flags_t *b = (flags_t *)ctx;
+    uint64_t k = (b->base + f->offset) / b->bundle_size - b->base / b->bundle_size;
+    if (!f->warning && f->kind == SIEVE_BANNED) b->bundles[k >> 3] |= (uint8_t)(1u << (k & 7));
+}
+
+/* Patches one bundle, code[from, to): every refused instruction rewritten (or stubbed with HLT when asked and none
+   applies, or in the second attempt when the rewrites do not verify together), kept only if the bundle's findings
+   (but for jumps out of it) are then its old ones less one per patched site. Returns the refused instructions left. */
+static size_t patch_bundle(const struct sieve_tables *t, uint8_t *code, size_t from, size_t to, uint64_t base, int stub,
+                           sieve_site_fn site, void *ctx) {
+    uint8_t buf[SIEVE_MAX_BUNDLE];
+    int rule[SIEVE_MAX_BUNDLE], attempt, k, patched;
+    sites_t before, after;
+    size_t n = to - from, left = 0;
+    memset(&before, 0, sizeof before);
+    sieve_core_run(t, code + from, n, base + from, NULL, collect, &before, NULL);
+    for (attempt = 0; attempt < 2; attempt++) {
+        memcpy(buf, code + from, n);
+        for (k = 0, patched = 0; k < before.count; k++) {
+            sieve_layout l;
+            const struct sieve_rewrite *r = attempt ? NULL : rewrite_for(t, before.form[k]);
+            uint8_t *at = buf + before.offset[k];
+            rule[k] = -3;
+            if (sieve_core_decode(t, at, n - before.offset[k], &l) != before.length[k]) continue;
+            if (r && rewrite(t, r, at, &l, at)) rule[k] = r->rule;
+            else if (stub) { memset(at, HLT, (size_t)l.length); rule[k] = -2; }
+            patched += rule[k] != -3;
+        }
+        memset(&after, 0, sizeof after);
+        sieve_core_run(t, buf, n, base + from, NULL, collect, &after, NULL);
+        if (after.other + (size_t)patched == before.other && after.count == before.count - patched) break;
+        if (!stub || attempt) { memcpy(buf, code + from, n); for (k = 0; k < before.count; k++) rule[k] = -3; break; }
+    }
+    memcpy(code + from, buf, n);
+    for (k = 0; k < before.count; k++) {
+        sieve_site s;
+        s.offset = from + before.offset[k]; s.length = before.length[k]; s.form = before.form[k]; s.rule = rule[k];
+        s.bytes = code + s.offset;
+        left += rule[k] == -3;
+        if (site) site(&s, ctx);
+    }
+    return left;
+}
+
+SIEVE_CORE_API size_t sieve_core_patch(const struct sieve_tables *t, uint8_t *code, size_t size, uint64_t base, int stub_with_hlt,
+                                       sieve_site_fn site, void *ctx) {
+    flags_t flags;
+    uint64_t bundles, k, mask = t->bundle_size - 1;
+    size_t left = 0;
+    if (!size) return 0;
+    bundles = (base + (size - 1)) / t->bundle_size - base / t->bundle_size + 1;
+    flags.base = base; flags.bundle_size = t->bundle_size;
+    flags.bundles = (uint8_t *)calloc((size_t)(bundles / 8 + 1), 1);
+    if (!flags.bundles) return (size_t)-1;
+    sieve_core_run(t, code, size, base, NULL, flag, &flags, NULL);
+    for (k = 0; k < bundles; k++) {
+        uint64_t start = ((base & ~mask) + k * t->bundle_size);
+        size_t from = k ? (size_t)(start - base) : 0, to = k + 1 < bundles ? (size_t)(start + t->bundle_size - base) : size;
+        if ((flags.bundles[k >> 3] >> (k & 7)) & 1) left += patch_bundle(t, code, from, to, base, stub_with_hlt, site, ctx);
+    }
+    free(flags.bundles);
+    return left;
+}
