@@ -173,6 +173,7 @@ struct PatchCommand: ParsableCommand {
                         "offset": .int(site.offset),
                         "address": .int(Int(bitPattern: UInt(segment.virtualAddress &+ UInt64(site.offset)))),
                         "segment": .string(segment.name),
+                        "file_offset": .int(segment.fileOffset + site.offset),
                         "form": .string(forms[site.formIndex].id),
                         "mnemonic": .string(forms[site.formIndex].mnemonic),
                         "old": .string(Hex.string(site.old, separator: "")),
