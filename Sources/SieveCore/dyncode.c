@@ -109,7 +109,8 @@ SIEVE_CORE_API size_t sieve_core_validate_replacement(const struct sieve_tables 
     uint8_t *old_targets, *new_targets;
     size_t count = 0, at = 0, k, n = size / 8 + 1;
     if (!region_fits(t, m, address, size, 1)) return report_one(report, ctx, SIEVE_LAYOUT, 0, 0, -1);
-    old_targets = (uint8_t *)malloc(n); new_targets = (uint8_t *)malloc(n);
+    /* zeroed: the core leaves them so under model none, which has no jump-target facts (every change is refused) */
+    old_targets = (uint8_t *)calloc(n, 1); new_targets = (uint8_t *)calloc(n, 1);
     if (!old_targets || !new_targets) {
         free(old_targets); free(new_targets);
         return report_one(report, ctx, SIEVE_INVALID, 0, 0, -1);

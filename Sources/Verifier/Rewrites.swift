@@ -72,9 +72,10 @@ public struct Rewrite: Sendable, Equatable {
                   t.mandatoryPrefix == form.mandatoryPrefix || (form.mandatoryPrefix == .np && t.mandatoryPrefix == .ordinary),
                   t.operands.count == form.operands.count, t.memoryBits == form.memoryBits else { return false }
             return zip(form.operands, t.operands).allSatisfy { a, b in
-                guard a.access == b.access else { return false }
-                if a.kind.location == .memory { return b.kind.location == .memory || b.kind.location == .modrmRegisterOrMemory }
-                return a.kind == b.kind
+                guard a.kind.location == .memory else { return a.kind == b.kind && a.access == b.access }
+                // r/m read-write only because its register form merges (MOVSS): its memory form writes
+                let access = a.access == b.access || (a.access == .write && b.access == .readWrite && b.kind.location == .modrmRegisterOrMemory)
+                return access && (b.kind.location == .memory || b.kind.location == .modrmRegisterOrMemory)
             }
         }
     }
