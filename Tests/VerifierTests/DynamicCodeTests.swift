@@ -3,6 +3,7 @@ import Foundation
 import Testing
 @testable import Policy
 @testable import Verifier
+import SieveCore
 import X86
 
 /// A case of the code-replacement corpus (`Corpus/replacements.txt`, format in its header).
@@ -398,5 +399,171 @@ enum DynamicCodeHarness {
         // The generated sieve_patch: the same bytes and sites.
         let c = try DynamicCodeHarness.run(try Self.binary.get(), ["patch \(DynamicCodeHarness.address(segment.virtualAddress)) 0 \(DynamicCodeHarness.hex(segment.bytes))"])
         #expect(c == [DynamicCodeHarness.patchLine(sites, left: 0, code: code)])
+    }
+}
+
+/// The replacement rules restated in Swift, over the Swift decoder's instruction fields, against
+/// `CodeModule.validateReplacement` on mutations of verified code: the corpus's old code and every
+/// bundle of the shared NaCl executables that verifies as a region of its own. Only the jump-target
+/// map (which instruction starts a jump may land on) and the new code's own verdict come from the core.
+@Suite struct DynamicCodeRuleTests {
+    static let verifier = DynamicCodeTests.verifier
+
+    /// NaCl's nacl-amd64-modifiable forms: mov 88/89/8A/8B/B0+r/B8+r/C6 /0/C7 /0 and call rel32.
+    static func modifiable(_ form: Form) -> Bool {
+        guard form.encoding == .legacy, form.map == .oneByte else { return false }
+        return (form.mnemonic == "mov" && [0x88, 0x89, 0x8A, 0x8B, 0xB0, 0xB8, 0xC6, 0xC7].contains(form.opcode))
+            || (form.mnemonic == "call" && form.opcode == 0xE8)
+    }
+
+    /// The core's findings count and jump-target map for code at `address` of a module [lo, hi].
+    static func run(_ code: [UInt8], at address: UInt64, lo: UInt64, hi: UInt64) -> (findings: [String], targets: [Bool]) {
+        var map = [UInt8](repeating: 0, count: code.count / 8 + 1)
+        let report = map.withUnsafeMutableBufferPointer { targets in
+            code.withUnsafeBytes { bytes in
+                verifier.collect(bytes, base: address) { tables, report, ctx in
+                    var place = sieve_place(lo: lo, hi: hi, targets: targets.baseAddress)
+                    return sieve_core_run(tables, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), bytes.count, address, &place, report, ctx, nil)
+                }
+            }
+        }
+        return (report.findings.map(\.kind.rawValue), code.indices.map { map[$0 >> 3] >> ($0 & 7) & 1 == 1 })
+    }
+
+    /// Instruction starts and lengths by the Swift decoder; nil when some bytes do not decode.
+    static func instructions(_ code: [UInt8]) -> [(at: Int, insn: Instruction)]? {
+        var out: [(Int, Instruction)] = [], at = 0
+        while at < code.count {
+            guard case .instruction(let i) = verifier.decoder.decode(Array(code[at...])) else { return nil }
+            out.append((at, i))
+            at += i.length
+        }
+        return out
+    }
+
+    /// The kinds the rules expect for replacing verified `old` by `new` at `address`.
+    static func expected(old: [UInt8], new: [UInt8], at address: UInt64, lo: UInt64, hi: UInt64) -> Set<String> {
+        let a = run(old, at: address, lo: lo, hi: hi), b = run(new, at: address, lo: lo, hi: hi)
+        var kinds = Set(b.findings)
+        guard let x = instructions(old), let y = instructions(new), x.map(\.insn.length) == y.map(\.insn.length) else {
+            return kinds.union(["replacement"])
+        }
+        if a.targets != b.targets || !a.findings.isEmpty { kinds.insert("replacement") }
+        for ((at, i), (_, j)) in zip(x, y) where old[at..<at + i.length] != new[at..<at + i.length] {
+            let fields = [(Int(j.displacementOffset), Int(j.displacementSize)), (Int(j.immediateOffset), Int(j.immediateSize))]
+            let onlyFields = (0..<i.length).allSatisfy { k in
+                old[at + k] == new[at + k] || fields.contains { $0.1 > 0 && k >= $0.0 && k < $0.0 + $0.1 }
+            }
+            let end = at + i.length
+            let inSequence = !a.targets[at] || !b.targets[at] || (end < old.count && (!a.targets[end] || !b.targets[end]))
+            if i.formIndex != j.formIndex || !modifiable(ISADatabase.shared.forms[i.formIndex]) || !onlyFields || inSequence {
+                kinds.insert("replacement")
+            }
+        }
+        return kinds
+    }
+
+    /// A small deterministic generator (splitmix64).
+    struct Random {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        mutating func below(_ n: Int) -> Int { Int(next() % UInt64(max(n, 1))) }
+    }
+
+    /// A mutation of `code`: bytes of one instruction's displacement or immediate (mostly), or any byte.
+    static func mutate(_ code: [UInt8], _ random: inout Random) -> [UInt8] {
+        var out = code
+        guard let list = instructions(code) else { return out }
+        for _ in 0..<(1 + random.below(2)) {
+            let (at, i) = list[random.below(list.count)]
+            let fields = [(Int(i.displacementOffset), Int(i.displacementSize)), (Int(i.immediateOffset), Int(i.immediateSize))].filter { $0.1 > 0 }
+            if random.below(10) < 7, let field = fields.isEmpty ? nil : fields[random.below(fields.count)] {
+                out[at + field.0 + random.below(field.1)] = UInt8(truncatingIfNeeded: random.next())
+            } else {
+                out[random.below(out.count)] = UInt8(truncatingIfNeeded: random.next())
+            }
+        }
+        return out
+    }
+
+    @Test func mutationsOfVerifiedCodeGetTheRulesVerdict() throws {
+        typealias H = DynamicCodeHarness
+        // Regions: the corpus's old code at its address, and the executables' bundles that verify alone;
+        // the harness script verifies the same regions in the same modules.
+        var regions: [(module: CodeModule, address: UInt64, code: [UInt8])] = []
+        var setup: [[String]] = [], setupLines: [[String]] = []   // per module: its commands, and Swift's results
+        for c in DynamicCodeTests.cases where c.regions == nil && c.size == nil && c.at == 0x20100 {
+            let module = DynamicCodeTests.module()
+            let report = module.verifyRegion(try c.oldCode(), at: c.at)
+            if report.accepted {
+                regions.append((module, c.at, try c.oldCode()))
+                setup.append(["module \(H.address(module.base)) \(H.address(module.size))", "region \(H.address(c.at)) \(H.hex(try c.oldCode()))"])
+                setupLines.append(["init 1", CVerifierHarness.line(report)])
+            }
+        }
+        for file in NaClExecutableTests.files {
+            let segment = try NaClExecutableTests.code(file)
+            let base = segment.virtualAddress & ~31, size = (segment.virtualAddress - base + UInt64(segment.bytes.count) + 31) & ~31
+            let module = try #require(CodeModule(Self.verifier, base: base, size: size))
+            let lead = [UInt8](repeating: 0xF4, count: Int(segment.virtualAddress - base))
+            let bytes = lead + segment.bytes + [UInt8](repeating: 0xF4, count: Int(size) - lead.count - segment.bytes.count)
+            var commands = ["module \(H.address(base)) \(H.address(size))"], lines = ["init 1"]
+            for start in stride(from: 0, to: bytes.count, by: 32) {
+                let code = Array(bytes[start..<start + 32])
+                let report = module.verifyRegion(code, at: base + UInt64(start))
+                if report.accepted {
+                    regions.append((module, base + UInt64(start), code))
+                    commands.append("region \(H.address(base + UInt64(start))) \(H.hex(code))")
+                    lines.append(CVerifierHarness.line(report))
+                }
+            }
+            setup.append(commands)
+            setupLines.append(lines)
+        }
+        #expect(regions.count > 2000)
+        var random = Random(state: 2015)
+        var disagreements: [String] = [], accepted = 0, refused = 0
+        var replacements: [(module: ObjectIdentifier, command: String, swift: String)] = []
+        for round in 0..<4 {
+            for (module, address, old) in regions {
+                let new = round == 0 && random.below(8) == 0 ? old : Self.mutate(old, &random)
+                let lo = module.base, hi = module.base + (module.size - 1)
+                let want = Self.expected(old: old, new: new, at: address, lo: lo, hi: hi)
+                let report = module.validateReplacement(old: old, new: new, at: address)
+                let got = Set(report.findings.map(\.kind.rawValue))
+                if got.isEmpty { accepted += 1 } else { refused += 1 }
+                if got != want {
+                    disagreements.append("at 0x\(String(address, radix: 16)) old \(H.hex(old)) new \(H.hex(new)): rules \(want.sorted()) got \(got.sorted()) \(DynamicCodeTests.detail(report))")
+                }
+                replacements.append((ObjectIdentifier(module), "replace \(H.address(address)) \(H.hex(old)) \(H.hex(new))", CVerifierHarness.line(report)))
+            }
+        }
+        #expect(accepted > 1000 && refused > 1000, "accepted \(accepted), refused \(refused)")
+        #expect(disagreements.isEmpty, "\(disagreements.count):\n\(disagreements.prefix(8).joined(separator: "\n"))")
+
+        // The generated verifier: each module's regions, then its replacements, the same findings.
+        var modules: [ObjectIdentifier] = []
+        for (module, _, _) in regions where modules.last != ObjectIdentifier(module) { modules.append(ObjectIdentifier(module)) }
+        try #require(modules.count == setup.count)
+        var script: [String] = [], swift: [String] = []
+        for (k, id) in modules.enumerated() {
+            script += setup[k]
+            swift += setupLines[k]
+            for r in replacements where r.module == id { script.append(r.command); swift.append(r.swift) }
+        }
+        let output = try H.run(try DynamicCodeTests.binary.get(), script)
+        try #require(output.count == script.count)
+        var differ: [String] = []
+        for k in script.indices {
+            let c = output[k].hasPrefix("init") ? output[k] : H.findings(output[k])
+            if c != swift[k] { differ.append("\(script[k].prefix(160)): swift [\(swift[k])] c [\(c)]") }
+        }
+        #expect(differ.isEmpty, "\(differ.count) of \(script.count):\n\(differ.prefix(8).joined(separator: "\n"))")
     }
 }
