@@ -298,16 +298,34 @@ enum DynamicCodeHarness {
         return changed
     }
 
+    /// What a thread running the live code could see at each fence of `copyCode` (its serialize
+    /// callback has no context in Swift: one copy at a time, in this test only).
+    nonisolated(unsafe) static var copyLive: UnsafeMutableRawBufferPointer?
+    nonisolated(unsafe) static var copySnapshots: [[UInt8]] = []
+
     @Test func copyCodeWritesAcceptedReplacementsAndRefusesOtherBoundaries() throws {
         var script: [String] = [], expected: [String] = []
         var checked = 0
         for c in Self.cases where c.accepted {
             let old = try c.oldCode(), new = try c.newCode()
             var live = old
-            let changed = live.withUnsafeMutableBytes { Self.verifier.copyCode(into: $0, from: new) }
+            Self.copySnapshots = []
+            let changed = live.withUnsafeMutableBytes { buffer in
+                Self.copyLive = buffer
+                defer { Self.copyLive = nil }
+                return Self.verifier.copyCode(into: buffer, from: new) { _ in DynamicCodeTests.copySnapshots.append(Array(DynamicCodeTests.copyLive!)) }
+            }
             let want = Self.changedInstructions(old, new)
             #expect(changed == want, "\(c.name)")
             #expect(live == new, "\(c.name)")
+            // At every fence each instruction is its old bytes, its new bytes, or starts with HLT; at most one is neither.
+            #expect(Self.copySnapshots.count == 3 * want, "\(c.name): a fence after the HLT, the rest and the first byte")
+            var at = 0, starts: [Range<Int>] = []
+            while at < old.count, case .instruction(let i) = Self.verifier.decoder.decode(Array(old[at...])) { starts.append(at..<at + i.length); at += i.length }
+            for snapshot in Self.copySnapshots {
+                let mixed = starts.filter { snapshot[$0] != old[$0] && snapshot[$0] != new[$0] }
+                #expect(mixed.count <= 1 && mixed.allSatisfy { snapshot[$0.lowerBound] == 0xF4 }, "\(c.name): \(Hex.string(snapshot))")
+            }
             script.append("copy \(DynamicCodeHarness.hex(old)) \(DynamicCodeHarness.hex(new))")
             expected.append("#\(want) \(3 * want) =\(DynamicCodeHarness.hex(new))")   // HLT, the rest, the first byte: three fences each
             checked += 1
