@@ -99,7 +99,9 @@ public struct CVerifierGenerator {
            new_code verifies there; every instruction boundary and jump target stays; no instruction of a sanctioned
            sequence changes; a changed instruction is a modifiable one (mov with an immediate or displacement,
            call rel32) of the same form with only its immediate, displacement or branch offset changed. Returns the
-           number of findings (0: accepted; kind SIEVE_REPLACEMENT: what may not change did). */
+           number of findings (0: accepted; kind SIEVE_REPLACEMENT: what may not change did). old_code must be the live
+           code, read by the runtime from its own mapping (never a copy the sandboxed side supplies): it is re-verified,
+           but what it is compared with is only as true as where it came from. */
         size_t sieve_validate_replacement(const sieve_module *m, const uint8_t *old_code, const uint8_t *new_code,
                                           size_t size, uint64_t address, sieve_report_fn report, void *ctx);
 

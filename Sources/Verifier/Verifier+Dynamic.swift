@@ -39,7 +39,8 @@ public final class CodeModule: @unchecked Sendable {
 
     /// Whether `new` may replace `old`, verified code at `address` (NaCl's rules for code
     /// replacement, stricter: boundaries and jump targets compared outright, and no instruction of
-    /// a sanctioned sequence may change, not even a displacement).
+    /// a sanctioned sequence may change, not even a displacement). `old` must be the live code as
+    /// the runtime reads it from its own mapping, never a copy the sandboxed side supplies.
     public func validateReplacement(old: [UInt8], new: [UInt8], at address: UInt64) -> VerificationReport {
         guard old.count == new.count else {
             return VerificationReport(findings: [Finding(.replacement, offset: 0, length: 0, form: nil, "the old and the new code differ in size")])
