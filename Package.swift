@@ -48,7 +48,7 @@ let package = Package(
         .testTarget(name: "X86Tests", dependencies: ["X86", "Disassembly", "CZydis", "CCapstone"],
                     exclude: ["Fixtures"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "X86"]),
-        .testTarget(name: "VerifierTests", dependencies: ["Verifier", "Codegen", "Policy", "X86", "CZydis", "SieveCore"], exclude: ["Corpus"]),
+        .testTarget(name: "VerifierTests", dependencies: ["Verifier", "Codegen", "Policy", "X86", "CZydis", "SieveCore"], exclude: ["Corpus", "Fixtures"]),
         .testTarget(name: "SieveCLITests", dependencies: ["SieveCLI"], exclude: ["Fixtures"]),
         .testTarget(name: "SpecificationTests", dependencies: ["Specification", "Verifier", "Policy", "X86"]),
         .testTarget(name: "AnalysisTests", dependencies: ["Analysis", "Verifier", "Codegen", "Policy", "X86"]),
