@@ -91,7 +91,8 @@ public struct CVerifierGenerator {
         /* Verifies new code for [address, address + size) of module m before its pages turn executable: whole bundles
            of the module that hold no verified code yet; a direct jump that leaves the region must land on a bundle
            start inside the module (NaCl's rule for dynamic code). Returns the number of findings; 0: accepted, and
-           the region is verified code from now on (a layout finding: not whole free bundles of the module). */
+           the region is verified code from now on (a layout finding: not whole free bundles of the module). Memory
+           protection is per page: map a page executable only when all of it is verified code (or HLT fill). */
         size_t sieve_verify_region(sieve_module *m, const uint8_t *code, size_t size, uint64_t address,
                                    sieve_report_fn report, void *ctx);
 

@@ -115,7 +115,7 @@ SIEVE_CORE_API size_t sieve_core_validate_replacement(const struct sieve_tables 
         free(old_targets); free(new_targets);
         return report_one(report, ctx, SIEVE_INVALID, 0, 0, -1);
     }
-    /* the old code must be what was verified, the new code must verify where it will run */
+    /* the old code (the live bytes, as the caller reads them) must verify, the new code must verify where it will run */
     place = module_place(m, old_targets);
     if (sieve_core_run(t, old_code, size, address, &place, NULL, NULL, NULL)) count += report_one(report, ctx, SIEVE_REPLACEMENT, 0, 0, -1);
     place = module_place(m, new_targets);
