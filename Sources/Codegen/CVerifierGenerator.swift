@@ -122,6 +122,17 @@ public struct CVerifierGenerator {
            rewrite rule. Returns the number left as they were. Verify the result again before running it. */
         size_t sieve_patch(uint8_t *code, size_t size, uint64_t base, int stub_with_hlt, sieve_site_fn site, void *ctx);
 
+        /* ---- one module on several threads (the runtime's own) ------------------------------------------------ */
+
+        /* sieve_split cuts code into at most n pieces of whole bundles (returns how many; one when the base is not
+           bundle-aligned); sieve_verify_piece verifies one piece, on any thread, each piece once; sieve_join then reports
+           the findings exactly as sieve_verify would, in the same order, with the jumps between pieces judged, frees what
+           the pieces hold and returns the number of findings. */
+        size_t sieve_split(size_t size, uint64_t base, sieve_piece *pieces, size_t n);
+        void sieve_verify_piece(const uint8_t *code, size_t size, uint64_t base, sieve_piece *piece);
+        size_t sieve_join(const uint8_t *code, size_t size, uint64_t base, sieve_piece *pieces, size_t n,
+                          sieve_report_fn report, void *ctx);
+
         #endif
 
         """
@@ -242,6 +253,19 @@ public struct CVerifierGenerator {
 
         size_t sieve_patch(uint8_t *code, size_t size, uint64_t base, int stub_with_hlt, sieve_site_fn site, void *ctx) {
             return sieve_core_patch(&sieve_policy, code, size, base, stub_with_hlt, site, ctx);
+        }
+
+        size_t sieve_split(size_t size, uint64_t base, sieve_piece *pieces, size_t n) {
+            return sieve_core_split(&sieve_policy, size, base, pieces, n);
+        }
+
+        void sieve_verify_piece(const uint8_t *code, size_t size, uint64_t base, sieve_piece *piece) {
+            sieve_core_verify_piece(&sieve_policy, code, size, base, piece);
+        }
+
+        size_t sieve_join(const uint8_t *code, size_t size, uint64_t base, sieve_piece *pieces, size_t n,
+                          sieve_report_fn report, void *ctx) {
+            return sieve_core_join(&sieve_policy, code, size, base, pieces, n, report, ctx);
         }
 
         const char *sieve_kind_name(int kind) { return sieve_core_kind_name(kind); }

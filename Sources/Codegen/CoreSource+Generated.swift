@@ -106,8 +106,9 @@ enum sieve_reg_check {
 /* Where code runs (sieve_core_run; NULL: a whole static module, whose direct jumps may leave it for any bundle
    start). Dynamic code: a direct jump that leaves the code must land on a bundle start in [lo, hi], the module.
    targets, when not NULL, receives the core's jump-target map: a bit per byte of code (size / 8 + 1 bytes), set
-   where a jump may land (an instruction start outside a sanctioned sequence). */
-struct sieve_place { uint64_t lo, hi; uint8_t *targets; };
+   where a jump may land (an instruction start outside a sanctioned sequence). beyond: bytes readable after the code (a
+   piece of a module: an instruction that crosses the piece's end decodes as it does in the whole module). */
+struct sieve_place { uint64_t lo, hi; uint8_t *targets; size_t beyond; };
 
 /* Where one instruction's fields are (sieve_core_decode): offsets from its first byte, 0 when absent. */
 typedef struct {
@@ -127,6 +128,15 @@ typedef struct { uint64_t base, size; uint8_t *loaded; } sieve_module;
    -2: stubbed with HLT, -3: left as it was), and its new bytes (length of them). */
 typedef struct { size_t offset; int length, form, rule; const uint8_t *bytes; } sieve_site;
 typedef void (*sieve_site_fn)(const sieve_site *site, void *ctx);
+
+/* One piece of a module verified on its own thread (sieve_split, sieve_verify_piece, sieve_join): its bytes
+   [from, to), and what its verification left for the join. */
+typedef struct {
+    size_t from, to, count, instructions, nfindings, capacity;
+    sieve_finding *findings;
+    uint8_t *targets;
+    int failed;
+} sieve_piece;
 
 #define SIEVE_NO_FORM 65535
 #define SIEVE_MAX_BUNDLE 128
@@ -198,6 +208,10 @@ size_t sieve_core_validate_replacement(const struct sieve_tables *t, const sieve
                                        sieve_report_fn report, void *ctx);
 long sieve_core_copy(const struct sieve_tables *t, uint8_t *live, const uint8_t *code, size_t size,
                      void (*serialize)(void *), void *ctx);
+size_t sieve_core_split(const struct sieve_tables *t, size_t size, uint64_t base, sieve_piece *pieces, size_t n);
+void sieve_core_verify_piece(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, sieve_piece *piece);
+size_t sieve_core_join(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, sieve_piece *pieces,
+                       size_t n, sieve_report_fn report, void *ctx);
 size_t sieve_core_patch(const struct sieve_tables *t, uint8_t *code, size_t size, uint64_t base, int stub_with_hlt,
                         sieve_site_fn site, void *ctx);
 /* END core API */
@@ -503,7 +517,7 @@ typedef struct { size_t from; int64_t target; int length, form; } branch_t;
 typedef struct {
     const struct sieve_tables *t;
     const uint8_t *code;
-    size_t size, count, nbranches, instructions;
+    size_t size, count, nbranches, instructions, beyond;
     uint64_t base, lo, hi;   /* a direct jump leaving the code lands on a bundle start in [lo, hi] */
     sieve_report_fn report;
     void *ctx;
@@ -780,7 +794,7 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
         if (instructions) *instructions = s.instructions;
         return s.count;
     }
-    s.lo = place ? place->lo : 0; s.hi = place ? place->hi : ~(uint64_t)0;
+    s.lo = place ? place->lo : 0; s.hi = place ? place->hi : ~(uint64_t)0; s.beyond = place ? place->beyond : 0;
     s.valid = place && place->targets ? (uint8_t *)memset(place->targets, 0, size / 8 + 1) : (uint8_t *)calloc(size / 8 + 1, 1);
     s.branches = (branch_t *)malloc((size / 2 + 1) * sizeof *s.branches);
     if (!s.valid || !s.branches) { if (!place || !place->targets) free(s.valid); free(s.branches); emit(&s, SIEVE_INVALID, 0, 0, -1, -1, 0); return s.count; }
@@ -791,7 +805,7 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
         if (bundle_end > size) bundle_end = size;
         while (at < bundle_end) {
             if (size - at < fast_room || !(length = fast_step(&s, at, bundle_end - at, restricted, &restricted))) {
-                if (!decode(t, code + at, size - at, &i)) { emit(&s, SIEVE_INVALID, at, 1, -1, -1, 0); at = bundle_end; break; }
+                if (!decode(t, code + at, size - at + s.beyond, &i)) { emit(&s, SIEVE_INVALID, at, 1, -1, -1, 0); at = bundle_end; break; }
                 if (at + (size_t)i.length > bundle_end) {   /* bundle_end is at most size */
                     emit(&s, SIEVE_BUNDLE_CROSSING, at, i.length, i.form, -1, 0); at = bundle_end; break;
                 }
@@ -844,8 +858,9 @@ SIEVE_CORE_API int sieve_core_decode(const struct sieve_tables *t, const uint8_t
  * Dynamic code (DESIGN §9), after NaCl's dyncode interface (dfa_validate_64.c, dfa_validate_common.c):
  * regions verified as they turn executable, replacements of verified code, a copy into live code that
  * never lets a running thread execute a partly written instruction, and patching of refused instructions
- * into same-length replacements. Built on the core's sieve_core_run and sieve_core_decode alone: the
- * sandbox rules stay in core.c, and every verdict here is the core's on the code as it will run.
+ * into same-length replacements; and one module verified in pieces on several threads. Built on the core's
+ * sieve_core_run and sieve_core_decode alone: the sandbox rules stay in core.c, and every verdict here is the
+ * core's on the code as it will run.
  */
 #include "sieve_core.h"
 
@@ -906,7 +921,7 @@ static int region_fits(const struct sieve_tables *t, const sieve_module *m, uint
    every bundle start of verified code is an instruction start, and unverified code never runs. */
 static struct sieve_place module_place(const sieve_module *m, uint8_t *targets) {
     struct sieve_place p;
-    p.lo = m->base; p.hi = m->base + (m->size - 1); p.targets = targets;
+    p.lo = m->base; p.hi = m->base + (m->size - 1); p.targets = targets; p.beyond = 0;
     return p;
 }
 
@@ -1133,6 +1148,98 @@ SIEVE_CORE_API size_t sieve_core_patch(const struct sieve_tables *t, uint8_t *co
     }
     free(flags.bundles);
     return left;
+}
+
+/* ---- pieces: one module verified on several threads, with the findings of one ------------------ */
+
+/* Cuts code into at most n pieces of whole bundles (one when the base is not bundle-aligned or the model is none:
+   then the verdict depends on more than the bundle). Returns the number of pieces. */
+SIEVE_CORE_API size_t sieve_core_split(const struct sieve_tables *t, size_t size, uint64_t base, sieve_piece *pieces, size_t n) {
+    size_t bundles = size / t->bundle_size, k, from = 0;
+    if (!n) return 0;
+    if ((base & (t->bundle_size - 1)) || t->model_none || !bundles) n = 1;
+    else if (n > bundles) n = bundles;
+    for (k = 0; k < n; k++) {
+        size_t to = k + 1 == n ? size : from + (bundles / n + (k < bundles % n)) * t->bundle_size;
+        memset(&pieces[k], 0, sizeof pieces[k]);
+        pieces[k].from = from; pieces[k].to = to;
+        from = to;
+    }
+    return n;
+}
+
+/* Keeps a piece's finding, offset from the start of the module (the piece's context). */
+static void keep(const sieve_finding *f, void *ctx) {
+    sieve_piece *p = (sieve_piece *)ctx;
+    if (p->failed) return;
+    if (p->nfindings == p->capacity) {
+        size_t capacity = p->capacity ? 2 * p->capacity : 16;
+        sieve_finding *grown = (sieve_finding *)realloc(p->findings, capacity * sizeof *grown);
+        if (!grown) { p->failed = 1; return; }
+        p->findings = grown; p->capacity = capacity;
+    }
+    p->findings[p->nfindings] = *f;
+    p->findings[p->nfindings++].offset += p->from;
+}
+
+/* Verifies one piece (any thread; each piece once). Every direct jump that leaves the piece is kept as a bad jump
+   target for sieve_core_join to judge against the module. */
+SIEVE_CORE_API void sieve_core_verify_piece(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
+                                            sieve_piece *p) {
+    struct sieve_place place;
+    place.lo = 1; place.hi = 0;   /* an empty range: the join decides every jump out of the piece */
+    place.beyond = size - p->to;
+    place.targets = p->targets = (uint8_t *)malloc((p->to - p->from) / 8 + 1);
+    if (!p->targets) { p->failed = 1; return; }
+    p->count = sieve_core_run(t, code + p->from, p->to - p->from, base + p->from, &place, keep, p, &p->instructions);
+}
+
+/* The target of the direct branch at code[at] (its displacement ends the instruction). */
+static int64_t branch_target(const struct sieve_tables *t, const uint8_t *code, size_t size, size_t at) {
+    sieve_layout l;
+    const uint8_t *d;
+    int n = sieve_core_decode(t, code + at, size - at, &l);
+    if (!n || !l.imm_size) return -1;
+    d = code + at + l.imm_at;
+    return (int64_t)at + n + (l.imm_size == 1 ? (int8_t)d[0] : l.imm_size == 2 ? (int16_t)(uint16_t)(d[0] | d[1] << 8)
+        : (int32_t)((uint32_t)d[0] | (uint32_t)d[1] << 8 | (uint32_t)d[2] << 16 | (uint32_t)d[3] << 24));
+}
+
+/* Whether a jump to target (from the start of the code) lands where the whole module's verification would let it. */
+static int lands(const struct sieve_tables *t, const sieve_piece *pieces, size_t n, size_t size, uint64_t base, int64_t target) {
+    size_t lo = 0, hi = n;
+    if (target < 0 || (uint64_t)target >= size) return !((base + (uint64_t)target) & (t->bundle_size - 1));
+    while (hi - lo > 1) { size_t mid = lo + (hi - lo) / 2; if (pieces[mid].from <= (size_t)target) lo = mid; else hi = mid; }
+    return bit(pieces[lo].targets, (size_t)target - pieces[lo].from);
+}
+
+/* Reports the pieces' findings in the order one sieve_core_run over the module reports them (its sweep in offset order,
+   then the bad jump targets in branch order), with the jumps between pieces judged; frees the pieces' memory. Returns
+   the number of findings. */
+SIEVE_CORE_API size_t sieve_core_join(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
+                                      sieve_piece *pieces, size_t n, sieve_report_fn report, void *ctx) {
+    size_t count = 0, k, j;
+    int pass, failed = 0;
+    for (k = 0; k < n; k++) failed |= pieces[k].failed;
+    for (pass = 0; pass < 2 && !failed; pass++) {
+        for (k = 0; k < n; k++) {
+            for (j = 0; j < pieces[k].nfindings; j++) {
+                sieve_finding *f = &pieces[k].findings[j];
+                int jump = f->kind == SIEVE_BAD_JUMP_TARGET && !f->warning;
+                if (jump != pass) continue;
+                if (jump) {
+                    int64_t target = branch_target(t, code, size, f->offset);
+                    int inside = target >= (int64_t)pieces[k].from && target < (int64_t)pieces[k].to;
+                    if (!inside && lands(t, pieces, n, size, base, target)) continue;
+                }
+                if (!f->warning) count++;
+                if (report) report(f, ctx);
+            }
+        }
+    }
+    if (failed) count = report_one(report, ctx, SIEVE_INVALID, 0, 0, -1);   /* out of memory: refused, as the core does */
+    for (k = 0; k < n; k++) { free(pieces[k].findings); free(pieces[k].targets); pieces[k].findings = NULL; pieces[k].targets = NULL; }
+    return count;
 }
 """#
 }

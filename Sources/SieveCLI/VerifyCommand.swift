@@ -1,4 +1,7 @@
 import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#endif
 import Disassembly
 import Policy
 import Verifier
@@ -18,6 +21,10 @@ struct VerifyCommand: ParsableCommand {
             form, a rendering and a kind; a banned instruction names the policy rule, file and \
             line. Warnings (rules set to warn, such as NaCl's call alignment) are listed apart.
             Model `none` (--model none) checks the instruction subset only: it is not a safety proof.
+
+            With --threads N (default: one per processor) a large segment is cut into pieces of \
+            whole bundles, verified on N threads, and joined: the direct jumps between pieces are \
+            judged against the whole, and the findings are the same, in the same order, as on one.
 
             Findings are written as the verifier reports them (its sweep in offset order, then the \
             direct jumps whose targets it checks once every instruction start is known), at most \
@@ -63,17 +70,22 @@ struct VerifyCommand: ParsableCommand {
 
     static let defaultMaxFindings = 1000
 
+    @Option(help: "Threads per file: a large segment is verified in pieces of whole bundles, joined with the same findings in the same order (default: one per processor).")
+    var threads: Int?
+
     func validate() throws {
         if base != nil && !raw {
             throw ValidationError("--base applies to raw code (--raw): an ELF file's segments carry their own addresses")
         }
         if maxFindings < 0 { throw ValidationError("--max-findings must be 0 or more") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
     }
 
     func run() throws {
         let resolved = try loadPolicy(policy)
         let compiled = CompiledPolicy(resolved, model: model)
         let verifier = Verifier(compiled)
+        let threadCount = threads ?? Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
         let renderer = Renderer()
         var out = StandardOutput()
         var anyRefused = false, anyUnverified = false
@@ -97,7 +109,7 @@ struct VerifyCommand: ParsableCommand {
             for segment in segments {
                 let room = max(maxFindings - writer.listedFindings, maxFindings - writer.listedWarnings)
                 let counts = segment.bytes.withUnsafeBytes { code in
-                    verifier.verify(code, base: segment.virtualAddress, maxFindings: room) { finding, isWarning in
+                    verifier.verify(code, base: segment.virtualAddress, maxFindings: room, threads: max(1, threadCount)) { finding, isWarning in
                         if isWarning ? writer.listedWarnings >= maxFindings : writer.listedFindings >= maxFindings { return }
                         writer.take(describe(finding, segment, compiled, renderer), isWarning: isWarning, to: &out)
                     }

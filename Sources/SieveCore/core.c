@@ -296,7 +296,7 @@ typedef struct { size_t from; int64_t target; int length, form; } branch_t;
 typedef struct {
     const struct sieve_tables *t;
     const uint8_t *code;
-    size_t size, count, nbranches, instructions;
+    size_t size, count, nbranches, instructions, beyond;
     uint64_t base, lo, hi;   /* a direct jump leaving the code lands on a bundle start in [lo, hi] */
     sieve_report_fn report;
     void *ctx;
@@ -573,7 +573,7 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
         if (instructions) *instructions = s.instructions;
         return s.count;
     }
-    s.lo = place ? place->lo : 0; s.hi = place ? place->hi : ~(uint64_t)0;
+    s.lo = place ? place->lo : 0; s.hi = place ? place->hi : ~(uint64_t)0; s.beyond = place ? place->beyond : 0;
     s.valid = place && place->targets ? (uint8_t *)memset(place->targets, 0, size / 8 + 1) : (uint8_t *)calloc(size / 8 + 1, 1);
     s.branches = (branch_t *)malloc((size / 2 + 1) * sizeof *s.branches);
     if (!s.valid || !s.branches) { if (!place || !place->targets) free(s.valid); free(s.branches); emit(&s, SIEVE_INVALID, 0, 0, -1, -1, 0); return s.count; }
@@ -584,7 +584,7 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
         if (bundle_end > size) bundle_end = size;
         while (at < bundle_end) {
             if (size - at < fast_room || !(length = fast_step(&s, at, bundle_end - at, restricted, &restricted))) {
-                if (!decode(t, code + at, size - at, &i)) { emit(&s, SIEVE_INVALID, at, 1, -1, -1, 0); at = bundle_end; break; }
+                if (!decode(t, code + at, size - at + s.beyond, &i)) { emit(&s, SIEVE_INVALID, at, 1, -1, -1, 0); at = bundle_end; break; }
                 if (at + (size_t)i.length > bundle_end) {   /* bundle_end is at most size */
                     emit(&s, SIEVE_BUNDLE_CROSSING, at, i.length, i.form, -1, 0); at = bundle_end; break;
                 }

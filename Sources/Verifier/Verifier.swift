@@ -1,3 +1,4 @@
+import Dispatch
 import Policy
 import SieveCore
 import X86
@@ -56,7 +57,11 @@ public struct Verifier: Sendable {
     /// The order is the core's: its sweep in offset order, then the jump targets it checks once
     /// every instruction start is known (bad-jump-target findings come last). The counts are
     /// complete: a verdict never depends on the cap.
-    public func verify(_ code: UnsafeRawBufferPointer, base: UInt64, maxFindings: Int,
+    ///
+    /// `threads` above 1 verifies pieces of whole bundles on that many threads and joins them
+    /// (`sieve_core_split`, `sieve_core_verify_piece`, `sieve_core_join`): the same findings in
+    /// the same order as one thread.
+    public func verify(_ code: UnsafeRawBufferPointer, base: UInt64, maxFindings: Int, threads: Int = 1,
                        tally: ((FindingKind, _ formIndex: Int?) -> Void)? = nil,
                        onFinding: (Finding, _ isWarning: Bool) -> Void) -> VerificationCounts {
         withoutActuallyEscaping(onFinding) { onFinding in
@@ -70,9 +75,14 @@ public struct Verifier: Sendable {
                     withUnsafePointer(to: byte) { empty in
                         let start = code.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? empty
                         return withUnsafePointer(to: storage.root) { tables in
-                            sieve_core_run(tables, start, code.count, base, nil, { finding, context in
+                            let report: sieve_report_fn = { finding, context in
                                 Unmanaged<FindingStream>.fromOpaque(context!).takeUnretainedValue().take(finding!.pointee)
-                            }, Unmanaged.passUnretained(stream).toOpaque(), &instructions)
+                            }
+                            let context = Unmanaged.passUnretained(stream).toOpaque()
+                            guard threads > 1, code.count >= 2 * Self.minimumPiece else {
+                                return sieve_core_run(tables, start, code.count, base, nil, report, context, &instructions)
+                            }
+                            return Self.inPieces(tables, start, code.count, base, threads: threads, report, context, &instructions)
                         }
                     }
                 }
@@ -83,6 +93,31 @@ public struct Verifier: Sendable {
                 return counts
             }
         }
+    }
+
+    /// Pieces smaller than this are not worth a thread.
+    static let minimumPiece = 64 << 10
+
+    /// One module in pieces: four per thread (so that a slow piece does not hold the others up),
+    /// verified concurrently, joined in one thread's order.
+    static func inPieces(_ tables: UnsafePointer<sieve_tables>, _ code: UnsafePointer<UInt8>, _ size: Int, _ base: UInt64,
+                         threads: Int, _ report: sieve_report_fn, _ context: UnsafeMutableRawPointer,
+                         _ instructions: inout Int) -> Int {
+        let wanted = min(threads * 4, max(1, size / minimumPiece))
+        var pieces = [sieve_piece](repeating: sieve_piece(), count: wanted)
+        let count = sieve_core_split(tables, size, base, &pieces, wanted)
+        // Each thread writes its own piece and reads the tables and the code, which nobody writes.
+        struct Shared: @unchecked Sendable {
+            let tables: UnsafePointer<sieve_tables>, code: UnsafePointer<UInt8>, pieces: UnsafeMutablePointer<sieve_piece>
+        }
+        pieces.withUnsafeMutableBufferPointer { buffer in
+            let shared = Shared(tables: tables, code: code, pieces: buffer.baseAddress!)
+            DispatchQueue.concurrentPerform(iterations: count) { k in
+                sieve_core_verify_piece(shared.tables, shared.code, size, base, shared.pieces + k)
+            }
+        }
+        instructions = pieces.prefix(count).reduce(0) { $0 + $1.instructions }
+        return sieve_core_join(tables, code, size, base, &pieces, count, report, context)
     }
 
     /// The core's report callback's context: turns raw findings into `Finding`s up to the cap.

@@ -440,7 +440,7 @@ enum DynamicCodeHarness {
         let report = map.withUnsafeMutableBufferPointer { targets in
             code.withUnsafeBytes { bytes in
                 verifier.collect(bytes, base: address) { tables, report, ctx in
-                    var place = sieve_place(lo: lo, hi: hi, targets: targets.baseAddress)
+                    var place = sieve_place(lo: lo, hi: hi, targets: targets.baseAddress, beyond: 0)
                     return sieve_core_run(tables, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), bytes.count, address, &place, report, ctx, nil)
                 }
             }

@@ -101,8 +101,9 @@ enum sieve_reg_check {
 /* Where code runs (sieve_core_run; NULL: a whole static module, whose direct jumps may leave it for any bundle
    start). Dynamic code: a direct jump that leaves the code must land on a bundle start in [lo, hi], the module.
    targets, when not NULL, receives the core's jump-target map: a bit per byte of code (size / 8 + 1 bytes), set
-   where a jump may land (an instruction start outside a sanctioned sequence). */
-struct sieve_place { uint64_t lo, hi; uint8_t *targets; };
+   where a jump may land (an instruction start outside a sanctioned sequence). beyond: bytes readable after the code (a
+   piece of a module: an instruction that crosses the piece's end decodes as it does in the whole module). */
+struct sieve_place { uint64_t lo, hi; uint8_t *targets; size_t beyond; };
 
 /* Where one instruction's fields are (sieve_core_decode): offsets from its first byte, 0 when absent. */
 typedef struct {
@@ -122,6 +123,15 @@ typedef struct { uint64_t base, size; uint8_t *loaded; } sieve_module;
    -2: stubbed with HLT, -3: left as it was), and its new bytes (length of them). */
 typedef struct { size_t offset; int length, form, rule; const uint8_t *bytes; } sieve_site;
 typedef void (*sieve_site_fn)(const sieve_site *site, void *ctx);
+
+/* One piece of a module verified on its own thread (sieve_split, sieve_verify_piece, sieve_join): its bytes
+   [from, to), and what its verification left for the join. */
+typedef struct {
+    size_t from, to, count, instructions, nfindings, capacity;
+    sieve_finding *findings;
+    uint8_t *targets;
+    int failed;
+} sieve_piece;
 
 #define SIEVE_NO_FORM 65535
 #define SIEVE_MAX_BUNDLE 128
@@ -193,6 +203,10 @@ size_t sieve_core_validate_replacement(const struct sieve_tables *t, const sieve
                                        sieve_report_fn report, void *ctx);
 long sieve_core_copy(const struct sieve_tables *t, uint8_t *live, const uint8_t *code, size_t size,
                      void (*serialize)(void *), void *ctx);
+size_t sieve_core_split(const struct sieve_tables *t, size_t size, uint64_t base, sieve_piece *pieces, size_t n);
+void sieve_core_verify_piece(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, sieve_piece *piece);
+size_t sieve_core_join(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, sieve_piece *pieces,
+                       size_t n, sieve_report_fn report, void *ctx);
 size_t sieve_core_patch(const struct sieve_tables *t, uint8_t *code, size_t size, uint64_t base, int stub_with_hlt,
                         sieve_site_fn site, void *ctx);
 /* END core API */

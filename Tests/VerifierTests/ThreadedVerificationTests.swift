@@ -1,0 +1,77 @@
+import Policy
+import Testing
+import Verifier
+import X86
+
+/// One module verified in pieces on several threads (`sieve_core_split`, `_verify_piece`,
+/// `_join`) gives the findings of one thread, in the same order.
+@Suite struct ThreadedVerificationTests {
+    /// The NaCl executables' code, concatenated: jumps that left one copy land in another (on
+    /// bundle starts), so the pieces must judge jumps between them against the whole.
+    static func module(copies: Int) throws -> [UInt8] {
+        let code = try NaClExecutableTests.code("x64_fib_array_v2.nexe").bytes + NaClExecutableTests.code("x64_hello_world.nexe").bytes
+        return Array((0..<copies).map { _ in code }.joined())
+    }
+
+    static func run(_ verifier: Verifier, _ code: [UInt8], base: UInt64, threads: Int) -> (VerificationCounts, [Finding]) {
+        var findings: [Finding] = []
+        let counts = code.withUnsafeBytes { bytes in
+            verifier.verify(bytes, base: base, maxFindings: .max, threads: threads) { finding, isWarning in
+                if !isWarning { findings.append(finding) }
+            }
+        }
+        return (counts, findings)
+    }
+
+    @Test func validCodeInPiecesIsAcceptedWithTheSameCounts() throws {
+        let code = try Self.module(copies: 8)
+        let one = Self.run(Repository.nacl, code, base: 0x20000, threads: 1)
+        let four = Self.run(Repository.nacl, code, base: 0x20000, threads: 4)
+        #expect(one.0.findings == 0, "the concatenation is NaCl-valid: \(one.1.prefix(3))")
+        #expect(four.0 == one.0)
+    }
+
+    /// Mutated code: findings of every kind, bad jumps within and between pieces, instructions
+    /// that cross piece ends. The same list, in the same order, for 1, 2, 3 and 8 threads.
+    @Test(arguments: [1, 2, 3, 8]) func mutatedCodeGivesTheSameFindingsInTheSameOrder(threads: Int) throws {
+        var code = try Self.module(copies: 3)
+        var random = SplitMix(seed: 0x5eed + UInt64(threads))
+        for _ in 0..<2000 { code[Int(random.next() % UInt64(code.count))] = UInt8(truncatingIfNeeded: random.next()) }
+        // Jumps retargeted across the module: rel32 jumps into other pieces, on and off instruction starts.
+        for _ in 0..<200 {
+            let at = Int(random.next() % UInt64(code.count - 8))
+            code.replaceSubrange(at..<at + 5, with: [0xE9] + withUnsafeBytes(of: Int32(truncatingIfNeeded: Int64(random.next() % 600_000) - 300_000).littleEndian, Array.init))
+        }
+        let one = Self.run(Repository.nacl, code, base: 0x20000, threads: 1)
+        let many = Self.run(Repository.nacl, code, base: 0x20000, threads: threads)
+        #expect(one.0.findings > 1000 && one.1.contains { $0.kind == .badJumpTarget })
+        #expect(many.0 == one.0)
+        let difference = many.1.count == one.1.count ? Array(zip(many.1, one.1)).firstIndex { $0.0 != $0.1 } : min(many.1.count, one.1.count)
+        #expect(difference == nil, "the lists differ from finding \(difference ?? 0) on")
+    }
+
+    /// A base that is not bundle-aligned, and model none, are verified in one piece (the verdict
+    /// depends on more than the bundle): still the same.
+    @Test func unalignedBaseAndModelNoneStayWhole() throws {
+        let code = try Self.module(copies: 2)
+        for verifier in [Repository.nacl, Verifier(CompiledPolicy(try Repository.policy("nacl.yaml"), model: SandboxSettings.Model.none))] {
+            for base: UInt64 in [0x20000, 0x20001] {
+                let one = Self.run(verifier, code, base: base, threads: 1), four = Self.run(verifier, code, base: base, threads: 4)
+                #expect(four.0 == one.0)
+                #expect(four.1.count == one.1.count && zip(four.1, one.1).allSatisfy { $0 == $1 })
+            }
+        }
+    }
+}
+
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
