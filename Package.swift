@@ -38,7 +38,7 @@ let package = Package(
         // Human-readable instruction text through capstone, Sieve's own rendering where capstone fails.
         .target(name: "Disassembly", dependencies: ["X86", "CCapstone"]),
         .executableTarget(name: "SieveCLI", dependencies: [
-            "X86", "Disassembly", "Policy", "Verifier", "Codegen", "Analysis",
+            "X86", "Disassembly", "Policy", "Verifier", "Codegen", "Analysis", "CZydis",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Sources/SieveCLI"),
 

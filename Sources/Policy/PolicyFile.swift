@@ -260,9 +260,9 @@ struct PolicyFileReader {
             }
             if to == nil, !pairs.contains(where: { $0.key.scalar == "to" }) { error(item.mark, "a rewrite needs 'to' (nop, a form id or a mnemonic)") }
             if reason == nil { error(item.mark, "a rewrite needs a 'reason': it changes what the code does") }
-            for pair in selectorPairs where ["operands", "operand-size", "register", "prefix"].contains(pair.key.scalar ?? "") {
+            for pair in selectorPairs where ["operands", "operand-size", "vector-length", "register", "prefix"].contains(pair.key.scalar ?? "") {
                 error(pair.key.mark, "a rewrite names whole forms: '\(pair.key.scalar ?? "")' selects some instances of a form",
-                      hint: "select by form, mnemonic, opcode, extension, group, class, encoding or vector-length")
+                      hint: "select by form, mnemonic, opcode, extension, group, class or encoding")
             }
             if let selector = selector(selectorPairs, at: item.mark), let to, let reason {
                 out.append(RewriteRule(selector: selector, to: to, reason: reason, refs: refs, file: path, mark: item.mark))

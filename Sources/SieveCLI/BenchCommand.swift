@@ -1,4 +1,5 @@
 import ArgumentParser
+import CZydis
 import Codegen
 #if canImport(Glibc)
 import Glibc
@@ -10,13 +11,22 @@ import X86
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Measure the verifiers: MiB/s of code verified, and the time to resolve, compile and generate.",
+        abstract: "Measure the verifiers against Zydis: MiB/s of code, one thread and all, and the time to resolve, compile and generate.",
         discussion: """
-            Verifies FILE's executable code in memory over repeated passes with the trusted core \
-            in this process (on tables built in memory, as `sieve verify` runs it) and with the \
-            generated C verifier (the same core, compiled by the system C compiler at -O2), and \
-            reports the median throughput in MiB/s (bytes of executable code per second), next to \
-            the time to resolve the policy, compile its tables and generate the C verifier.
+            Verifies FILE's executable code over repeated passes and reports the median \
+            throughput in MiB/s (bytes of executable code per second) of:
+
+              - the trusted core in this process (on tables built in memory, as `sieve verify`);
+              - c: the generated C verifier (the same core, cc -O2) on one thread;
+              - c_threads: the same on --threads threads (default: one per processor), the code \
+            cut into pieces of whole bundles and joined (sieve_split, sieve_verify_piece, \
+            sieve_join; the same findings as one thread, which the benchmark checks);
+              - zydis: Zydis 4 decoding the same bytes (a linear sweep, one instruction at a time), \
+            the reference decoder;
+
+            with the ratios c / zydis and c_threads / c, next to the time to resolve the policy, \
+            compile its tables and generate the C verifier. The machine is shared and noisy: \
+            compare numbers from one run (Scripts/bench-verifier takes the median of several).
 
             The C verifier is built in a fresh private directory made by mkdtemp under $TMPDIR \
             (default /tmp), removed afterwards.
@@ -33,8 +43,14 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Treat the file as raw code.")
     var raw = false
 
+    @Option(help: "With --raw: virtual address of the first byte (hex with 0x, or decimal; default 0x20000).", transform: parseAddress)
+    var base: UInt64?
+
     @Option(help: "Passes over the code (1 to \(Self.maximumPasses)).")
     var passes = 20
+
+    @Option(help: "Threads for c_threads (default: one per processor).")
+    var threads: Int?
 
     static let maximumPasses = 1_000_000
 
@@ -45,10 +61,13 @@ struct BenchCommand: ParsableCommand {
         guard (1...Self.maximumPasses).contains(passes) else {
             throw ValidationError("--passes must be from 1 to \(Self.maximumPasses), not \(passes)")
         }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if base != nil && !raw { throw ValidationError("--base applies to raw code (--raw)") }
     }
 
     func run() throws {
-        let segments = try failing { try CodeInput.segments(of: file, raw: raw, base: 0) }
+        let segments = try failing { try CodeInput.segments(of: file, raw: raw, base: base ?? 0x20000) }
+        let threadCount = threads ?? Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
         _ = ISADatabase.shared
         var start = Clock.now()
         let resolved = try loadPolicy(policy)
@@ -59,50 +78,86 @@ struct BenchCommand: ParsableCommand {
         let verifier = Verifier(compiled)
         let bytes = segments.reduce(0) { $0 + $1.bytes.count }
 
-        var times: [Double] = []
         var accepted = true
-        for _ in 0..<passes {
-            let t = Clock.now()
+        let inProcess = Self.rate(bytes, passes) {
             for segment in segments {
                 let report = segment.bytes.withUnsafeBytes { verifier.verify($0, base: segment.virtualAddress) }
                 accepted = accepted && report.accepted
             }
-            times.append(Clock.now() - t)
         }
-        let median: Double = times.sorted()[times.count / 2]
-        let inProcess: Double = Double(bytes) / 1_048_576.0 / median
-        var c: Double?
-        var generateMS: Double?
+        let zydis = Self.rate(bytes, passes) { for segment in segments { ZydisSweep.run(segment.bytes) } }
+        var c: CBenchmark.Result?
         var cError: String?
-        do {
-            let result = try CBenchmark.run(compiled, segments, passes: passes)
-            c = result.mibPerSecond
-            generateMS = result.generateMS
-        } catch {
-            cError = "\(error)"
-        }
+        do { c = try CBenchmark.run(compiled, segments, passes: passes, threads: threadCount) } catch { cError = "\(error)" }
+
         var out = StandardOutput()
         if format == .json {
-            let cJSON: JSON = c.map { JSON.object(["mib_per_s": .double($0)]) } ?? JSON.object(["error": .string(cError ?? "unavailable")])
-            let generateJSON: JSON = generateMS.map(JSON.double) ?? .null
-            var fields: [String: JSON] = ["schema": .int(2), "file": .string(file), "bytes": .int(bytes), "passes": .int(passes)]
+            var fields: [String: JSON] = ["schema": .int(3), "file": .string(file), "bytes": .int(bytes), "passes": .int(passes)]
             fields["accepted"] = .bool(accepted)
             fields["in_process"] = .object(["mib_per_s": .double(inProcess)])
-            fields["c"] = cJSON
+            fields["zydis"] = .object(["mib_per_s": .double(zydis)])
+            if let c {
+                fields["c"] = .object(["mib_per_s": .double(c.single), "over_zydis": .double(c.single / zydis)])
+                fields["c_threads"] = .object(["mib_per_s": .double(c.threaded), "threads": .int(threadCount), "pieces": .int(c.pieces),
+                                               "over_c": .double(c.threaded / c.single), "same_findings": .bool(c.sameFindings)])
+            } else {
+                fields["c"] = .object(["error": .string(cError ?? "unavailable")])
+                fields["c_threads"] = .object(["error": .string(cError ?? "unavailable")])
+            }
             fields["resolve_ms"] = .double(resolveMS)
             fields["compile_ms"] = .double(compileMS)
-            fields["generate_ms"] = generateJSON
+            fields["generate_ms"] = c.map { JSON.double($0.generateMS) } ?? .null
             print(JSON.object(fields).compact, to: &out)
         } else {
             print("\(file): \(bytes) bytes of code, \(accepted ? "accepted" : "refused"), median of \(passes) passes", to: &out)
-            print("  core in process: \(String(format3: inProcess)) MiB/s", to: &out)
-            if let c { print("  C verifier:      \(String(format3: c)) MiB/s (cc -O2)", to: &out) } else {
-                print("  C verifier:      unavailable (\(cError ?? "?"))", to: &out)
+            print("  core in process:  \(String(format3: inProcess)) MiB/s", to: &out)
+            if let c {
+                print("  C verifier:       \(String(format3: c.single)) MiB/s (cc -O2), \(String(format3: c.single / zydis))x Zydis", to: &out)
+                print("  C, \(threadCount) thread\(threadCount == 1 ? "" : "s"):     \(String(format3: c.threaded)) MiB/s (\(c.pieces) pieces), "
+                      + "\(String(format3: c.threaded / c.single))x one thread\(c.sameFindings ? "" : " -- FINDINGS DIFFER")", to: &out)
+            } else {
+                print("  C verifier:       unavailable (\(cError ?? "?"))", to: &out)
             }
+            print("  Zydis decoding:   \(String(format3: zydis)) MiB/s", to: &out)
             print("  resolve \(String(format3: resolveMS)) ms, compile \(String(format3: compileMS)) ms"
-                  + (generateMS.map { ", generate \(String(format3: $0)) ms" } ?? ""), to: &out)
+                  + (c.map { ", generate \(String(format3: $0.generateMS)) ms" } ?? ""), to: &out)
         }
         out.flush()
+        if let c, !c.sameFindings { throw ExitStatus.trouble }
+    }
+
+    /// MiB/s of `bytes` over the median of `passes` runs of `body`.
+    static func rate(_ bytes: Int, _ passes: Int, _ body: () -> Void) -> Double {
+        var times: [Double] = []
+        for _ in 0..<passes {
+            let t = Clock.now()
+            body()
+            times.append(Clock.now() - t)
+        }
+        return Double(bytes) / 1_048_576.0 / max(times.sorted()[times.count / 2], 1e-9)
+    }
+}
+
+/// Zydis, the reference decoder: a linear sweep that skips a byte where it finds no instruction.
+enum ZydisSweep {
+    nonisolated(unsafe) static var decoder: sieve_zydis = {
+        var z = sieve_zydis()
+        sieve_zydis_init(&z)
+        return z
+    }()
+
+    @discardableResult
+    static func run(_ code: [UInt8]) -> Int {
+        var instructions = 0
+        code.withUnsafeBufferPointer { buffer in
+            var at = 0
+            while at < buffer.count {
+                let length = Int(sieve_zydis_length(&decoder, buffer.baseAddress! + at, buffer.count - at, nil))
+                at += max(length, 1)
+                instructions += 1
+            }
+        }
+        return instructions
     }
 }
 
@@ -112,41 +167,75 @@ enum CBenchmark {
 
     static let driver = """
         #define _POSIX_C_SOURCE 199309L
+        #include <pthread.h>
         #include <stdio.h>
         #include <stdlib.h>
         #include <time.h>
         #include "sieve_verifier.h"
-        /* argv: passes, then file base pairs. Prints the median seconds of one pass over all files. */
+        /* argv: passes, threads, then file base pairs. Prints the median seconds of one pass over all files on one
+           thread, the same on the threads (split, pieces by an atomic counter, join), the pieces, and whether the
+           two found the same number of findings. */
         static int cmp(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return (x > y) - (x < y); }
+        static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return (double)t.tv_sec + (double)t.tv_nsec / 1e9; }
+        typedef struct { const unsigned char *code; size_t size; unsigned long long base; sieve_piece *pieces; size_t n, next; } job;
+        static void *worker(void *arg) {
+            job *j = arg;
+            for (;;) {
+                size_t k = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+                if (k >= j->n) return NULL;
+                sieve_verify_piece(j->code, j->size, j->base, &j->pieces[k]);
+            }
+        }
+        static size_t threaded(job *j, int threads) {
+            pthread_t id[256];
+            int k;
+            j->n = sieve_split(j->size, j->base, j->pieces, (size_t)threads * 4);
+            j->next = 0;
+            for (k = 1; k < threads; k++) pthread_create(&id[k], NULL, worker, j);
+            worker(j);
+            for (k = 1; k < threads; k++) pthread_join(id[k], NULL);
+            return sieve_join(j->code, j->size, j->base, j->pieces, j->n, NULL, NULL);
+        }
         int main(int argc, char **argv) {
-            int passes = atoi(argv[1]), files = (argc - 2) / 2, p, k;
+            int passes = atoi(argv[1]), threads = atoi(argv[2]), files = (argc - 3) / 2, p, k;
             unsigned char **code = malloc(sizeof *code * (size_t)files);
-            size_t *size = malloc(sizeof *size * (size_t)files), findings = 0;
+            size_t *size = malloc(sizeof *size * (size_t)files), one = 0, many = 0, pieces = 0;
             unsigned long long *base = malloc(sizeof *base * (size_t)files);
-            double *t = malloc(sizeof *t * (size_t)passes);
+            double *t = malloc(sizeof *t * (size_t)passes), *u = malloc(sizeof *u * (size_t)passes);
+            sieve_piece *piece = malloc(sizeof *piece * (size_t)threads * 4);
+            if (threads > 256) threads = 256;
             for (k = 0; k < files; k++) {
-                FILE *f = fopen(argv[2 + 2 * k], "rb");
+                FILE *f = fopen(argv[3 + 2 * k], "rb");
                 if (!f) return 2;
                 fseek(f, 0, SEEK_END); size[k] = (size_t)ftell(f); fseek(f, 0, SEEK_SET);
                 code[k] = malloc(size[k] + 1);
                 if (fread(code[k], 1, size[k], f) != size[k]) return 2;
                 fclose(f);
-                base[k] = strtoull(argv[3 + 2 * k], NULL, 0);
+                base[k] = strtoull(argv[4 + 2 * k], NULL, 0);
             }
             for (p = 0; p < passes; p++) {
-                struct timespec a, b;
-                clock_gettime(CLOCK_MONOTONIC, &a);
-                for (k = 0; k < files; k++) findings += sieve_verify(code[k], size[k], base[k], NULL, NULL);
-                clock_gettime(CLOCK_MONOTONIC, &b);
-                t[p] = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
+                double a = now();
+                for (k = 0; k < files; k++) one += sieve_verify(code[k], size[k], base[k], NULL, NULL);
+                t[p] = now() - a;
+                a = now();
+                for (k = 0; k < files; k++) {
+                    job j = { 0 };
+                    j.code = code[k]; j.size = size[k]; j.base = base[k]; j.pieces = piece;
+                    many += threaded(&j, threads);
+                    if (p == 0) pieces += j.n;
+                }
+                u[p] = now() - a;
             }
             qsort(t, (size_t)passes, sizeof *t, cmp);
-            printf("%.9f %zu\\n", t[passes / 2], findings);
+            qsort(u, (size_t)passes, sizeof *u, cmp);
+            printf("%.9f %.9f %zu %d\\n", t[passes / 2], u[passes / 2], pieces, one == many);
             return 0;
         }
         """
 
-    static func run(_ compiled: CompiledPolicy, _ segments: [CodeSegment], passes: Int) throws -> (mibPerSecond: Double, generateMS: Double) {
+    struct Result { let single: Double, threaded: Double, pieces: Int, sameFindings: Bool, generateMS: Double }
+
+    static func run(_ compiled: CompiledPolicy, _ segments: [CodeSegment], passes: Int, threads: Int) throws -> Result {
         let scratch = try ScratchDirectory("sieve-bench")
         defer { scratch.remove() }
         let start = Clock.now()
@@ -155,19 +244,21 @@ enum CBenchmark {
         let source = try scratch.create("bench.c", Array(driver.utf8))
         let program = scratch.path + "/bench"
         scratch.adopt("bench")
-        guard shell(["/usr/bin/cc", "-std=c99", "-O2", "-o", program, source, scratch.path + "/" + CVerifierGenerator.sourceName]) == 0 else {
+        guard shell(["/usr/bin/cc", "-std=c99", "-O2", "-pthread", "-o", program, source, scratch.path + "/" + CVerifierGenerator.sourceName]) == 0 else {
             throw Failure(description: "cc failed")
         }
-        var arguments = [program, String(passes)]
+        var arguments = [program, String(passes), String(min(threads, 256))]
         for (k, segment) in segments.enumerated() {
             arguments += [try scratch.create("code\(k).bin", segment.bytes), String(segment.virtualAddress)]
         }
         let (output, status) = try capture(arguments)
         guard status == 0 else { throw Failure(description: "the benchmark exited with status \(status)") }
-        guard let seconds = output.split(separator: " ").first.flatMap({ Double($0) }), seconds > 0 else {
+        let fields = output.split(separator: " ").map { String($0).trimmingCharacters(in: .whitespacesAndNewlines) }
+        guard fields.count == 4, let one = Double(fields[0]), let many = Double(fields[1]), one > 0, many > 0,
+              let pieces = Int(fields[2]) else {
             throw Failure(description: "the benchmark printed '\(output)'")
         }
-        let bytes = segments.reduce(0) { $0 + $1.bytes.count }
-        return (Double(bytes) / 1_048_576.0 / seconds, generateMS)
+        let mib = Double(segments.reduce(0) { $0 + $1.bytes.count }) / 1_048_576.0
+        return Result(single: mib / one, threaded: mib / many, pieces: pieces, sameFindings: fields[3] == "1", generateMS: generateMS)
     }
 }

@@ -27,7 +27,10 @@ public struct CoreTables: Sendable {
     public init(_ compiled: CompiledPolicy, decoder: Decoder = .shared) {
         let tables = decoder.tableExport
         let database = decoder.database
-        let lists = PatternLists(tables, quick: database.forms.map { compiled.quickFlags($0.index, tables.forms[$0.index]) })
+        var memoryQuick: [Int: UInt8] = [:]
+        for form in database.forms { memoryQuick[form.index] = compiled.memoryQuickFlags(form.index, tables.forms[form.index]) }
+        let lists = PatternLists(tables, quick: database.forms.map { compiled.quickFlags($0.index, tables.forms[$0.index]) },
+                                 memoryQuick: memoryQuick)
         entries = tables.entries.indices.map { k in
             let s = lists.starts[k], e = tables.entries[k]
             return sieve_entry(start: (UInt32(s[0]), UInt32(s[1]), UInt32(s[2])), has_modrm: e.hasModRM ? 1 : 0, mod_ignored: e.modIgnored ? 1 : 0)

@@ -1,3 +1,4 @@
+import Policy
 import SieveCore
 import X86
 
@@ -23,8 +24,27 @@ public enum QuickFlags {
 extension CompiledPolicy {
     /// A form's quick flags: what the core's fast path may take without the full decode and check.
     public func quickFlags(_ index: Int, _ f: DecoderTableExport.FormFacts) -> UInt8 {
-        let plan = plans[index], facts = plan.facts, decision = policy.accepted.decisions[index]
-        let accepted = decision.conditional.isEmpty && (decision.unconditional.map { policy.rules[$0].accepts } ?? false)
+        let decision = policy.accepted.decisions[index]
+        return quickFlags(index, f, accepted: decision.conditional.isEmpty && (decision.unconditional.map { policy.rules[$0].accepts } ?? false))
+    }
+
+    /// The flags of the form's memory instances when they differ: a form whose only instance rules
+    /// select its register operands (nacl-2015's `{form: nop_rm16, operands: register}`) has
+    /// memory instances the policy accepts outright (NaCl's padding NOPs), which the fast path may take.
+    public func memoryQuickFlags(_ index: Int, _ f: DecoderTableExport.FormFacts) -> UInt8? {
+        let decision = policy.accepted.decisions[index]
+        guard !decision.conditional.isEmpty, decision.unconditional.map({ policy.rules[$0].accepts }) ?? false,
+              decision.conditional.allSatisfy({ k in
+                  var s = policy.rules[k].selector
+                  guard s.operands == [.register] else { return false }
+                  s.operands = nil
+                  return !PolicyLoader.isConditional(s, policy.groups)   // operands the only instance field
+              }) else { return nil }
+        return quickFlags(index, f, accepted: true)
+    }
+
+    func quickFlags(_ index: Int, _ f: DecoderTableExport.FormFacts, accepted: Bool) -> UInt8 {
+        let plan = plans[index], facts = plan.facts
         var q: UInt8 = 0
         if f.registerChecks & 0xFF == 0 && f.distinct == 0 && !f.hasMoffs { q |= QuickFlags.decode }
         if accepted && plan.forbidden == 0 && facts.isDisjoint(with: [.indirectBranch, .ret, .stringRSI, .stringRDI, .bitOffset]) {
@@ -62,11 +82,15 @@ public struct PatternLists: Sendable {
     static let notOpcodes: Set<Int> = Set([0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3, 0x0F, 0xC4, 0xC5, 0x62, 0x8F]
                                           + Array(0x40...0x4F) + [256 + 0x38, 256 + 0x3A, 256 + 0x0F])
 
+    /// The key's operand kinds (`modrmEntry`): a register ModRM (or none), a memory operand.
+    static let registerKey: UInt64 = 1, memoryKey: UInt64 = 2
+
     public private(set) var patterns: [(allowed: UInt64, form: UInt16, quick: UInt8)] = []
     public private(set) var starts: [[Int]] = []
 
-    /// quick: each form's Q_ flags (Q_DECODE meaning only that the form allows it).
-    public init(_ tables: DecoderTableExport, quick: [UInt8]) {
+    /// quick: each form's Q_ flags (Q_DECODE meaning only that the form allows it); memoryQuick: the
+    /// flags of a form's memory instances where they differ (its patterns are split by operand kind).
+    public init(_ tables: DecoderTableExport, quick: [UInt8], memoryQuick: [Int: UInt8] = [:]) {
         var known: [[UInt64]: Int] = [:]  // a list (fields flattened) to its start: equal lists share
         for (k, entry) in tables.entries.enumerated() {
             let vector = k / 256 >= 5, fast = k < 512 && !Self.notOpcodes.contains(k)
@@ -81,6 +105,9 @@ public struct PatternLists: Sendable {
                         let size = DecoderTableExport.operandSizeValue(p.sizeRule, rexW: rexW, has66: has66)
                         guard p.allowed & (1 << (Self.sizeShift + size)) != 0, p.allowed & (1 << (Self.wShift + w)) != 0 else { continue }
                         let q = quick[Int(p.form)] & (fast ? 0xFF : ~QuickFlags.decode)
+                        if let m = memoryQuick[Int(p.form)], p.allowed & Self.memoryKey != 0 {
+                            list.append(((p.allowed | Self.folded) & ~Self.registerKey, p.form, m & (fast ? 0xFF : ~QuickFlags.decode)))
+                        }
                         list.append((p.allowed | Self.folded, p.form, q))
                     }
                 }
