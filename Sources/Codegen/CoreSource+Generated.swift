@@ -745,8 +745,8 @@ static int fast_step(pass_t *s, size_t at, size_t room, int pending, int *restri
     if ((q & need) != need || length > 15 || (size_t)length > room || pending == 4 || pending == 5) return 0;
     if ((rex & 8) && (b == 0xFF || b == 256 + 0xB2 || b == 256 + 0xB4 || b == 256 + 0xB5)) return 0;   /* decode may refuse */
     if ((q & SIEVE_Q_LOOK) && (rex || ((need & SIEVE_Q_66) && mem)) && !nacl_nopw(c, length)) return 0;   /* check's */
-    /* NaCl's sanctioned %rsp/%rbp forms all have REX.W; a direct call must end its bundle */
-    if (((rex & 8) && special(c, length)) || ((q & SIEVE_Q_CALL) && ((s->base + at + (size_t)length) & (t->bundle_size - 1)))) return 0;
+    /* a direct call must end its bundle (NaCl's sanctioned %rsp/%rbp forms write them 64 bits wide: the loop below declines them) */
+    if ((q & SIEVE_Q_CALL) && ((s->base + at + (size_t)length) & (t->bundle_size - 1))) return 0;
     for (k = 0; k < 3 && pt->writes[k]; k++) {   /* as check: %r15 never, %rsp/%rbp only zero-extended */
         int slot = pt->writes[k], w, zx = (slot & SIEVE_W_ZERO_EXTENDS) && (slot & SIEVE_W_WIDTH) == SIEVE_W_32;
         switch (slot & 15) {
@@ -771,7 +771,7 @@ static int fast_step(pass_t *s, size_t at, size_t room, int pending, int *restri
         }
         if (!(mod == 0 && rm == 5) && ((base != 15 && base != 4 && base != 5) || (index >= 0 && index != pending))) return 0;
     }
-    mark(s, at, index < 0);
+    s->valid[at >> 3] |= (uint8_t)((index < 0) << (at & 7));   /* a new instruction start: its bit is still clear */
     if ((q & SIEVE_Q_DIRECT) && pt->imm) direct_branch(s, at, length, pt->form, c + length - pt->imm, pt->imm);
     *restricts = r;
     return length;
