@@ -140,15 +140,10 @@ struct BenchCommand: ParsableCommand {
 
 /// Zydis, the reference decoder: a linear sweep that skips a byte where it finds no instruction.
 enum ZydisSweep {
-    nonisolated(unsafe) static var decoder: sieve_zydis = {
-        var z = sieve_zydis()
-        sieve_zydis_init(&z)
-        return z
-    }()
-
     @discardableResult
     static func run(_ code: [UInt8]) -> Int {
-        var instructions = 0
+        var instructions = 0, decoder = sieve_zydis()
+        sieve_zydis_init(&decoder)
         code.withUnsafeBufferPointer { buffer in
             var at = 0
             while at < buffer.count {
