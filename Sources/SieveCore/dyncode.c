@@ -296,13 +296,15 @@ SIEVE_CORE_API size_t sieve_core_patch(const struct sieve_tables *t, uint8_t *co
 
 /* ---- pieces: one module verified on several threads, with the findings of one ------------------ */
 
-/* Cuts code into at most n pieces of whole bundles (one when the base is not bundle-aligned or the model is none:
-   then the verdict depends on more than the bundle). Returns the number of pieces. */
+/* Cuts code into at most n pieces of whole bundles, none under SIEVE_MIN_PIECE bytes (a thread costs more than
+   verifying less), and one when the base is not bundle-aligned or the model is none (the verdict then depends on more
+   than the bundle). Returns the number of pieces. */
+#define SIEVE_MIN_PIECE 65536
 SIEVE_CORE_API size_t sieve_core_split(const struct sieve_tables *t, size_t size, uint64_t base, sieve_piece *pieces, size_t n) {
-    size_t bundles = size / t->bundle_size, k, from = 0;
+    size_t bundles = size / t->bundle_size, k, from = 0, most = size / SIEVE_MIN_PIECE;
     if (!n) return 0;
-    if ((base & (t->bundle_size - 1)) || t->model_none || !bundles) n = 1;
-    else if (n > bundles) n = bundles;
+    if ((base & (t->bundle_size - 1)) || t->model_none || !bundles || most < 2) n = 1;
+    else if (n > most) n = most;
     for (k = 0; k < n; k++) {
         size_t to = k + 1 == n ? size : from + (bundles / n + (k < bundles % n)) * t->bundle_size;
         memset(&pieces[k], 0, sizeof pieces[k]);

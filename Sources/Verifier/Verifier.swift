@@ -79,7 +79,7 @@ public struct Verifier: Sendable {
                                 Unmanaged<FindingStream>.fromOpaque(context!).takeUnretainedValue().take(finding!.pointee)
                             }
                             let context = Unmanaged.passUnretained(stream).toOpaque()
-                            guard threads > 1, code.count >= 2 * Self.minimumPiece else {
+                            guard threads > 1 else {
                                 return sieve_core_run(tables, start, code.count, base, nil, report, context, &instructions)
                             }
                             return Self.inPieces(tables, start, code.count, base, threads: threads, report, context, &instructions)
@@ -95,15 +95,12 @@ public struct Verifier: Sendable {
         }
     }
 
-    /// Pieces smaller than this are not worth a thread.
-    static let minimumPiece = 64 << 10
-
-    /// One module in pieces: four per thread (so that a slow piece does not hold the others up),
-    /// verified concurrently, joined in one thread's order.
+    /// One module in pieces: four per thread (so that a slow piece does not hold the others up;
+    /// the core makes fewer of small code), verified concurrently, joined in one thread's order.
     static func inPieces(_ tables: UnsafePointer<sieve_tables>, _ code: UnsafePointer<UInt8>, _ size: Int, _ base: UInt64,
                          threads: Int, _ report: sieve_report_fn, _ context: UnsafeMutableRawPointer,
                          _ instructions: inout Int) -> Int {
-        let wanted = min(threads * 4, max(1, size / minimumPiece))
+        let wanted = threads * 4
         var pieces = [sieve_piece](repeating: sieve_piece(), count: wanted)
         let count = sieve_core_split(tables, size, base, &pieces, wanted)
         // Each thread writes its own piece and reads the tables and the code, which nobody writes.

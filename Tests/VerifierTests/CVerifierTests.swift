@@ -38,7 +38,7 @@ enum CVerifierHarness {
         """
 
     /// Builds the C verifier for `compiled` with the driver; returns the executable's path.
-    static func build(_ compiled: CompiledPolicy) throws -> String {
+    static func build(_ compiled: CompiledPolicy, driver: String = driver) throws -> String {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sieve-c-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         for (name, text) in try CVerifierGenerator(compiled).files() {

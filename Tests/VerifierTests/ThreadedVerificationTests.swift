@@ -50,6 +50,31 @@ import X86
         #expect(difference == nil, "the lists differ from finding \(difference ?? 0) on")
     }
 
+    /// The generated C API (sieve_split, sieve_verify_piece, sieve_join) reports what sieve_verify
+    /// reports, in its order, on refused code cut into eight pieces.
+    @Test func generatedPiecesAgreeWithSieveVerify() throws {
+        let pieces = CVerifierHarness.driver.replacingOccurrences(
+            of: "printf(\" #%zu\\n\", sieve_verify(code, size, base, report, NULL));",
+            with: """
+            { sieve_piece piece[8]; size_t n = sieve_split(size, base, piece, 8), k;
+              for (k = 0; k < n; k++) sieve_verify_piece(code, size, base, &piece[k]);
+              printf(" #%zu\\n", sieve_join(code, size, base, piece, n, report, NULL)); }
+            """)
+        #expect(pieces != CVerifierHarness.driver)
+        let compiled = CompiledPolicy(try Repository.policy("nacl.yaml"))
+        var inputs: [(code: [UInt8], base: UInt64)] = []
+        var random = SplitMix(seed: 99)
+        for round in 0..<4 {
+            var code = try Self.module(copies: 2)
+            for _ in 0..<(round * 500) { code[Int(random.next() % UInt64(code.count))] = UInt8(truncatingIfNeeded: random.next()) }
+            inputs.append((code, 0x20000))
+        }
+        let whole = try CVerifierHarness.run(try CVerifierHarness.build(compiled), inputs)
+        let split = try CVerifierHarness.run(try CVerifierHarness.build(compiled, driver: pieces), inputs)
+        #expect(whole.count == 4 && whole.last!.count > 1000)
+        #expect(split == whole)
+    }
+
     /// A base that is not bundle-aligned, and model none, are verified in one piece (the verdict
     /// depends on more than the bundle): still the same.
     @Test func unalignedBaseAndModelNoneStayWhole() throws {
