@@ -80,16 +80,20 @@ struct PatchCommand: ParsableCommand {
         let resolved = try loadPolicy(policy)
         let compiled = CompiledPolicy(resolved)
         let verifier = Verifier(compiled)
-        var patched: [FilePatch] = []
-        for file in files {
-            let bytes = try readFile(file)
-            let segments = try CodeInput.segments(of: file, raw: raw, base: base ?? 0)
-            patched.append(FilePatch.make(file, bytes, segments, verifier, stubWithHLT: stubWithHlt, output: outputPath(for: file)))
+        // Every input read and patched before any output is written; the outputs all or none.
+        let patched = try failing {
+            try files.map { file in
+                let bytes = try readFile(file)
+                let segments = try CodeInput.segments(of: file, raw: raw, base: base ?? 0)
+                return FilePatch.make(file, bytes, segments, verifier, stubWithHLT: stubWithHlt, output: outputPath(for: file))
+            }
         }
-        let staged = StagedFiles()
-        if files.count > 1 { try makeDirectory(output) }
-        for file in patched { try staged.stage(file.bytes, as: file.output, like: file.input) }
-        try staged.commit()
+        try failing {
+            let staged = StagedFiles()
+            if files.count > 1 { try makeDirectory(output) }
+            for file in patched { try staged.stage(file.bytes, as: file.output, like: file.input) }
+            try staged.commit()
+        }
 
         var out = StandardOutput()
         if format == .json {

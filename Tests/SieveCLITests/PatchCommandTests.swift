@@ -126,6 +126,20 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: dir + "/out"))
     }
 
+    /// A damaged input or an unwritable output is an error (exit 2) at `sieve: error:`, and no
+    /// output is written: the other inputs' outputs wait for all of them.
+    @Test func damagedInputsAndUnwritableOutputsFailClosed() throws {
+        let dir = try Self.scratch()
+        let truncated = dir + "/truncated.nexe"
+        try Data(try Data(contentsOf: URL(fileURLWithPath: Self.executables[1])).prefix(100)).write(to: URL(fileURLWithPath: truncated))
+        let policy = Sieve.packageRoot.path + "/policies/nacl-2015.yaml"
+        let damaged = try Sieve.run(["patch", "-p", policy, Self.executables[0], truncated, "-o", dir + "/out"])
+        #expect(damaged.status == 2 && damaged.stderr.hasPrefix("sieve: error: " + truncated))
+        #expect(!FileManager.default.fileExists(atPath: dir + "/out"))
+        let unwritable = try Sieve.run(["patch", "-p", policy, Self.executables[1], "-o", dir + "/missing/dir/x.nexe"])
+        #expect(unwritable.status == 2 && unwritable.stderr.contains("sieve: error: cannot write"))
+    }
+
     /// Several inputs with one name would overwrite each other's output: a usage error, nothing written.
     @Test func collidingOutputsAreRefused() throws {
         let dir = try Self.scratch()
