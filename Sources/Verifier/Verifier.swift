@@ -100,7 +100,7 @@ public struct Verifier: Sendable {
     static func inPieces(_ tables: UnsafePointer<sieve_tables>, _ code: UnsafePointer<UInt8>, _ size: Int, _ base: UInt64,
                          threads: Int, _ report: sieve_report_fn, _ context: UnsafeMutableRawPointer,
                          _ instructions: inout Int) -> Int {
-        let wanted = threads * 4
+        let wanted = min(threads, 4096) * 4
         var pieces = [sieve_piece](repeating: sieve_piece(), count: wanted)
         let count = sieve_core_split(tables, size, base, &pieces, wanted)
         // Each thread writes its own piece and reads the tables and the code, which nobody writes.
