@@ -60,21 +60,29 @@ enum CVerifierHarness {
             batch.append(Data(bytes: &b, count: 8))
             batch.append(contentsOf: code)
         }
-        let input = FileManager.default.temporaryDirectory.appendingPathComponent("sieve-batch-\(UUID().uuidString)")
-        try batch.write(to: input)
+        let output = try execute(binary, input: batch).output
+        return output.split(separator: "\n").map { line in
+            let parts = line.split(separator: " ").map(String.init)
+            let count = parts.first { $0.hasPrefix("#") }.map { String($0.dropFirst()) } ?? "?"
+            return ([count] + parts.filter { !$0.hasPrefix("#") }.sorted()).joined(separator: " ")
+        }
+    }
+
+    /// Runs a harness on one input file (written to a temporary file, removed after): its exit
+    /// status and standard output.
+    static func execute(_ binary: String, input: Data) throws -> (status: Int32, output: String) {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("sieve-harness-\(UUID().uuidString)")
+        try input.write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = [input.path]
+        process.arguments = [file.path]
         let pipe = Pipe()
         process.standardOutput = pipe
         try process.run()
         let output = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        return String(decoding: output, as: UTF8.self).split(separator: "\n").map { line in
-            let parts = line.split(separator: " ").map(String.init)
-            let count = parts.first { $0.hasPrefix("#") }.map { String($0.dropFirst()) } ?? "?"
-            return ([count] + parts.filter { !$0.hasPrefix("#") }.sorted()).joined(separator: " ")
-        }
+        return (process.terminationStatus, String(decoding: output, as: UTF8.self))
     }
 
     /// The in-memory core's findings in the same line format.

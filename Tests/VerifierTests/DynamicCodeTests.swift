@@ -107,19 +107,9 @@ enum DynamicCodeHarness {
 
     /// Runs the harness on a script; one output line per command.
     static func run(_ binary: String, _ commands: [String]) throws -> [String] {
-        let input = FileManager.default.temporaryDirectory.appendingPathComponent("sieve-dyn-script-\(UUID().uuidString)")
-        try (commands.joined(separator: "\n") + "\n").write(to: input, atomically: true, encoding: .utf8)
-        defer { try? FileManager.default.removeItem(at: input) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = [input.path]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw RuleCase.CorpusError(message: "the harness exited with \(process.terminationStatus)") }
-        return String(decoding: output, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).dropLast().map(String.init)
+        let (status, output) = try CVerifierHarness.execute(binary, input: Data((commands.joined(separator: "\n") + "\n").utf8))
+        guard status == 0 else { throw RuleCase.CorpusError(message: "the harness exited with \(status)") }
+        return output.split(separator: "\n", omittingEmptySubsequences: false).dropLast().map(String.init)
     }
 
     /// A findings line of the harness (" OFFSET:KIND ... #COUNT") in CVerifierHarness.line's format.
@@ -481,21 +471,9 @@ enum DynamicCodeHarness {
         return kinds
     }
 
-    /// A small deterministic generator (splitmix64).
-    struct Random {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func below(_ n: Int) -> Int { Int(next() % UInt64(max(n, 1))) }
-    }
 
     /// A mutation of `code`: bytes of one instruction's displacement or immediate (mostly), or any byte.
-    static func mutate(_ code: [UInt8], _ random: inout Random) -> [UInt8] {
+    static func mutate(_ code: [UInt8], _ random: inout SplitMix) -> [UInt8] {
         var out = code
         guard let list = instructions(code) else { return out }
         for _ in 0..<(1 + random.below(2)) {
@@ -545,7 +523,7 @@ enum DynamicCodeHarness {
             setupLines.append(lines)
         }
         #expect(regions.count > 2000)
-        var random = Random(state: 2015)
+        var random = SplitMix(seed: 2015)
         var disagreements: [String] = [], accepted = 0, refused = 0
         var replacements: [(module: ObjectIdentifier, command: String, swift: String)] = []
         for round in 0..<4 {

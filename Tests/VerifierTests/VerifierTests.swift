@@ -15,6 +15,20 @@ enum Repository {
     static let nacl: Verifier = { Verifier(CompiledPolicy(try! policy("nacl.yaml"))) }()
 }
 
+/// A small deterministic generator (splitmix64) for the tests' random and mutated inputs.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(max(n, 1))) }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
 /// A case of the sandbox-rule corpus (`Corpus/nacl-rules.txt`, format in its header).
 struct RuleCase: CustomStringConvertible, Sendable {
     var title = ""
