@@ -75,8 +75,10 @@ struct PolicyFileReader {
     static let topKeys = ["sieve", "name", "description", "extends", "sandbox", "trust", "allow", "ban", "rewrite", "groups"]
     static let sandboxKeys = ["model", "bundle-size", "call-alignment"]
     static let ruleKeys = ["reason", "refs"]
-    static let selectorKeys = ["mnemonic", "form", "opcode", "extension", "group", "class", "encoding", "operands",
-                               "operand-size", "vector-length", "register", "prefix"]
+    /// Selector keys that name whole forms, and those that select some instances of a form.
+    static let formKeys = ["mnemonic", "form", "opcode", "extension", "group", "class", "encoding"]
+    static let instanceKeys = ["operands", "operand-size", "vector-length", "register", "prefix"]
+    static let selectorKeys = formKeys + instanceKeys
 
     mutating func error(_ mark: SourceMark, _ message: String, hint: String? = nil) {
         diagnostics.append(Diagnostic(.error, path, mark, message, hint: hint))
@@ -260,9 +262,9 @@ struct PolicyFileReader {
             }
             if to == nil, !pairs.contains(where: { $0.key.scalar == "to" }) { error(item.mark, "a rewrite needs 'to' (nop, a form id or a mnemonic)") }
             if reason == nil { error(item.mark, "a rewrite needs a 'reason': it changes what the code does") }
-            for pair in selectorPairs where ["operands", "operand-size", "vector-length", "register", "prefix"].contains(pair.key.scalar ?? "") {
+            for pair in selectorPairs where Self.instanceKeys.contains(pair.key.scalar ?? "") {
                 error(pair.key.mark, "a rewrite names whole forms: '\(pair.key.scalar ?? "")' selects some instances of a form",
-                      hint: "select by form, mnemonic, opcode, extension, group, class or encoding")
+                      hint: "select by " + Self.formKeys.joined(separator: ", "))
             }
             if let selector = selector(selectorPairs, at: item.mark), let to, let reason {
                 out.append(RewriteRule(selector: selector, to: to, reason: reason, refs: refs, file: path, mark: item.mark))
