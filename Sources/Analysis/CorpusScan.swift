@@ -256,8 +256,11 @@ public struct CorpusScan: Sendable {
     /// The number of workers `run` uses: as requested (default: one per active processor), at
     /// least one, and no more than there are files.
     public static func workerCount(_ requested: Int?, files: Int) -> Int {
-        max(1, min(requested ?? sysconf(Int32(_SC_NPROCESSORS_ONLN)), files))
+        max(1, min(requested ?? processors, files))
     }
+
+    /// The active processors (at least one): the default number of threads wherever Sieve uses several.
+    public static var processors: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
 }
 
 // MARK: - Workers

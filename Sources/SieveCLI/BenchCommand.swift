@@ -1,3 +1,4 @@
+import Analysis
 import ArgumentParser
 import CZydis
 import Codegen
@@ -67,7 +68,7 @@ struct BenchCommand: ParsableCommand {
 
     func run() throws {
         let segments = try failing { try CodeInput.segments(of: file, raw: raw, base: base ?? 0x20000) }
-        let threadCount = threads ?? Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        let threadCount = threads ?? CorpusScan.processors
         _ = ISADatabase.shared
         var start = Clock.now()
         let resolved = try loadPolicy(policy)

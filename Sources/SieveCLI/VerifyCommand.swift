@@ -1,7 +1,5 @@
+import Analysis
 import ArgumentParser
-#if canImport(Glibc)
-import Glibc
-#endif
 import Disassembly
 import Policy
 import Verifier
@@ -85,7 +83,6 @@ struct VerifyCommand: ParsableCommand {
         let resolved = try loadPolicy(policy)
         let compiled = CompiledPolicy(resolved, model: model)
         let verifier = Verifier(compiled)
-        let threadCount = threads ?? Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
         let renderer = Renderer()
         var out = StandardOutput()
         var anyRefused = false, anyUnverified = false
@@ -109,7 +106,7 @@ struct VerifyCommand: ParsableCommand {
             for segment in segments {
                 let room = max(maxFindings - writer.listedFindings, maxFindings - writer.listedWarnings)
                 let counts = segment.bytes.withUnsafeBytes { code in
-                    verifier.verify(code, base: segment.virtualAddress, maxFindings: room, threads: max(1, threadCount)) { finding, isWarning in
+                    verifier.verify(code, base: segment.virtualAddress, maxFindings: room, threads: threads ?? CorpusScan.processors) { finding, isWarning in
                         if isWarning ? writer.listedWarnings >= maxFindings : writer.listedFindings >= maxFindings { return }
                         writer.take(describe(finding, segment, compiled, renderer), isWarning: isWarning, to: &out)
                     }

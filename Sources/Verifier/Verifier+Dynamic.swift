@@ -84,11 +84,7 @@ extension Verifier {
         let stream = FindingStream(self, code, base: base, maxFindings: .max, tally: nil) { finding, isWarning in
             if isWarning { report.warnings.append(finding) } else { report.findings.append(finding) }
         }
-        let count = withCoreTables { tables in
-            run(tables, { finding, context in
-                Unmanaged<FindingStream>.fromOpaque(context!).takeUnretainedValue().take(finding!.pointee)
-            }, Unmanaged.passUnretained(stream).toOpaque())
-        }
+        let count = withCoreTables { run($0, FindingStream.report, stream.context) }
         assert(count == report.findings.count, "the core's count and the reported findings differ")
         report.bytes = code.count
         return report

@@ -75,14 +75,11 @@ public struct Verifier: Sendable {
                     withUnsafePointer(to: byte) { empty in
                         let start = code.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? empty
                         return withUnsafePointer(to: storage.root) { tables in
-                            let report: sieve_report_fn = { finding, context in
-                                Unmanaged<FindingStream>.fromOpaque(context!).takeUnretainedValue().take(finding!.pointee)
-                            }
-                            let context = Unmanaged.passUnretained(stream).toOpaque()
                             guard threads > 1 else {
-                                return sieve_core_run(tables, start, code.count, base, nil, report, context, &instructions)
+                                return sieve_core_run(tables, start, code.count, base, nil, FindingStream.report, stream.context, &instructions)
                             }
-                            return Self.inPieces(tables, start, code.count, base, threads: threads, report, context, &instructions)
+                            return Self.inPieces(tables, start, code.count, base, threads: threads, FindingStream.report, stream.context,
+                                                 &instructions)
                         }
                     }
                 }
@@ -126,6 +123,12 @@ public struct Verifier: Sendable {
         let tally: ((FindingKind, Int?) -> Void)?
         let onFinding: (Finding, Bool) -> Void
         var counts = VerificationCounts()
+
+        /// The core's report callback, and the context it takes: this stream.
+        static let report: sieve_report_fn = { finding, context in
+            Unmanaged<FindingStream>.fromOpaque(context!).takeUnretainedValue().take(finding!.pointee)
+        }
+        var context: UnsafeMutableRawPointer { Unmanaged.passUnretained(self).toOpaque() }
 
         init(_ verifier: Verifier, _ code: UnsafeRawBufferPointer, base: UInt64, maxFindings: Int,
              tally: ((FindingKind, Int?) -> Void)?, _ onFinding: @escaping (Finding, Bool) -> Void) {
