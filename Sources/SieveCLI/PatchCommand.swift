@@ -81,11 +81,14 @@ struct PatchCommand: ParsableCommand {
         let compiled = CompiledPolicy(resolved)
         let verifier = Verifier(compiled)
         // Every input read and patched before any output is written; the outputs all or none.
+        // OUT itself for one FILE (OUT/NAME when OUT is a directory); OUT/NAME for several.
+        var status = stat()
+        let intoDirectory = files.count > 1 || (stat(output, &status) == 0 && status.st_mode & S_IFMT == S_IFDIR)
         let patched = try failing {
             try files.map { file in
                 let bytes = try readFile(file)
                 let segments = try CodeInput.segments(of: file, raw: raw, base: base ?? 0)
-                return FilePatch.make(file, bytes, segments, verifier, stubWithHLT: stubWithHlt, output: outputPath(for: file))
+                return FilePatch.make(file, bytes, segments, verifier, stubWithHLT: stubWithHlt, output: intoDirectory ? output + "/" + AtomicFile.split(file).name : output)
             }
         }
         try failing {
@@ -107,13 +110,6 @@ struct PatchCommand: ParsableCommand {
         }
         out.flush()
         if patched.contains(where: { $0.findingsAfter > 0 }) { throw ExitStatus.findings }
-    }
-
-    /// OUT itself for one FILE (or OUT/NAME when OUT is a directory); OUT/NAME for several.
-    func outputPath(for file: String) -> String {
-        var status = stat()
-        let isDirectory = stat(output, &status) == 0 && status.st_mode & S_IFMT == S_IFDIR
-        return files.count > 1 || isDirectory ? output + "/" + AtomicFile.split(file).name : output
     }
 
     /// One input, patched: its new bytes, the sites, and the verdict on the patched code.
