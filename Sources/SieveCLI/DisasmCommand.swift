@@ -106,7 +106,11 @@ func parseAddress(_ text: String) throws -> UInt64 {
 /// The code a command works on: an ELF file's executable segments, or a raw file.
 enum CodeInput {
     static func segments(of path: String, raw: Bool, base: UInt64) throws -> [CodeSegment] {
-        let bytes = try readFile(path)
+        try segments(of: path, bytes: readFile(path), raw: raw, base: base)
+    }
+
+    /// The same, for a file already read (`bytes`, `path` naming it in errors).
+    static func segments(of path: String, bytes: [UInt8], raw: Bool, base: UInt64) throws -> [CodeSegment] {
         if raw {
             // The core adds offsets to the base: code whose addresses wrap would be judged at two.
             guard !base.addingReportingOverflow(UInt64(bytes.count)).overflow else {

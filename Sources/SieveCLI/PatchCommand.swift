@@ -87,7 +87,7 @@ struct PatchCommand: ParsableCommand {
         let patched = try failing {
             try files.map { file in
                 let bytes = try readFile(file)
-                let segments = try CodeInput.segments(of: file, raw: raw, base: base ?? 0)
+                let segments = try CodeInput.segments(of: file, bytes: bytes, raw: raw, base: base ?? 0)
                 return FilePatch.make(file, bytes, segments, verifier, stubWithHLT: stubWithHlt, output: intoDirectory ? output + "/" + AtomicFile.split(file).name : output)
             }
         }
