@@ -59,10 +59,11 @@ public struct Rewrite: Sendable, Equatable {
         "vmovntps": ["vmovaps"], "vmovntpd": ["vmovapd"],
     ]
 
-    /// The first candidate the core can re-encode `form` as: the same encoding, operand size, W,
-    /// (32 where `form` has none: no prefix selects it) L and mandatory prefix (or none where `form` forbids one), a ModRM and no immediate in both,
-    /// and operands pairwise alike (the same register operands; `form`'s memory operand where the
-    /// candidate has memory or r/m of the same size), read and written alike.
+    /// The first candidate the core can re-encode `form` as: the same encoding, operand size (32
+    /// where `form` names none: no prefix selects it), W, L and mandatory prefix (or none where
+    /// `form` forbids one), a ModRM and no immediate in both, and operands pairwise alike (the same
+    /// register operands; `form`'s memory operand where the candidate has memory or r/m of the
+    /// same size), read and written alike.
     static func twin(of form: Form, among candidates: [Form]) -> Form? {
         guard form.modrm != nil, form.immediates.isEmpty, !form.opcodeAddsRegister, mapCode(form) != nil else { return nil }
         return candidates.first { t in
