@@ -156,11 +156,11 @@ public struct CVerifierGenerator {
             out += "    {{\(e.start.0), \(e.start.1), \(e.start.2)}, \(e.has_modrm), \(e.mod_ignored)}, /* \(DecoderTableExport.mapNames[k / 256]) \(Self.hex(UInt8(k % 256))) */\n"
         }
         out += "};\n\n/* Form patterns per opcode and context, most specific first: allowed fields (operand size and W folded in), form,\n"
-        out += "   immediate bytes, SIEVE_Q_ flags for the core's fast path, register writes. */\n"
+        out += "   immediate bytes, SIEVE_Q_ flags and register writes for the core's fast path. */\n"
         out += "static const struct sieve_pattern sieve_patterns[\(tables.patterns.count)] = {\n"
         for p in tables.patterns {
             let name = p.form == PatternLists.noForm ? "end of list" : forms[Int(p.form)].id
-            out += "    {0x\(String(p.allowed, radix: 16))ULL, \(p.form), \(p.imm), \(p.quick), {\(p.writes.0), \(p.writes.1), \(p.writes.2)}}, /* \(name) */\n"
+            out += "    {0x\(String(p.allowed, radix: 16))ULL, \(p.form), \(p.imm), \(p.quick), \(p.writes)}, /* \(name) */\n"
         }
         out += "};\n\n"
         out += "/* ModRM bytes: the key bits of mod, reg and rm; the SIB and displacement bytes after it << 24; memory << 28;\n"

@@ -12,8 +12,10 @@
 #endif
 #if defined(__GNUC__)   /* one decode per instruction on the hot path: inline it where it is called */
 #define SIEVE_INLINE inline __attribute__((always_inline))
+#define SIEVE_NOINLINE __attribute__((noinline))   /* the fast loop: its registers its own */
 #else
 #define SIEVE_INLINE
+#define SIEVE_NOINLINE
 #endif
 
 #define KEY(shift, v) ((uint64_t)1 << ((shift) + (v)))
@@ -50,7 +52,7 @@ static const uint16_t prefix_bit[256] = {
 enum { PU_REPEATS = 8, PU_BRANCH66 = 0x2000 };   /* DecoderTables.PrefixUse: F2/F3 select or repeat; 66 on a branch */
 
 /* The bytes after a ModRM byte whose sieve_modrm entry is m and whose SIB (if any) is sib. */
-#define MODRM_BYTES(m, sib) ((int)(((m) >> 24) & 15) + ((((m) >> 29) & 1) && ((sib) & 7) == 5 ? 4 : 0))
+#define MODRM_BYTES(m, sib) ((int)(((m) >> 24) & 15) + (((m) & SIEVE_M_SIB_NO_BASE5) && ((sib) & 7) == 5 ? 4 : 0))
 
 /* Decodes the instruction at code[0..avail) into *o. Returns 0 (invalid) or 1. Never reads past avail:
    near the end the bytes are copied into a zero-padded buffer, so that no read below needs a bounds check
@@ -296,12 +298,11 @@ typedef struct { size_t from; int64_t target; int length, form; } branch_t;
 typedef struct {
     const struct sieve_tables *t;
     const uint8_t *code;
-    size_t size, count, nbranches, instructions, beyond;
+    size_t size, count, instructions, beyond;
     uint64_t base, lo, hi;   /* a direct jump leaving the code lands on a bundle start in [lo, hi] */
     sieve_report_fn report;
     void *ctx;
     uint8_t *valid;   /* a bit per byte of code, 1: a direct jump may land here */
-    branch_t *branches;  /* direct jumps and calls, checked once every instruction start is known */
 } pass_t;
 static void mark(pass_t *s, size_t at, int valid) { s->valid[at >> 3] = (uint8_t)((s->valid[at >> 3] & ~(1u << (at & 7))) | (unsigned)(valid != 0) << (at & 7)); }
 
@@ -370,9 +371,8 @@ static int is_mov_self(const uint8_t *c, int n, uint8_t modrm) {
     return n == 2 && (c[0] == 0x89 || c[0] == 0x8B) && c[1] == modrm;
 }
 
-/* A direct branch at code[at..at+length) whose displacement is the size bytes at p. */
-static void direct_branch(pass_t *s, size_t at, int length, int form, const uint8_t *p, int size) {
-    branch_t *b = &s->branches[s->nbranches++];
+/* A direct branch at code[at..at+length) whose displacement is the size bytes at p, into *b. */
+static SIEVE_INLINE void direct_branch(branch_t *b, size_t at, int length, int form, const uint8_t *p, int size) {
     int64_t d = size == 1 ? (int8_t)p[0] : size == 2 ? (int16_t)(uint16_t)(p[0] | p[1] << 8)
         : (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
     b->from = at; b->length = length; b->form = form; b->target = (int64_t)at + length + d;
@@ -382,8 +382,9 @@ static void call_alignment(pass_t *s, size_t end, const insn_t *i, size_t at) {
     if ((s->base + end) & (s->t->bundle_size - 1)) emit(s, SIEVE_CALL_ALIGNMENT, at, i->length, i->form, -1, !s->t->calls_must_align);
 }
 
-/* One instruction under the model; returns the register it restricts (-1 none). */
-static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_t *prev, const int *prev_len, int nprev) {
+/* One instruction under the model; returns the register it restricts (-1 none). prev: the starts of the bundle's
+   instructions before it (nprev of them) and its own (prev[nprev] == at), so that one's length is the next's start minus its own. */
+static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_t *prev, int nprev) {
     const struct sieve_tables *t = s->t;
     const struct sieve_form *f = &t->forms[i->form];
     const uint8_t *c = s->code + at;
@@ -456,8 +457,8 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
     }
     if (facts & SIEVE_F_INDIRECT) {
         int reg = (i->modrm & 7) | i->vb << 3;
-        if (i->mem || nprev < 2 || reg == 15 || !is_mask(s->code + prev[nprev - 2], prev_len[nprev - 2], reg, t->bundle_size) ||
-            !is_add_r15(s->code + prev[nprev - 1], prev_len[nprev - 1], reg)) {
+        if (i->mem || nprev < 2 || reg == 15 || !is_mask(s->code + prev[nprev - 2], (int)(prev[nprev - 1] - prev[nprev - 2]), reg, t->bundle_size) ||
+            !is_add_r15(s->code + prev[nprev - 1], (int)(at - prev[nprev - 1]), reg)) {
             REFUSE(SIEVE_UNSAFE_INDIRECT_BRANCH);
         } else {
             mark(s, prev[nprev - 1], 0); mark(s, at, 0);
@@ -471,7 +472,7 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
         for (; ok && step < need; step++) {
             int rdi = (facts & SIEVE_F_RSI) ? step >= 2 : 1, lea = step % 2;
             const uint8_t *pc = s->code + prev[q + step];
-            int pl = prev_len[q + step];
+            int pl = (int)(prev[q + step + 1] - prev[q + step]);
             ok = lea ? (pl == 4 && memcmp(pc, rdi ? lea_rdi : lea_rsi, 4) == 0) : is_mov_self(pc, pl, rdi ? 0xFF : 0xF6);
         }
         if (!ok) REFUSE(SIEVE_STRING_OUTSIDE_SEQUENCE);
@@ -485,20 +486,29 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
    padding NOP), the one-byte or 0F map, a form the decoder and the policy take outright and the model
    needs only its register writes and memory operand for (the pattern's Q_ flags, never set on prefix and
    escape bytes), all of them fine. Returns the length and sets the register restricted, or returns 0
-   before any effect to leave the instruction to decode and check (which report what it would not decide). */
-static int fast_step(pass_t *s, size_t at, size_t room, int pending, int *restricts) {
-    const struct sieve_tables *t = s->t;
-    const uint8_t *c = s->code + at;
-    unsigned i = 0, rex = 0, b = c[0], modrm = 0, mem = 0, sib = 0, n = 1, o16 = b == 0x66, need = SIEVE_Q_DECODE | SIEVE_Q_ACCEPT, q;
-    uint32_t m = t->modrm[0xC0];
+   before any effect to leave the instruction to decode and check (which report what it would not decide).
+   The tables come in as locals (fast_t): a byte store to the jump-target map may alias anything else. */
+typedef struct {
+    const struct sieve_entry *entries; const struct sieve_pattern *patterns; const uint32_t *modrm;
+    uint8_t *valid; branch_t *branches; size_t nbranches; uint64_t base, bundle_mask;
+} fast_t;
+
+/* %rsp, %rbp, %r15: a base register the sandbox allows, and registers the fast path leaves to check when written. */
+#define SANDBOX_REGS ((1u << 4) | (1u << 5) | (1u << 15))
+
+static SIEVE_INLINE int fast_step(const fast_t *y, size_t *nbranches, const uint8_t *c, size_t at, size_t room, int pending,
+                                  int *restricts) {
+    const fast_t x = *y;
+    unsigned i = 0, rex = 0, b = c[0], modrm = 0, sib = 0, n = 1, o16 = b == 0x66, need = SIEVE_Q_DECODE | SIEVE_Q_ACCEPT, q, w, mem = 0;
+    uint32_t m = 0;
     const struct sieve_entry *e; const struct sieve_pattern *pt;
-    int r = -1, stack = -1, k, length, index = -1;
+    int r, length, index = -1;
     if (o16) {
         need |= SIEVE_Q_66;
         if (c[1] == 0x66 || c[1] == 0x2E) {
             /* NaCl's padding NOP 66{1,6} 2E 0F 1F 84 00 00 00 00 00: its prefixes are exempt */
             while (i < 5 && c[i + 1] == 0x66) i++;
-            e = &t->entries[256 + 0x1F];   /* its length is 10 + i if 0F 1F takes a ModRM and the form no immediate */
+            e = &x.entries[256 + 0x1F];   /* its length is 10 + i if 0F 1F takes a ModRM and the form no immediate */
             if (memcmp(c + i + 1, "\x2e\x0f\x1f\x84\0\0\0\0\0", 9) || !e->has_modrm || e->mod_ignored) return 0;
             i++; need ^= SIEVE_Q_66 | SIEVE_Q_NOP66;   /* SIEVE_Q_NOP66 instead of SIEVE_Q_66 */
         }
@@ -506,63 +516,80 @@ static int fast_step(pass_t *s, size_t at, size_t room, int pending, int *restri
     }
     if ((b & 0xF0) == 0x40) { rex = b; b = c[++i]; }
     if (b == 0x0F) b = 256 + c[++i];   /* b: the entry, in the one-byte or the 0F map */
-    e = &t->entries[b];
+    e = &x.entries[b];
+    pt = &x.patterns[e->start[rex & 8 ? 2 : o16]];
     if (e->has_modrm) {
         modrm = c[i + 1] | (e->mod_ignored ? 0xC0 : 0);
-        m = t->modrm[modrm];
-        mem = (m >> 28) & 1;
-        sib = mem && (modrm & 7) == 4 ? c[i + 2] : 0;
+        m = x.modrm[modrm];
+        mem = (m & SIEVE_M_MEMORY) != 0;
+        sib = c[i + 2];   /* read whatever it is: only a SIB's bytes count */
         n = 2 + (unsigned)MODRM_BYTES(m, sib);
-    }
-    pt = &t->patterns[e->start[rex & 8 ? 2 : o16]];
+    } else m = x.modrm[0xC0];
     {
         uint64_t key = (m & 0x3FFFF) | KEY(S_ASZ, 1) | KEY(S_L, 0) | KEY(S_PFX, o16) | KEY(S_REXB, rex & 1);
         while (key & ~pt->allowed) pt++;
     }
     q = pt->quick;
     length = (int)(i + n + pt->imm);
-    if ((q & need) != need || length > 15 || (size_t)length > room || pending == 4 || pending == 5) return 0;
-    if ((rex & 8) && (b == 0xFF || b == 256 + 0xB2 || b == 256 + 0xB4 || b == 256 + 0xB5)) return 0;   /* decode may refuse */
-    if ((q & SIEVE_Q_LOOK) && (rex || ((need & SIEVE_Q_66) && mem)) && !nacl_nopw(c, length)) return 0;   /* check's */
-    /* a direct call must end its bundle (NaCl's sanctioned %rsp/%rbp forms write them 64 bits wide: the loop below declines them) */
-    if ((q & SIEVE_Q_CALL) && ((s->base + at + (size_t)length) & (t->bundle_size - 1))) return 0;
-    for (k = 0; k < 3 && pt->writes[k]; k++) {   /* as check: %r15 never, %rsp/%rbp only zero-extended */
-        int slot = pt->writes[k], w, zx = (slot & SIEVE_W_ZERO_EXTENDS) && (slot & SIEVE_W_WIDTH) == SIEVE_W_32;
-        switch (slot & 15) {
-        case 1: w = ((modrm >> 3) & 7) | (rex & 4) << 1; break;
-        case 2: if (mem) continue; w = (modrm & 7) | (rex & 1) << 3; break;
-        case 3: w = (b & 7) | (rex & 1) << 3; break;
-        case 4: case 5: w = 0; break;   /* no vvvv in these maps; EAX named by the form */
-        default: continue;
-        }
-        if ((slot & SIEVE_W_WIDTH) == SIEVE_W_8 && w >= 4 && w < 8 && !rex) continue;   /* AH..BH */
-        if (w == 15 || ((w == 4 || w == 5) && (!zx || stack >= 0))) return 0;   /* check refuses those */
-        if (w == 4 || w == 5) stack = w; else if (zx && r < 0) r = w;
+    if ((q & need) != need || (size_t)length > room || pending == 4 || pending == 5) return 0;
+    if (q & (SIEVE_Q_LOOK | SIEVE_Q_CALL)) {
+        if ((q & SIEVE_Q_LOOK) && (rex || ((need & SIEVE_Q_66) && mem)) && !nacl_nopw(c, length)) return 0;   /* check's */
+        /* a direct call must end its bundle */
+        if ((q & SIEVE_Q_CALL) && ((x.base + at + (size_t)length) & x.bundle_mask)) return 0;
     }
-    if (stack >= 0) r = stack;
-    if (mem && !(q & SIEVE_Q_NO_MEMORY)) {
-        unsigned mod = modrm >> 6, rm = modrm & 7;
-        int base = (int)(rm | (rex & 1) << 3);
-        if (rm == 4) {
-            base = (sib & 7) == 5 && mod == 0 ? -1 : (int)((sib & 7) | (rex & 1) << 3);
+    /* Registers written: none of %rsp, %rbp, %r15 (check judges those), but the restricted one (zero-extended) may
+       be %rsp or %rbp, the first half of a re-basing. AH..BH count as %rsp..%rdi: check judges them. */
+    w = pt->writes;
+    {
+        unsigned reg = ((modrm >> 3) & 7) | (rex & 4) << 1, rm = (modrm & 7) | (rex & 1) << 3, op = (b & 7) | (rex & 1) << 3;
+        unsigned others = ((w & SIEVE_FW_REG) ? 1u << reg : 0) | ((w & SIEVE_FW_RM) && !mem ? 1u << rm : 0) | ((w & SIEVE_FW_OPCODE) ? 1u << op : 0);
+        switch (w >> 4) {
+        case 1: r = (int)reg; break;
+        case 2: r = mem ? -1 : (int)rm; break;
+        case 3: r = (int)op; break;
+        case 4: r = 0; break;
+        default: r = -1;
+        }
+        if ((others & SANDBOX_REGS) || r == 15) return 0;
+    }
+    if (mem && !(q & SIEVE_Q_NO_MEMORY) && !(m & SIEVE_M_RIP)) {
+        unsigned base = (modrm & 7) | (rex & 1) << 3;
+        if (m & SIEVE_M_SIB) {
+            if ((m & SIEVE_M_SIB_NO_BASE5) && (sib & 7) == 5) return 0;   /* no base: check refuses it */
+            base = (sib & 7) | (rex & 1) << 3;
             index = (int)(((sib >> 3) & 7) | (rex & 2) << 2);
             if (index == 4) index = -1;
         }
-        if (!(mod == 0 && rm == 5) && ((base != 15 && base != 4 && base != 5) || (index >= 0 && index != pending))) return 0;
+        if (!((SANDBOX_REGS >> base) & 1) || (index >= 0 && index != pending)) return 0;
     }
-    s->valid[at >> 3] |= (uint8_t)((index < 0) << (at & 7));   /* a new instruction start: its bit is still clear */
-    if ((q & SIEVE_Q_DIRECT) && pt->imm) direct_branch(s, at, length, pt->form, c + length - pt->imm, pt->imm);
+    x.valid[at >> 3] |= (uint8_t)((index < 0) << (at & 7));   /* a new instruction start: its bit is still clear */
+    if ((q & SIEVE_Q_DIRECT) && pt->imm) direct_branch(&x.branches[(*nbranches)++], at, length, pt->form, c + length - pt->imm, pt->imm);
     *restricts = r;
     return length;
+}
+
+/* The fast path from at while it takes instructions, up to end (at most the bundle's end, 32 bytes before the code's):
+   records their starts in prev, the register restricted in *restricted; returns where it stopped. */
+static SIEVE_NOINLINE size_t fast_run(fast_t *xp, const uint8_t *code, size_t at, size_t end, size_t bundle_end,
+                                      int *restricted, size_t *prev, int *nprev) {
+    const fast_t x = *xp;   /* a copy no store to the jump-target map can alias */
+    size_t nbranches = x.nbranches;
+    int r = *restricted, n = *nprev, length;
+    while (at < end && (length = fast_step(&x, &nbranches, code + at, at, bundle_end - at, r, &r)) != 0) { prev[n++] = at; at += (size_t)length; }
+    prev[n] = at;
+    *restricted = r; *nprev = n; xp->nbranches = nbranches;
+    return at;
 }
 
 SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
                                      const struct sieve_place *place, sieve_report_fn report, void *ctx, size_t *instructions) {
     const uint64_t bundle_mask = t->bundle_size - 1;
-    const size_t fast_room = t->full_path_only ? (size_t)-1 : 32;   /* the fast path reads 32 bytes ahead */
-    pass_t s; insn_t i; size_t at = 0, k;
+    /* the fast path reads 32 bytes ahead: it takes instructions that start before fast_end */
+    const size_t fast_end = t->full_path_only || size < 32 ? 0 : size - 31;
+    pass_t s; insn_t i; fast_t x; size_t at = 0, k;
+    branch_t *branches;
     if (instructions) *instructions = 0;
-    s.t = t; s.code = code; s.instructions = 0; s.size = size; s.base = base; s.report = report; s.ctx = ctx; s.count = 0; s.nbranches = 0;
+    s.t = t; s.code = code; s.instructions = 0; s.size = size; s.base = base; s.report = report; s.ctx = ctx; s.count = 0;
     if (t->model_none) {
         while (at < size) {
             if (!decode(t, code + at, size - at, &i)) { emit(&s, SIEVE_INVALID, at, 1, -1, -1, 0); at++; continue; }
@@ -575,41 +602,45 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
     }
     s.lo = place ? place->lo : 0; s.hi = place ? place->hi : ~(uint64_t)0; s.beyond = place ? place->beyond : 0;
     s.valid = place && place->targets ? (uint8_t *)memset(place->targets, 0, size / 8 + 1) : (uint8_t *)calloc(size / 8 + 1, 1);
-    s.branches = (branch_t *)malloc((size / 2 + 1) * sizeof *s.branches);
-    if (!s.valid || !s.branches) { if (!place || !place->targets) free(s.valid); free(s.branches); emit(&s, SIEVE_INVALID, 0, 0, -1, -1, 0); return s.count; }
+    branches = (branch_t *)malloc((size / 2 + 1) * sizeof *branches);
+    if (!s.valid || !branches) { if (!place || !place->targets) free(s.valid); free(branches); emit(&s, SIEVE_INVALID, 0, 0, -1, -1, 0); return s.count; }
+    x.entries = t->entries; x.patterns = t->patterns; x.modrm = t->modrm; x.valid = s.valid; x.branches = branches;
+    x.nbranches = 0; x.base = base; x.bundle_mask = bundle_mask;
     if (base & bundle_mask) emit(&s, SIEVE_LAYOUT, 0, 0, -1, -1, 0);
     while (at < size) {
-        size_t bundle_end = at + t->bundle_size - (size_t)((base + at) & bundle_mask), prev[SIEVE_MAX_BUNDLE];
-        int prev_len[SIEVE_MAX_BUNDLE], nprev = 0, restricted = -1, length;
+        /* prev: the bundle's instruction starts so far, and the next one's (check reads lengths off them) */
+        size_t bundle_end = at + t->bundle_size - (size_t)((base + at) & bundle_mask), prev[SIEVE_MAX_BUNDLE + 1];
+        int nprev = 0, restricted = -1;
         if (bundle_end > size) bundle_end = size;
         while (at < bundle_end) {
-            if (size - at < fast_room || !(length = fast_step(&s, at, bundle_end - at, restricted, &restricted))) {
-                if (!decode(t, code + at, size - at + s.beyond, &i)) { emit(&s, SIEVE_INVALID, at, 1, -1, -1, 0); at = bundle_end; break; }
-                if (at + (size_t)i.length > bundle_end) {   /* bundle_end is at most size */
-                    emit(&s, SIEVE_BUNDLE_CROSSING, at, i.length, i.form, -1, 0); at = bundle_end; break;
-                }
-                mark(&s, at, 1);
-                if (t->forms[i.form].facts & SIEVE_F_DIRECT && i.imm_size && !i.refused)
-                    direct_branch(&s, at, i.length, i.form, code + at + i.imm_off, i.imm_size);
-                restricted = i.refused ? (policy_check(&s, &i, at), -1) : check(&s, &i, at, restricted, prev, prev_len, nprev);
-                length = i.length;
+            at = fast_run(&x, code, at, bundle_end < fast_end ? bundle_end : fast_end, bundle_end, &restricted, prev, &nprev);
+            if (at >= bundle_end) break;
+            prev[nprev] = at;
+            if (!decode(t, code + at, size - at + s.beyond, &i)) { emit(&s, SIEVE_INVALID, at, 1, -1, -1, 0); at = bundle_end; break; }
+            if (at + (size_t)i.length > bundle_end) {   /* bundle_end is at most size */
+                emit(&s, SIEVE_BUNDLE_CROSSING, at, i.length, i.form, -1, 0); at = bundle_end; break;
             }
-            prev[nprev] = at; prev_len[nprev++] = length;
-            at += (size_t)length;
+            mark(&s, at, 1);
+            if (t->forms[i.form].facts & SIEVE_F_DIRECT && i.imm_size && !i.refused)
+                direct_branch(&branches[x.nbranches++], at, i.length, i.form, code + at + i.imm_off, i.imm_size);
+            restricted = i.refused ? (policy_check(&s, &i, at), -1) : check(&s, &i, at, restricted, prev, nprev);
+            nprev++;
+            at += (size_t)i.length;
+            prev[nprev] = at;
         }
         s.instructions += (size_t)nprev;
         if ((restricted == 4 || restricted == 5) && nprev)
-            emit(&s, SIEVE_STACK_POINTER_WRITE, prev[nprev - 1], prev_len[nprev - 1], -1, -1, 0);
+            emit(&s, SIEVE_STACK_POINTER_WRITE, prev[nprev - 1], (int)(prev[nprev] - prev[nprev - 1]), -1, -1, 0);
         if (at < bundle_end) at = bundle_end;
     }
-    for (k = 0; k < s.nbranches; k++) {
-        int64_t target = s.branches[k].target;
+    for (k = 0; k < x.nbranches; k++) {
+        int64_t target = branches[k].target;
         uint64_t to = base + (uint64_t)target;
         if (target >= 0 && (uint64_t)target < size ? !(s.valid[target >> 3] >> (target & 7) & 1) : (to & bundle_mask) || to < s.lo || to > s.hi)
-            emit(&s, SIEVE_BAD_JUMP_TARGET, s.branches[k].from, s.branches[k].length, s.branches[k].form, -1, 0);
+            emit(&s, SIEVE_BAD_JUMP_TARGET, branches[k].from, branches[k].length, branches[k].form, -1, 0);
     }
     if (!place || !place->targets) free(s.valid);
-    free(s.branches);
+    free(branches);
     if (instructions) *instructions = s.instructions;
     return s.count;
 }

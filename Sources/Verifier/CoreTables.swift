@@ -37,9 +37,8 @@ public struct CoreTables: Sendable {
         }
         patterns = lists.patterns.map { p in
             let real = p.form != PatternLists.noForm
-            let w = real ? compiled.plans[Int(p.form)].writes : (0, 0, 0)
             return sieve_pattern(allowed: p.allowed, form: p.form, imm: real ? tables.forms[Int(p.form)].immediateBytes : 0,
-                                 quick: p.quick, writes: w)
+                                 quick: p.quick, writes: real ? compiled.plans[Int(p.form)].fastWrites : 0)
         }
         modrm = (0..<256).map { PatternLists.modrmEntry(UInt8($0)) }
 

@@ -67,6 +67,28 @@ extension CompiledPolicy {
 
 extension FormPlan {
     public var writesList: [Int] { [Int(writes.0), Int(writes.1), Int(writes.2)] }
+
+    /// The writes as the fast path reads them (`enum sieve_fast_write`): where the restricted register is
+    /// (the first write, zero-extended and 32 bits wide) in the high nibble, the places of the others below.
+    public var fastWrites: UInt8 {
+        typealias Slot = WriteSlot
+        let slots = writesList.prefix { $0 != 0 }.map(UInt8.init)
+        var summary: UInt8 = 0
+        for (k, slot) in slots.enumerated() {
+            let place = slot & 15
+            if k == 0 && slot & Slot.zeroExtends != 0 && slot & UInt8(SIEVE_W_WIDTH.rawValue) == Slot.width32 {
+                summary |= (place == Slot.modrmReg ? 1 : place == Slot.modrmRM ? 2 : place == Slot.opcodeRegister ? 3 : 4) << 4
+                continue
+            }
+            switch place {
+            case Slot.modrmReg: summary |= UInt8(SIEVE_FW_REG.rawValue)
+            case Slot.modrmRM: summary |= UInt8(SIEVE_FW_RM.rawValue)
+            case Slot.opcodeRegister: summary |= UInt8(SIEVE_FW_OPCODE.rawValue)
+            default: break   // EAX, or VVVV (none in the fast path's maps): register 0, which the model lets be written
+            }
+        }
+        return summary
+    }
 }
 
 /// The decoder's patterns regrouped for the C core: one list per opcode entry and prefix context,
@@ -104,9 +126,11 @@ public struct PatternLists: Sendable {
                     for p in members {
                         let size = DecoderTableExport.operandSizeValue(p.sizeRule, rexW: rexW, has66: has66)
                         guard p.allowed & (1 << (Self.sizeShift + size)) != 0, p.allowed & (1 << (Self.wShift + w)) != 0 else { continue }
-                        let q = quick[Int(p.form)] & (fast ? 0xFF : ~QuickFlags.decode)
+                        // the decoder refuses some encodings under REX.W: the fast path leaves them to it
+                        let decodable = fast && !(rexW && Self.refusedUnderREXW(k, p.allowed))
+                        let q = quick[Int(p.form)] & (decodable ? 0xFF : ~QuickFlags.decode)
                         if let m = memoryQuick[Int(p.form)], p.allowed & Self.memoryKey != 0 {
-                            list.append(((p.allowed | Self.folded) & ~Self.registerKey, p.form, m & (fast ? 0xFF : ~QuickFlags.decode)))
+                            list.append(((p.allowed | Self.folded) & ~Self.registerKey, p.form, m & (decodable ? 0xFF : ~QuickFlags.decode)))
                         }
                         list.append((p.allowed | Self.folded, p.form, q))
                     }
@@ -122,13 +146,24 @@ public struct PatternLists: Sendable {
         }
     }
 
+    /// Whether the decoder refuses an instance of the pattern under REX.W (`Decoder.refusal`): the far
+    /// transfers FF /3 and FF /5, the segment loads 0F B2, B4 and B5.
+    static func refusedUnderREXW(_ entry: Int, _ allowed: UInt64) -> Bool {
+        let regShift = DecoderTableExport.regShift
+        if entry == 0xFF { return allowed & (1 << (regShift + 3) | 1 << (regShift + 5)) != 0 }
+        return [256 + 0xB2, 256 + 0xB4, 256 + 0xB5].contains(entry)
+    }
+
     /// A ModRM byte for the core (`sieve_modrm`): its key bits (DecoderTables' modShift 0, regShift 2, rmShift 10),
-    /// the SIB and displacement bytes after it, whether it is a memory operand, whether a SIB base of 5 adds 4.
+    /// the SIB and displacement bytes after it, whether it is a memory operand, whether a SIB base of 5 adds 4,
+    /// whether it is RIP-relative, whether a SIB follows (the core's SIEVE_M_ bits).
     public static func modrmEntry(_ m: UInt8) -> UInt32 {
         let mod = m >> 6, reg = (m >> 3) & 7, rm = m & 7, memory = mod != 3
         let key: UInt32 = (memory ? 2 : 1) | 1 << (2 + UInt32(reg)) | 1 << (10 + UInt32(rm))
         let displacement: UInt32 = mod == 1 ? 1 : mod == 2 || (mod == 0 && rm == 5) ? 4 : 0
         let after: UInt32 = memory ? (rm == 4 ? 1 : 0) + displacement : 0
-        return key | after << 24 | (memory ? 1 << 28 : 0) | (mod == 0 && rm == 4 ? 1 << 29 : 0)
+        let bits: UInt32 = (memory ? SIEVE_M_MEMORY.rawValue : 0) | (mod == 0 && rm == 4 ? SIEVE_M_SIB_NO_BASE5.rawValue : 0)
+            | (mod == 0 && rm == 5 ? SIEVE_M_RIP.rawValue : 0) | (memory && rm == 4 ? SIEVE_M_SIB.rawValue : 0)
+        return key | after << 24 | bits
     }
 }

@@ -46,6 +46,8 @@ public struct DecoderTableExport: Sendable {
     public let forms: [FormFacts]
     /// Bit positions of the operand-size and W fields in a pattern's `allowed` mask.
     public static let sizeShift = DecoderTables.sizeShift, wShift = DecoderTables.wShift
+    /// Bit position of the ModRM.reg field (8 bits, one per value) in a pattern's `allowed` mask.
+    public static let regShift = DecoderTables.regShift
 
     /// The operand-size field value (0: 16, 1: 32, 2: 64) a pattern's `sizeRule` selects under REX.W and 66.
     public static func operandSizeValue(_ sizeRule: UInt8, rexW: Bool, has66: Bool) -> UInt64 {

@@ -168,7 +168,39 @@ enum CVerifierHarness {
         #expect(CoreSource.core + "\n" == core, "stale: run Scripts/gen-core-source")
         #expect(CoreSource.dyncode + "\n" == dyncode, "stale: run Scripts/gen-core-source")
         #expect(CoreSource.header + "\n" == header, "stale: run Scripts/gen-core-source")
-        #expect(core.split(separator: "\n").count <= 600, "the trusted core stays under 600 lines")
+        let lines = Self.linesOfCode(core)
+        #expect(lines <= 600, "the trusted core stays within 600 lines of code, has \(lines)")
+    }
+
+    /// Lines holding code: neither blank nor only comment (prose, or an ACSL annotation for the proof).
+    static func linesOfCode(_ source: String) -> Int {
+        var inComment = false, count = 0
+        for line in source.split(separator: "\n", omittingEmptySubsequences: false) {
+            var rest = Substring(line), code = false
+            while !rest.isEmpty {
+                if inComment {
+                    guard let end = rest.range(of: "*/") else { break }
+                    rest = rest[end.upperBound...]; inComment = false
+                    continue
+                }
+                let block = rest.range(of: "/*"), slashes = rest.range(of: "//")
+                if let block, slashes.map({ block.lowerBound < $0.lowerBound }) ?? true {
+                    code = code || !rest[..<block.lowerBound].allSatisfy(\.isWhitespace)
+                    rest = rest[block.upperBound...]; inComment = true
+                } else {
+                    code = code || !rest[..<(slashes?.lowerBound ?? rest.endIndex)].allSatisfy(\.isWhitespace)
+                    break
+                }
+            }
+            if code { count += 1 }
+        }
+        return count
+    }
+
+    /// The count skips comments and ACSL, and nothing else.
+    @Test func linesOfCodeSkipCommentsOnly() {
+        #expect(Self.linesOfCode("int a;\n\n/* prose\n   more */\n//@ assert a == 0;\nint b; /* why */\n/*@ requires \\true; */ int c;\n") == 3)
+        #expect(Self.linesOfCode("x = \"//\";\n") == 1)
     }
 
     /// The decoder's canonical-encoding facts (X86 knows nothing of the core) have the core's values.

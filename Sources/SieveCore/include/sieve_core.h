@@ -87,6 +87,19 @@ enum sieve_write_slot {
     SIEVE_W_ZERO_EXTENDS = 0x80   /* the form's destination, zero-extended when 32 bits wide (nacl-amd64-zero-extends) */
 };
 
+/* A pattern's register writes for the fast path (sieve_pattern.writes): the places of the general registers it writes
+   (low bits), but for the one it restricts, a zero-extended 32-bit destination, whose place is the high nibble
+   (1 ModRM.reg, 2 ModRM.rm, 3 opcode, 4 EAX; 0 none). */
+enum sieve_fast_write { SIEVE_FW_REG = 1, SIEVE_FW_RM = 2, SIEVE_FW_OPCODE = 4 };
+
+/* A ModRM byte's entry (sieve_tables.modrm): its key bits (0-17), the SIB and displacement bytes after it (24-27), and: */
+enum sieve_modrm_bits {
+    SIEVE_M_RIP = 1 << 18,            /* RIP-relative */
+    SIEVE_M_SIB = 1 << 19,            /* a SIB byte follows */
+    SIEVE_M_MEMORY = 1 << 28,         /* a memory operand */
+    SIEVE_M_SIB_NO_BASE5 = 1 << 29    /* mod 0 with a SIB: a SIB base of 5 is no base but a disp32 */
+};
+
 /* Canonical-encoding facts in a form's reg_checks (above the decoder's register checks): a VEX/EVEX/XOP
    bit the CPU ignores must be clear (X86's DecoderTableExport.RegisterCheck has the same values). */
 enum sieve_reg_check {
@@ -138,8 +151,9 @@ typedef struct {
 
 /* One opcode of one map: the first pattern per context (none, 66, REX.W; VEX/EVEX/XOP: W0, W1), ModRM, mod ignored. */
 struct sieve_entry { uint32_t start[3]; uint8_t has_modrm, mod_ignored; };
-/* A form pattern: the instance fields it allows (operand size and W folded in), form, immediate bytes, Q flags, writes. */
-struct sieve_pattern { uint64_t allowed; uint16_t form; uint8_t imm, quick, writes[3]; };
+/* A form pattern: the instance fields it allows (operand size and W folded in), form, immediate bytes, Q flags, and
+   its register writes for the fast path (enum sieve_fast_write). */
+struct sieve_pattern { uint64_t allowed; uint16_t form; uint8_t imm, quick, writes; };
 /* A policy rule with instance fields: accepts, rule index, operands, sizes, prefixes, registers. */
 struct sieve_instance_rule {
     uint8_t accepts; int32_t rule; uint8_t operands, sizes; uint16_t prefixes, register_start; uint8_t register_count;
