@@ -211,6 +211,7 @@ public struct CVerifierGenerator {
             sieve_entries, sieve_patterns, sieve_modrm, sieve_forms, sieve_instance_rules, sieve_conditional,
             sieve_rule_registers, sieve_implicit_registers, sieve_reason_kinds, sieve_rewrites,
             \(forms.count), \(compiled.refusals.count), \(tables.rewrites.count),   /* forms, the model's refusals, rewrites */
+            \(tables.patterns.count), \(tables.instanceRules.count), \(tables.conditional.count), \(tables.ruleRegisters.count), \(tables.implicitRegisters.count),   /* patterns, instance rules, conditional, rule and implicit registers */
             \(tables.bundleSize),   /* bundle size */
             \(tables.modelNone ? 1 : 0),   /* model none: the policy and the decoder only */
             \(tables.callsMustAlign ? 1 : 0),   /* a call not ending its bundle is a finding (0: a warning) */

@@ -191,6 +191,9 @@ struct sieve_tables {
     const uint8_t *reason_kinds;                   /* the finding kind of each model refusal (form.forbidden - 1) */
     const struct sieve_rewrite *rewrites;          /* sorted by form */
     uint32_t form_count, reason_count, rewrite_count;
+    /* The other arrays' lengths: the core checks every index it reads from a table against them (no verdict depends
+       on it, CoreTables makes the indices valid; the proof of the core needs no other fact about the tables). */
+    uint32_t pattern_count, instance_rule_count, conditional_count, rule_register_count, implicit_register_count;
     uint32_t bundle_size;                          /* a power of two, at most SIEVE_MAX_BUNDLE */
     uint8_t model_none;                            /* 1: the policy and the decoder only, no sandbox rules */
     uint8_t calls_must_align;                      /* 1: a call not ending its bundle is a finding, 0: a warning */
@@ -274,6 +277,7 @@ typedef struct {
     unsigned prefixes;
     uint8_t prefix_count, refused, rex, opcode, modrm, sib, has_modrm, mem, imm_off, imm_size, table, modrm_at;
     uint8_t vr, vx, vb, vvvv, vw, vl, aaa, z, bcst;
+    uint8_t bytes[40];   /* the code from the instruction's start, zero past the readable end: every later read is here */
 } insn_t;
 
 /* The legacy prefix each byte is, as a P_ bit (0: not a prefix). */
@@ -286,19 +290,22 @@ static const uint16_t prefix_bit[256] = {
 
 enum { PU_REPEATS = 8, PU_BRANCH66 = 0x2000 };   /* DecoderTables.PrefixUse: F2/F3 select or repeat; 66 on a branch */
 
-/* The bytes after a ModRM byte whose sieve_modrm entry is m and whose SIB (if any) is sib. */
-#define MODRM_BYTES(m, sib) ((int)(((m) >> 24) & 15) + (((m) & SIEVE_M_SIB_NO_BASE5) && ((sib) & 7) == 5 ? 4 : 0))
+/* The bytes after a ModRM byte whose sieve_modrm entry is m and whose SIB (if any) is sib (the entry's count is at most 5:
+   & 7 keeps every read within 32 bytes also for a proof that does not know the table). */
+#define MODRM_BYTES(m, sib) ((int)(((m) >> 24) & 7) + (((m) & SIEVE_M_SIB_NO_BASE5) && ((sib) & 7) == 5 ? 4 : 0))
 
-/* Decodes the instruction at code[0..avail) into *o. Returns 0 (invalid) or 1. Never reads past avail:
-   near the end the bytes are copied into a zero-padded buffer, so that no read below needs a bounds check
-   (none goes beyond index 22) and one length check decides truncation (every byte read counts in it). */
-static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *code, size_t avail, insn_t *o) {
-    uint8_t pad[32], rex = 0, last_rep = 0, b, op = 0, modrm = 0;
-    int i = 0, end = avail < 15 ? (int)avail : 15, table = 0, vec = 0, evex = 0, taken, imm;
-    unsigned p = 0, bit, sel;
-    const struct sieve_entry *e; const struct sieve_pattern *pt; const struct sieve_form *f; uint64_t key;
-    if (avail < sizeof pad) { memset(pad, 0, sizeof pad); memcpy(pad, code, avail); code = pad; }
+/* Decodes the instruction at in[at..limit) into *o. Returns 0 (invalid) or 1. Never reads past limit: the bytes
+   are copied into o->bytes, zero-padded near the end, so that no read below needs a bounds check (none goes
+   beyond index 30) and one length check decides truncation (every byte read counts in it). */
+static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *in, size_t at, size_t limit, insn_t *o) {
+    uint8_t rex = 0, last_rep = 0, b, op = 0, modrm = 0; const uint8_t *code = o->bytes;
+    size_t avail = limit - at, k; unsigned p = 0, bit, sel;
+    int i = 0, end = avail < 15 ? (int)avail : 15, table = 0, vec = 0, evex = 0, taken, imm, form;
+    const struct sieve_entry *e; const struct sieve_form *f; uint64_t key;
     memset(o, 0, sizeof *o);
+    if (at + sizeof o->bytes <= limit) memcpy(o->bytes, in + at, sizeof o->bytes);
+    else for (k = 0; k < sizeof o->bytes; k++) { size_t pos = at + k; o->bytes[k] = pos < limit ? in[pos] : 0; }
+    /*@ loop unroll 15; */
     for (; (bit = prefix_bit[b = code[i]]) != 0; i++) {
         if (bit == P_REX) { if (rex) p |= P_IGNREX; rex = b; }
         else { if ((b & 0xFE) == 0xF2) last_rep = b; if (rex) { p |= P_IGNREX; rex = 0; } }
@@ -347,13 +354,14 @@ static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *code
     key = t->modrm[taken ? modrm : 0xC0] & 0x3FFFF;
     key |= KEY(S_PFX, sel) | KEY(S_ASZ, (p & P_67) ? 0 : 1) | KEY(S_REXB, rex & 1);
     key |= KEY(S_L, evex && o->bcst && taken && !o->mem ? 2 : o->vl);   /* EVEX.b on registers: rounding, the length 512 */
-    for (pt = &t->patterns[e->start[vec ? o->vw : (rex & 8) ? 2 : (p & P_66) ? 1 : 0]]; key & ~pt->allowed; pt++) {}
-    if (pt->form == SIEVE_NO_FORM) return 0;
-    f = &t->forms[pt->form];
+    /* the list ends in a catch-all (SIEVE_NO_FORM: invalid); the bound only keeps a bad table from reading past it */
+    for (k = e->start[vec ? o->vw : (rex & 8) ? 2 : (p & P_66) ? 1 : 0]; k < t->pattern_count && (key & ~t->patterns[k].allowed); k++) {}
+    if (k >= t->pattern_count || (form = t->patterns[k].form) >= (int)t->form_count) return 0;
+    f = &t->forms[form];
     imm = f->imm_bytes + (f->moffs ? ((p & P_67) ? 4 : 8) : 0);
+    if (i > end || i + imm > end) return 0;
     o->imm_off = (uint8_t)i; o->imm_size = (uint8_t)imm; i += imm;
-    if (table == 4) { o->imm_off = (uint8_t)(i - 1); o->imm_size = 1; }
-    if (i > end) return 0;
+    if (table == 4 && i > 0) { o->imm_off = (uint8_t)(i - 1); o->imm_size = 1; }   /* (i > 0: for the proof) */
     if ((p & P_LOCK) && !((f->classes & C_LOCK) && o->mem)) return 0;
     if ((f->classes & C_NO66) && (p & P_66)) return 0;
     if ((f->classes & C_NOF2F3) && last_rep) return 0;
@@ -369,10 +377,10 @@ static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *code
     } else if (rex) {
         o->vr = (rex >> 2) & 1; o->vx = (rex >> 1) & 1; o->vb = rex & 1; o->vw = (rex >> 3) & 1;
     }
-    o->length = i; o->form = pt->form; o->rex = rex; o->prefixes = p; o->opcode = op; o->modrm = modrm; o->has_modrm = (uint8_t)taken; o->table = (uint8_t)table;
+    o->length = i; o->form = form; o->rex = rex; o->prefixes = p; o->opcode = op; o->modrm = modrm; o->has_modrm = (uint8_t)taken; o->table = (uint8_t)table;
     if ((f->reg_checks & 0xFF) || f->distinct) {
         unsigned reg = (modrm >> 3) & 7, c = f->reg_checks;
-        int n[4], cnt = 0, a, d;
+        int n[4] = {0}, cnt = 0, a, d;
         if ((c & 1) && (o->vr & 1) && reg) return 0;
         if ((c & 2) && (o->vr & 1)) return 0;
         if ((c & 4) && o->vr) return 0;
@@ -381,6 +389,7 @@ static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *code
         if ((c & 32) && o->vvvv > 7) return 0;
         if ((c & 64) && o->vb) return 0;
         if ((c & 128) && evex && (o->vr & 2)) return 0;
+        /*@ loop unroll 4; */
         for (a = 0; f->distinct && a < 4 && f->places[a]; a++) {
             switch (f->places[a]) {
             case 1: n[cnt++] = (int)(reg | (unsigned)o->vr << 3); break;
@@ -443,12 +452,12 @@ static int prefix_effective(const insn_t *i, const struct sieve_form *f, uint8_t
 }
 
 /* Whether a prefix is redundant; legacy_only: ignore REX bytes (NaCl admits optional REX bits). */
-static int has_redundant_prefix(const struct sieve_tables *t, const insn_t *i, const uint8_t *code, int legacy_only) {
+static int has_redundant_prefix(const struct sieve_tables *t, const insn_t *i, int legacy_only) {
     const struct sieve_form *f = &t->forms[i->form];
     unsigned seen = 0, g;
     int k;
     for (k = i->prefix_count - 1; k >= 0; k--) {
-        uint8_t b = code[k];
+        uint8_t b = i->bytes[k];
         g = b == 0xF0 ? 1u : (b == 0xF2 || b == 0xF3) ? 2u : (b == 0x66) ? 8u : (b == 0x67) ? 16u : (b & 0xF0) == 0x40 ? 32u : 4u;
         if (((seen & g) || !prefix_effective(i, f, b)) && !(legacy_only && g == 32u)) return 1;
         seen |= g;
@@ -476,7 +485,7 @@ static int register_id(int file, int number, int rex) {
     return file * 32 + number;
 }
 
-static int instance_matches(const struct sieve_tables *t, const struct sieve_instance_rule *r, const insn_t *i, const uint8_t *code) {
+static int instance_matches(const struct sieve_tables *t, const struct sieve_instance_rule *r, const insn_t *i) {
     const struct sieve_form *f = &t->forms[i->form];
     int a, k;
     if (r->operands && !(r->operands & (i->mem ? 1 : 2))) return 0;
@@ -490,11 +499,12 @@ static int instance_matches(const struct sieve_tables *t, const struct sieve_ins
                 ((i->rex & 8) ? 16u : 0) | (p & P_66 ? 32u : 0) | (p & P_67 ? 64u : 0) | (p & P_CS ? 128u : 0) |
                 (p & P_DS ? 256u : 0) | (p & P_ES ? 512u : 0) | (p & P_SS ? 1024u : 0) | (p & P_FS ? 2048u : 0) |
                 (p & P_GS ? 4096u : 0);
-        if ((r->prefixes & 8192u) && has_redundant_prefix(t, i, code, 0)) have |= 8192u;
+        if ((r->prefixes & 8192u) && has_redundant_prefix(t, i, 0)) have |= 8192u;
         if (!(r->prefixes & have)) return 0;
     }
     if (r->register_count) {
-        int ids[8], n = 0, found = 0;
+        int ids[8] = {0}, n = 0, found = 0;
+        /*@ loop unroll 4; */
         for (a = 0; a < 4 && f->operands[a]; a++) {
             int place = f->operands[a] & 7, file = f->operands[a] >> 3, number = -1;
             if (place == 1) number = ((i->modrm >> 3) & 7) | i->vr << 3;
@@ -504,10 +514,12 @@ static int instance_matches(const struct sieve_tables *t, const struct sieve_ins
             else if (place == 5) ids[n++] = f->fixed[a];
             if (number >= 0) ids[n++] = register_id(file, number, i->rex != 0);
         }
-        for (k = 0; k < r->register_count && !found; k++) {
-            int want = t->rule_registers[r->register_start + (unsigned)k];
+        for (k = 0; k < r->register_count && !found; k++) {   /* indices past a table's end (never made) name no register */
+            unsigned named = r->register_start + (unsigned)k, implicit;
+            int want = named < t->rule_register_count ? t->rule_registers[named] : -1;
             for (a = 0; a < n; a++) if (ids[a] == want) found = 1;
-            for (a = 0; a < f->implicit_count; a++) if (t->implicit_registers[f->implicit_start + (unsigned)a] == want) found = 1;
+            for (a = 0; a < f->implicit_count; a++)
+                if ((implicit = f->implicit_start + (unsigned)a) < t->implicit_register_count && t->implicit_registers[implicit] == want) found = 1;
         }
         if (!found) return 0;
     }
@@ -515,12 +527,12 @@ static int instance_matches(const struct sieve_tables *t, const struct sieve_ins
 }
 
 /* 1: accepted; 0: refused, *rule the deciding rule (-1: nothing trusts it). */
-static int policy_accepts(const struct sieve_tables *t, const insn_t *i, const uint8_t *code, int *rule) {
+static int policy_accepts(const struct sieve_tables *t, const insn_t *i, int *rule) {
     const struct sieve_form *f = &t->forms[i->form];
     int k;
-    for (k = (int)f->conditional_count - 1; k >= 0; k--) {
-        const struct sieve_instance_rule *r = &t->instance_rules[t->conditional[f->conditional_start + (unsigned)k]];
-        if (instance_matches(t, r, i, code)) { *rule = r->rule; return r->accepts; }
+    for (k = (int)f->conditional_count - 1; k >= 0; k--) {   /* an index past a table's end (never made) matches nothing */
+        unsigned c = f->conditional_start + (unsigned)k, r = c < t->conditional_count ? t->conditional[c] : t->instance_rule_count;
+        if (r < t->instance_rule_count && instance_matches(t, &t->instance_rules[r], i)) { *rule = t->instance_rules[r].rule; return t->instance_rules[r].accepts; }
     }
     *rule = f->rule;
     return f->decision == 0;
@@ -539,7 +551,8 @@ typedef struct {
     void *ctx;
     uint8_t *valid;   /* a bit per byte of code, 1: a direct jump may land here */
 } pass_t;
-static void mark(pass_t *s, size_t at, int valid) { s->valid[at >> 3] = (uint8_t)((s->valid[at >> 3] & ~(1u << (at & 7))) | (unsigned)(valid != 0) << (at & 7)); }
+/* (at is in the code: the bound is for the proof) */
+static void mark(pass_t *s, size_t at, int valid) { if (at < s->size) s->valid[at >> 3] = (uint8_t)((s->valid[at >> 3] & ~(1u << (at & 7))) | (unsigned)(valid != 0) << (at & 7)); }
 
 static void emit(pass_t *s, int kind, size_t offset, int length, int form, int rule, int warning) {
     sieve_finding f;
@@ -563,7 +576,7 @@ static int policy_check(pass_t *s, const insn_t *i, size_t at) {
     int rule = -1;
     if (i->refused) { emit(s, SIEVE_INVALID, at, i->length, i->form, -1, 0); return 0; }
     if (t->forms[i->form].decision == 0 && !t->forms[i->form].conditional_count) return 1;
-    if (!policy_accepts(s->t, i, s->code + at, &rule)) emit(s, SIEVE_BANNED, at, i->length, i->form, rule, 0);
+    if (!policy_accepts(s->t, i, &rule)) emit(s, SIEVE_BANNED, at, i->length, i->form, rule, 0);
     return 1;
 }
 
@@ -586,6 +599,11 @@ static int special(const uint8_t *c, int n) {
         : memcmp(c + 4, "\0\0\0\0", 4) || (m != 0xA4 && m != 0xAC)))
         return 0;
     return c[3] == 0x3C && (m & 0x38) == 0x20 ? 2 : c[3] == 0x3D && (m & 0x38) == 0x28 ? 3 : 0;
+}
+
+/* The first 4 bytes of an earlier instruction (zero past the code): the sanctioned sequences' members are that short. */
+static void earlier(const pass_t *s, size_t from, uint8_t w[4]) {
+    for (size_t k = 0, pos = from; k < 4; k++, pos++) w[k] = pos < s->size ? s->code[pos] : 0;
 }
 
 static int is_mask(const uint8_t *c, int n, int reg, uint32_t bundle_size) {
@@ -622,9 +640,10 @@ static void call_alignment(pass_t *s, size_t end, const insn_t *i, size_t at) {
 static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_t *prev, int nprev) {
     const struct sieve_tables *t = s->t;
     const struct sieve_form *f = &t->forms[i->form];
-    const uint8_t *c = s->code + at;
+    const uint8_t *c = i->bytes;
     unsigned facts = f->facts;
     int restricts = -1, stack = -1, sp = i->rex ? special(c, i->length) : 0, k;
+    uint8_t mask[4] = {0}, add[4] = {0}, pc[4] = {0};   /* earlier instructions' bytes (indirect branches, string instructions) */
 #define REFUSE(kind) emit(s, kind, at, i->length, i->form, -1, 0)
     if ((i->refused || f->decision || f->conditional_count) && !policy_check(s, i, at)) return -1;
     if (f->forbidden) emit_forbidden(s, at, i->length, i->form);
@@ -634,7 +653,7 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
        XACQUIRE, XRELEASE), not 66 on a near branch whose REX.W fixes the size anyway; 66 on a NOP with
        memory only in NaCl's padding NOPs (nops.def). */
     if ((i->prefixes & ~(unsigned)(P_REX | P_IGNREX)) && !nacl_nop(c, i->length) &&
-        (has_redundant_prefix(t, i, c, 1) || ((i->prefixes & (P_REP | P_REPNE)) && !(f->prefix_use & PU_REPEATS)) ||
+        (has_redundant_prefix(t, i, 1) || ((i->prefixes & (P_REP | P_REPNE)) && !(f->prefix_use & PU_REPEATS)) ||
          ((i->prefixes & P_66) && (f->prefix_use & PU_BRANCH66) && (i->rex & 8)) ||
          ((i->prefixes & P_66) && (f->classes & C_NOP) && i->mem && !nacl_nopw(c, i->length))))
         REFUSE(SIEVE_SANDBOX_FORBIDDEN);
@@ -692,8 +711,9 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
     }
     if (facts & SIEVE_F_INDIRECT) {
         int reg = (i->modrm & 7) | i->vb << 3;
-        if (i->mem || nprev < 2 || reg == 15 || !is_mask(s->code + prev[nprev - 2], (int)(prev[nprev - 1] - prev[nprev - 2]), reg, t->bundle_size) ||
-            !is_add_r15(s->code + prev[nprev - 1], (int)(at - prev[nprev - 1]), reg)) {
+        if (nprev >= 2) { earlier(s, prev[nprev - 2], mask); earlier(s, prev[nprev - 1], add); }
+        if (i->mem || nprev < 2 || reg == 15 || !is_mask(mask, (int)(prev[nprev - 1] - prev[nprev - 2]), reg, t->bundle_size) ||
+            !is_add_r15(add, (int)(at - prev[nprev - 1]), reg)) {
             REFUSE(SIEVE_UNSAFE_INDIRECT_BRANCH);
         } else {
             mark(s, prev[nprev - 1], 0); mark(s, at, 0);
@@ -703,15 +723,15 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
     if ((facts & SIEVE_F_DIRECT) && i->imm_size && (facts & SIEVE_F_CALL)) call_alignment(s, at + (size_t)i->length, i, at);
     if (facts & (SIEVE_F_RSI | SIEVE_F_RDI)) {
         static const uint8_t lea_rsi[4] = {0x49, 0x8D, 0x34, 0x37}, lea_rdi[4] = {0x49, 0x8D, 0x3C, 0x3F};
-        int need = ((facts & SIEVE_F_RSI) ? 2 : 0) + ((facts & SIEVE_F_RDI) ? 2 : 0), ok = nprev >= need, q = nprev - need, step = 0;
-        for (; ok && step < need; step++) {
-            int rdi = (facts & SIEVE_F_RSI) ? step >= 2 : 1, lea = step % 2;
-            const uint8_t *pc = s->code + prev[q + step];
-            int pl = (int)(prev[q + step + 1] - prev[q + step]);
+        int need = ((facts & SIEVE_F_RSI) ? 2 : 0) + ((facts & SIEVE_F_RDI) ? 2 : 0), ok = nprev >= need, q, step = 0;
+        for (; ok && step < need; step++) {   /* q: the step-th of the need instructions before this one */
+            int rdi = (facts & SIEVE_F_RSI) ? step >= 2 : 1, lea = step % 2, pl;
+            if ((q = nprev - need + step) < 0 || q >= nprev) break;   /* never: nprev >= need (the bound for the proof) */
+            earlier(s, prev[q], pc); pl = (int)(prev[q + 1] - prev[q]);
             ok = lea ? (pl == 4 && memcmp(pc, rdi ? lea_rdi : lea_rsi, 4) == 0) : is_mov_self(pc, pl, rdi ? 0xFF : 0xF6);
         }
-        if (!ok) REFUSE(SIEVE_STRING_OUTSIDE_SEQUENCE);
-        else { for (step = 1; step < need; step++) mark(s, prev[q + step], 0); mark(s, at, 0); }
+        if (!ok || step < need) REFUSE(SIEVE_STRING_OUTSIDE_SEQUENCE);
+        else { for (step = 1; step < need; step++) if ((q = nprev - need + step) >= 0 && q < nprev) mark(s, prev[q], 0); mark(s, at, 0); }
     }
 #undef REFUSE
     return restricts;
@@ -725,7 +745,7 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
    The tables come in as locals (fast_t): a byte store to the jump-target map may alias anything else. */
 typedef struct {
     const struct sieve_entry *entries; const struct sieve_pattern *patterns; const uint32_t *modrm;
-    uint8_t *valid; branch_t *branches; size_t nbranches; uint64_t base, bundle_mask;
+    uint8_t *valid; branch_t *branches; size_t nbranches, capacity; uint64_t base, bundle_mask;
 } fast_t;
 
 /* %rsp, %rbp, %r15: a base register the sandbox allows, and registers the fast path leaves to check when written. */
@@ -798,7 +818,7 @@ static SIEVE_INLINE int fast_step(const fast_t *y, size_t *nbranches, const uint
         if (!((SANDBOX_REGS >> base) & 1) || (index >= 0 && index != pending)) return 0;
     }
     x.valid[at >> 3] |= (uint8_t)((index < 0) << (at & 7));   /* a new instruction start: its bit is still clear */
-    if ((q & SIEVE_Q_DIRECT) && pt->imm) direct_branch(&x.branches[(*nbranches)++], at, length, pt->form, c + length - pt->imm, pt->imm);
+    if ((q & SIEVE_Q_DIRECT) && pt->imm) direct_branch(&x.branches[(*nbranches)++], at, length, pt->form, c + i + n, pt->imm);
     *restricts = r;
     return length;
 }
@@ -810,24 +830,70 @@ static SIEVE_NOINLINE size_t fast_run(fast_t *xp, const uint8_t *code, size_t at
     const fast_t x = *xp;   /* a copy no store to the jump-target map can alias */
     size_t nbranches = x.nbranches;
     int r = *restricted, n = *nprev, length;
-    while (at < end && (length = fast_step(&x, &nbranches, code + at, at, bundle_end - at, r, &r)) != 0) { prev[n++] = at; at += (size_t)length; }
+    /* the bounds on n and nbranches never stop it (a bundle has at most SIEVE_MAX_BUNDLE instructions, capacity is room
+       for every direct branch): they are for the proof */
+    while (at < end && n < SIEVE_MAX_BUNDLE && nbranches < x.capacity &&
+           (length = fast_step(&x, &nbranches, code + at, at, bundle_end - at, r, &r)) != 0) { prev[n++] = at; at += (size_t)length; }
     prev[n] = at;
     *restricted = r; *nprev = n; xp->nbranches = nbranches;
     return at;
 }
 
+/* The sandbox pass over s's code, with s->valid a jump-target map of size / 8 + 1 bytes and room for capacity direct
+   branches in branches (a direct branch takes 2 bytes or more: size / 2 + 1 is room for all). */
+static void sandbox_pass(pass_t *s, branch_t *branches, size_t capacity) {
+    const struct sieve_tables *t = s->t; const uint8_t *code = s->code;
+    const uint64_t base = s->base, bundle_mask = t->bundle_size - 1;
+    const size_t size = s->size, fast_end = t->full_path_only || size < 32 ? 0 : size - 31;   /* the fast path reads 32 bytes ahead */
+    size_t at = 0, k, prev[SIEVE_MAX_BUNDLE + 1] = {0};
+    insn_t i; fast_t x;
+    x.entries = t->entries; x.patterns = t->patterns; x.modrm = t->modrm; x.valid = s->valid; x.branches = branches;
+    x.nbranches = 0; x.capacity = capacity; x.base = base; x.bundle_mask = bundle_mask;
+    if (base & bundle_mask) emit(s, SIEVE_LAYOUT, 0, 0, -1, -1, 0);
+    while (at < size) {
+        /* prev: the bundle's instruction starts so far, and the next one's (check reads lengths off them) */
+        size_t bundle_end = at + t->bundle_size - (size_t)((base + at) & bundle_mask);
+        int nprev = 0, restricted = -1;
+        if (bundle_end > size) bundle_end = size;
+        while (at < bundle_end && nprev < SIEVE_MAX_BUNDLE) {   /* a bundle has at most SIEVE_MAX_BUNDLE instructions */
+            at = fast_run(&x, code, at, bundle_end < fast_end ? bundle_end : fast_end, bundle_end, &restricted, prev, &nprev);
+            if (at >= bundle_end || nprev >= SIEVE_MAX_BUNDLE) break;
+            prev[nprev] = at;
+            if (!decode(t, code, at, size + s->beyond, &i)) { emit(s, SIEVE_INVALID, at, 1, -1, -1, 0); at = bundle_end; break; }
+            if (at + (size_t)i.length > bundle_end) {   /* bundle_end is at most size */
+                emit(s, SIEVE_BUNDLE_CROSSING, at, i.length, i.form, -1, 0); at = bundle_end; break;
+            }
+            mark(s, at, 1);
+            if (t->forms[i.form].facts & SIEVE_F_DIRECT && i.imm_size && !i.refused && x.nbranches < capacity)
+                direct_branch(&branches[x.nbranches++], at, i.length, i.form, i.bytes + i.imm_off, i.imm_size);
+            restricted = i.refused ? (policy_check(s, &i, at), -1) : check(s, &i, at, restricted, prev, nprev);
+            nprev++;
+            at += (size_t)i.length;
+            prev[nprev] = at;
+        }
+        s->instructions += (size_t)nprev;
+        if ((restricted == 4 || restricted == 5) && nprev)
+            emit(s, SIEVE_STACK_POINTER_WRITE, prev[nprev - 1], (int)(prev[nprev] - prev[nprev - 1]), -1, -1, 0);
+        if (at < bundle_end) at = bundle_end;
+    }
+    for (k = 0; k < x.nbranches && k < capacity; k++) {
+        int64_t target = branches[k].target;
+        uint64_t to = base + (uint64_t)target;
+        if (target >= 0 && (uint64_t)target < size ? !(s->valid[target >> 3] >> (target & 7) & 1) : (to & bundle_mask) || to < s->lo || to > s->hi)
+            emit(s, SIEVE_BAD_JUMP_TARGET, branches[k].from, branches[k].length, branches[k].form, -1, 0);
+    }
+}
+
 SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
                                      const struct sieve_place *place, sieve_report_fn report, void *ctx, size_t *instructions) {
-    const uint64_t bundle_mask = t->bundle_size - 1;
-    /* the fast path reads 32 bytes ahead: it takes instructions that start before fast_end */
-    const size_t fast_end = t->full_path_only || size < 32 ? 0 : size - 31;
-    pass_t s; insn_t i; fast_t x; size_t at = 0, k;
+    const size_t room = size < 1024 ? 1024 : size;   /* below 1 KiB of code, one size to allocate (also for the proof) */
+    pass_t s; insn_t i; size_t at = 0;
     branch_t *branches;
     if (instructions) *instructions = 0;
     s.t = t; s.code = code; s.instructions = 0; s.size = size; s.base = base; s.report = report; s.ctx = ctx; s.count = 0;
     if (t->model_none) {
         while (at < size) {
-            if (!decode(t, code + at, size - at, &i)) { emit(&s, SIEVE_INVALID, at, 1, -1, -1, 0); at++; continue; }
+            if (!decode(t, code, at, size, &i)) { emit(&s, SIEVE_INVALID, at, 1, -1, -1, 0); at++; continue; }
             policy_check(&s, &i, at);
             at += (size_t)i.length;
             s.instructions++;
@@ -836,44 +902,10 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
         return s.count;
     }
     s.lo = place ? place->lo : 0; s.hi = place ? place->hi : ~(uint64_t)0; s.beyond = place ? place->beyond : 0;
-    s.valid = place && place->targets ? (uint8_t *)memset(place->targets, 0, size / 8 + 1) : (uint8_t *)calloc(size / 8 + 1, 1);
-    branches = (branch_t *)malloc((size / 2 + 1) * sizeof *branches);
+    s.valid = place && place->targets ? (uint8_t *)memset(place->targets, 0, size / 8 + 1) : (uint8_t *)calloc(room / 8 + 1, 1);
+    branches = (branch_t *)calloc(room / 2 + 1, sizeof *branches);
     if (!s.valid || !branches) { if (!place || !place->targets) free(s.valid); free(branches); emit(&s, SIEVE_INVALID, 0, 0, -1, -1, 0); return s.count; }
-    x.entries = t->entries; x.patterns = t->patterns; x.modrm = t->modrm; x.valid = s.valid; x.branches = branches;
-    x.nbranches = 0; x.base = base; x.bundle_mask = bundle_mask;
-    if (base & bundle_mask) emit(&s, SIEVE_LAYOUT, 0, 0, -1, -1, 0);
-    while (at < size) {
-        /* prev: the bundle's instruction starts so far, and the next one's (check reads lengths off them) */
-        size_t bundle_end = at + t->bundle_size - (size_t)((base + at) & bundle_mask), prev[SIEVE_MAX_BUNDLE + 1];
-        int nprev = 0, restricted = -1;
-        if (bundle_end > size) bundle_end = size;
-        while (at < bundle_end) {
-            at = fast_run(&x, code, at, bundle_end < fast_end ? bundle_end : fast_end, bundle_end, &restricted, prev, &nprev);
-            if (at >= bundle_end) break;
-            prev[nprev] = at;
-            if (!decode(t, code + at, size - at + s.beyond, &i)) { emit(&s, SIEVE_INVALID, at, 1, -1, -1, 0); at = bundle_end; break; }
-            if (at + (size_t)i.length > bundle_end) {   /* bundle_end is at most size */
-                emit(&s, SIEVE_BUNDLE_CROSSING, at, i.length, i.form, -1, 0); at = bundle_end; break;
-            }
-            mark(&s, at, 1);
-            if (t->forms[i.form].facts & SIEVE_F_DIRECT && i.imm_size && !i.refused)
-                direct_branch(&branches[x.nbranches++], at, i.length, i.form, code + at + i.imm_off, i.imm_size);
-            restricted = i.refused ? (policy_check(&s, &i, at), -1) : check(&s, &i, at, restricted, prev, nprev);
-            nprev++;
-            at += (size_t)i.length;
-            prev[nprev] = at;
-        }
-        s.instructions += (size_t)nprev;
-        if ((restricted == 4 || restricted == 5) && nprev)
-            emit(&s, SIEVE_STACK_POINTER_WRITE, prev[nprev - 1], (int)(prev[nprev] - prev[nprev - 1]), -1, -1, 0);
-        if (at < bundle_end) at = bundle_end;
-    }
-    for (k = 0; k < x.nbranches; k++) {
-        int64_t target = branches[k].target;
-        uint64_t to = base + (uint64_t)target;
-        if (target >= 0 && (uint64_t)target < size ? !(s.valid[target >> 3] >> (target & 7) & 1) : (to & bundle_mask) || to < s.lo || to > s.hi)
-            emit(&s, SIEVE_BAD_JUMP_TARGET, branches[k].from, branches[k].length, branches[k].form, -1, 0);
-    }
+    sandbox_pass(&s, branches, room / 2 + 1);
     if (!place || !place->targets) free(s.valid);
     free(branches);
     if (instructions) *instructions = s.instructions;
@@ -884,7 +916,7 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
 SIEVE_CORE_API int sieve_core_decode(const struct sieve_tables *t, const uint8_t *code, size_t size, sieve_layout *l) {
     insn_t i; int vec, end;
     memset(l, 0, sizeof *l); l->form = -1;
-    if (!decode(t, code, size, &i)) return 0;
+    if (!decode(t, code, 0, size, &i)) return 0;
     vec = i.table >= 5; end = i.has_modrm ? i.modrm_at : i.imm_off;   /* the opcode byte is just before */
     l->length = i.length; l->form = i.form; l->refused = i.refused; l->prefixes = i.prefix_count; l->imm_at = i.imm_off;
     l->imm_size = i.imm_size; l->memory = i.mem; l->encoding = i.table == 4 ? 4 : !vec ? 0 : i.table <= 7 ? 1 : i.table <= 12 ? 2 : 3;

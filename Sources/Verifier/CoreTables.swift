@@ -205,6 +205,11 @@ final class CoreTableStorage: @unchecked Sendable {
         root.rewrites = keep(tables.rewrites)
         root.rewrite_count = UInt32(tables.rewrites.count)
         root.form_count = UInt32(tables.forms.count)
+        root.pattern_count = UInt32(tables.patterns.count)
+        root.instance_rule_count = UInt32(tables.instanceRules.count)
+        root.conditional_count = UInt32(tables.conditional.count)
+        root.rule_register_count = UInt32(tables.ruleRegisters.count)
+        root.implicit_register_count = UInt32(tables.implicitRegisters.count)
         root.reason_count = UInt32(tables.reasonKinds.count)
         root.bundle_size = tables.bundleSize
         root.model_none = tables.modelNone ? 1 : 0

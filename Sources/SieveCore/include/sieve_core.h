@@ -186,6 +186,9 @@ struct sieve_tables {
     const uint8_t *reason_kinds;                   /* the finding kind of each model refusal (form.forbidden - 1) */
     const struct sieve_rewrite *rewrites;          /* sorted by form */
     uint32_t form_count, reason_count, rewrite_count;
+    /* The other arrays' lengths: the core checks every index it reads from a table against them (no verdict depends
+       on it, CoreTables makes the indices valid; the proof of the core needs no other fact about the tables). */
+    uint32_t pattern_count, instance_rule_count, conditional_count, rule_register_count, implicit_register_count;
     uint32_t bundle_size;                          /* a power of two, at most SIEVE_MAX_BUNDLE */
     uint8_t model_none;                            /* 1: the policy and the decoder only, no sandbox rules */
     uint8_t calls_must_align;                      /* 1: a call not ending its bundle is a finding, 0: a warning */
