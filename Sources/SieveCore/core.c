@@ -182,6 +182,8 @@ static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *in, 
 
 /* ---- policy: the per-form decision, instance rules for the rest ---------------------------- */
 
+/*@ requires \valid_read(i) && \valid_read(f);
+    assigns \nothing; */
 static int rex_bit_used(const insn_t *i, const struct sieve_form *f, uint8_t rex) {
     unsigned u = f->prefix_use;
     if ((u & 0x1000) && ((!i->has_modrm && (i->opcode & 7) >= 4 && (u & 0x800)) ||
@@ -195,6 +197,8 @@ static int rex_bit_used(const insn_t *i, const struct sieve_form *f, uint8_t rex
 }
 
 /* Whether prefix byte b (the last of its group) has an effect on this instruction. */
+/*@ requires \valid_read(i) && \valid_read(f);
+    assigns \nothing; */
 static int prefix_effective(const insn_t *i, const struct sieve_form *f, uint8_t b) {
     unsigned u = f->prefix_use;
     int memory = i->mem || (u & 4);
@@ -241,6 +245,8 @@ static int nacl_nopw(const uint8_t *c, int n) {
            (n == 9 && memcmp(c, "\x66\x0f\x1f\x84\x00\x00\x00\x00\x00", 9) == 0);
 }
 
+/*@ requires 0 <= file < 32 && -1 <= number < 32;
+    assigns \nothing; */
 static int register_id(int file, int number, int rex) {
     if (file == 1 && number >= 4 && number < 8 && !rex) return 15 * 32 + number;  /* AH..BH */
     if (file == 5 || file == 9 || file == 10 || file == 11) number &= 7;
@@ -314,7 +320,9 @@ typedef struct {
     uint8_t *valid;   /* a bit per byte of code, 1: a direct jump may land here */
 } pass_t;
 /* (at is in the code: the bound is for the proof) */
-static void mark(pass_t *s, size_t at, int valid) { if (at < s->size) s->valid[at >> 3] = (uint8_t)((s->valid[at >> 3] & ~(1u << (at & 7))) | (unsigned)(valid != 0) << (at & 7)); }
+/*@ requires \valid_read(s) && \valid(s->valid + (0 .. s->size / 8));
+    assigns s->valid[0 .. s->size / 8]; */
+static void mark(pass_t *s, size_t at, int valid) { if (at < s->size) s->valid[at / 8] = (uint8_t)((s->valid[at / 8] & ~(1u << at % 8)) | (unsigned)(valid != 0) << at % 8); }
 
 static void emit(pass_t *s, int kind, size_t offset, int length, int form, int rule, int warning) {
     sieve_finding f;
@@ -364,31 +372,45 @@ static int special(const uint8_t *c, int n) {
 }
 
 /* The first 4 bytes of an earlier instruction (zero past the code): the sanctioned sequences' members are that short. */
+/*@ requires \valid_read(s) && \valid_read(s->code + (0 .. s->size - 1)) && \valid(w + (0 .. 3));
+    requires \separated(w + (0 .. 3), s);
+    assigns w[0 .. 3]; */
 static void earlier(const pass_t *s, size_t from, uint8_t w[4]) {
+    /*@ loop invariant 0 <= k <= 4;
+        loop assigns k, pos, w[0 .. 3];
+        loop variant 4 - k; */
     for (size_t k = 0, pos = from; k < 4; k++, pos++) w[k] = pos < s->size ? s->code[pos] : 0;
 }
 
+/*@ requires \valid_read(c + (0 .. 3)) && 0 <= reg < 16;
+    assigns \nothing; */
 static int is_mask(const uint8_t *c, int n, int reg, uint32_t bundle_size) {
     if (n == 4) { if ((c[0] & 0xF0) != 0x40 || (c[0] & 8) || (c[0] & 1) != (reg >> 3)) return 0; c++; n--; }
     else if (reg >= 8) return 0;
     return n == 3 && c[0] == 0x83 && c[1] == (0xE0 | (reg & 7)) && c[2] == (uint8_t)(256 - bundle_size);
 }
 
+/*@ requires \valid_read(c + (0 .. 3)) && 0 <= reg < 16;
+    assigns \nothing; */
 static int is_add_r15(const uint8_t *c, int n, int reg) {
     if (n != 3 || (c[0] & 0xF8) != 0x48) return 0;
     if (c[1] == 0x01) return (c[0] & 4) && (c[0] & 1) == (reg >> 3) && c[2] == (0xF8 | (reg & 7));
-    if (c[1] == 0x03) return (c[0] & 1) && ((c[0] >> 2) & 1) == (reg >> 3) && c[2] == (0xC7 | (reg & 7) << 3);
+    if (c[1] == 0x03) return (c[0] & 1) && ((c[0] >> 2) & 1) == (reg >> 3) && c[2] == (0xC7u | (unsigned)(reg & 7) << 3);
     return 0;
 }
 
+/*@ requires \valid_read(c + (0 .. 3));
+    assigns \nothing; */
 static int is_mov_self(const uint8_t *c, int n, uint8_t modrm) {
     if (n == 3 && c[0] == 0x42) { c++; n--; }
     return n == 2 && (c[0] == 0x89 || c[0] == 0x8B) && c[1] == modrm;
 }
 
 /* A direct branch at code[at..at+length) whose displacement is the size bytes at p, into *b. */
+/*@ requires \valid(b) && \valid_read(p + (0 .. 3)) && at <= 0x7fffffffffff0000 && 0 <= length <= 64;
+    assigns *b; */
 static SIEVE_INLINE void direct_branch(branch_t *b, size_t at, int length, int form, const uint8_t *p, int size) {
-    int64_t d = size == 1 ? (int8_t)p[0] : size == 2 ? (int16_t)(uint16_t)(p[0] | p[1] << 8)
+    int64_t d = size == 1 ? (int8_t)p[0] : size == 2 ? (int16_t)(uint16_t)(p[0] | (unsigned)p[1] << 8)
         : (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
     b->from = at; b->length = length; b->form = form; b->target = (int64_t)at + length + d;
 }

@@ -115,6 +115,49 @@ public struct CoreTables: Sendable {
         modelNone = compiled.model == .none
         callsMustAlign = compiled.callAlignment == .refuse
         precondition(compiled.bundleSize.nonzeroBitCount == 1 && compiled.bundleSize <= Int(SIEVE_MAX_BUNDLE), "bundle size \(compiled.bundleSize)")
+        let broken = Self.invariantViolations(entries: entries, patterns: patterns, modrm: modrm, forms: forms, instanceRules: instanceRules,
+                                              conditional: conditional, ruleRegisters: ruleRegisters, implicitRegisters: implicitRegisters,
+                                              reasonKinds: reasonKinds)
+        precondition(broken.isEmpty, "the core's tables break their invariants: \(broken.prefix(5).joined(separator: "; "))")
+    }
+
+    // MARK: - What the core assumes of its tables
+
+    /// The facts about the tables that the core's verdicts rely on (Scripts/prove's proof needs none of them: the core
+    /// checks every index against the counts in `sieve_tables`; these make those checks never fail). Empty: all hold.
+    ///  - 16 opcode maps of 256 entries; every entry's pattern lists start inside the patterns and end in a catch-all
+    ///    (allowed: every bit) at or before the last pattern; every pattern's form is a form or SIEVE_NO_FORM;
+    ///  - a ModRM entry counts at most 5 bytes after it (SIB and disp32: the core reads it with & 7);
+    ///  - a form's immediate is at most 8 bytes, its instance rules, implicit registers and refusal reason are in their
+    ///    tables, and so are each instance rule's registers.
+    public static func invariantViolations(entries: [sieve_entry], patterns: [sieve_pattern], modrm: [UInt32], forms: [sieve_form],
+                                           instanceRules: [sieve_instance_rule], conditional: [UInt16], ruleRegisters: [Int16],
+                                           implicitRegisters: [Int16], reasonKinds: [UInt8]) -> [String] {
+        var broken: [String] = []
+        if entries.count != 16 * 256 { broken.append("\(entries.count) entries, not 16 maps of 256") }
+        if modrm.count != 256 { broken.append("\(modrm.count) ModRM entries") }
+        for (k, e) in entries.enumerated() {
+            for start in [e.start.0, e.start.1, e.start.2] {
+                if !patterns[min(Int(start), patterns.count)...].contains(where: { $0.allowed == ~0 }) {
+                    broken.append("entry \(k): the patterns from \(start) have no catch-all")
+                }
+            }
+        }
+        for (k, p) in patterns.enumerated() where p.form != PatternLists.noForm && Int(p.form) >= forms.count {
+            broken.append("pattern \(k): form \(p.form) of \(forms.count)")
+        }
+        for (k, m) in modrm.enumerated() where (m >> 24) & 15 > 5 { broken.append("ModRM \(k): \((m >> 24) & 15) bytes after it") }
+        for (k, f) in forms.enumerated() {
+            if f.imm_bytes > 8 { broken.append("form \(k): a \(f.imm_bytes)-byte immediate") }
+            if Int(f.conditional_start) + Int(f.conditional_count) > conditional.count { broken.append("form \(k): instance rules past the end") }
+            if Int(f.implicit_start) + Int(f.implicit_count) > implicitRegisters.count { broken.append("form \(k): implicit registers past the end") }
+            if Int(f.forbidden) > reasonKinds.count { broken.append("form \(k): refusal \(f.forbidden) of \(reasonKinds.count)") }
+        }
+        for (k, c) in conditional.enumerated() where Int(c) >= instanceRules.count { broken.append("conditional \(k): rule \(c) of \(instanceRules.count)") }
+        for (k, r) in instanceRules.enumerated() where Int(r.register_start) + Int(r.register_count) > ruleRegisters.count {
+            broken.append("instance rule \(k): registers past the end")
+        }
+        return broken
     }
 
     // MARK: - Encodings of the instance rules (the core's `instance_matches`)
