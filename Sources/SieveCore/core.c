@@ -213,15 +213,21 @@ static int prefix_effective(const insn_t *i, const struct sieve_form *f, uint8_t
         if (u & 64) return b == 0x2E || b == 0x3E;
         return b == 0x3E && (u & 128);
     case 0x64: case 0x65: return memory;
-    default: return b == i->rex && rex_bit_used(i, f, b);
+    default: if (b == i->rex) return rex_bit_used(i, f, b);   /* (a statement of its own: WP proves it) */
     }
+    return 0;
 }
 
 /* Whether a prefix is redundant; legacy_only: ignore REX bytes (NaCl admits optional REX bits). */
+/*@ requires \valid_read(t) && \valid_read(i) && i->form < t->form_count && \valid_read(t->forms + i->form) && i->prefix_count <= 15;
+    assigns \nothing; */
 static int has_redundant_prefix(const struct sieve_tables *t, const insn_t *i, int legacy_only) {
     const struct sieve_form *f = &t->forms[i->form];
     unsigned seen = 0, g;
     int k;
+    /*@ loop invariant -1 <= k < i->prefix_count;
+        loop assigns k, seen, g;
+        loop variant k + 1; */
     for (k = i->prefix_count - 1; k >= 0; k--) {
         uint8_t b = i->bytes[k];
         g = b == 0xF0 ? 1u : (b == 0xF2 || b == 0xF3) ? 2u : (b == 0x66) ? 8u : (b == 0x67) ? 16u : (b & 0xF0) == 0x40 ? 32u : 4u;
@@ -671,8 +677,7 @@ static void sandbox_pass(pass_t *s, branch_t *branches, size_t capacity) {
 SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
                                      const struct sieve_place *place, sieve_report_fn report, void *ctx, size_t *instructions) {
     const size_t room = size < 1024 ? 1024 : size;   /* below 1 KiB of code, one size to allocate (also for the proof) */
-    pass_t s; insn_t i; size_t at = 0;
-    branch_t *branches;
+    pass_t s; insn_t i; size_t at = 0; branch_t *branches;
     if (instructions) *instructions = 0;
     s.t = t; s.code = code; s.instructions = 0; s.size = size; s.base = base; s.report = report; s.ctx = ctx; s.count = 0;
     if (t->model_none) {
