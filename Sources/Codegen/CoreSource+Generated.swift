@@ -463,7 +463,7 @@ static int has_redundant_prefix(const struct sieve_tables *t, const insn_t *i, i
     const struct sieve_form *f = &t->forms[i->form];
     unsigned seen = 0, g;
     int k;
-    /*@ loop invariant -1 <= k < i->prefix_count;
+    /*@ loop invariant -1 <= k < 15;
         loop assigns k, seen, g;
         loop variant k + 1; */
     for (k = i->prefix_count - 1; k >= 0; k--) {
