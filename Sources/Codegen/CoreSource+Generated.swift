@@ -295,8 +295,8 @@ enum { PU_REPEATS = 8, PU_BRANCH66 = 0x2000 };   /* DecoderTables.PrefixUse: F2/
 #define MODRM_BYTES(m, sib) ((int)(((m) >> 24) & 7) + (((m) & SIEVE_M_SIB_NO_BASE5) && ((sib) & 7) == 5 ? 4 : 0))
 
 /* Decodes the instruction at in[at..limit) into *o. Returns 0 (invalid) or 1. Never reads past limit: the bytes
-   are copied into o->bytes, zero-padded near the end, so that no read below needs a bounds check (none goes
-   beyond index 30) and one length check decides truncation (every byte read counts in it). */
+   are copied into o->bytes, zero-padded near the end, so that no read below needs a bounds check (every index
+   stays below 40) and one length check decides truncation (every byte read counts in it). */
 static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *in, size_t at, size_t limit, insn_t *o) {
     uint8_t rex = 0, last_rep = 0, b, op = 0, modrm = 0; const uint8_t *code = o->bytes;
     size_t avail = limit - at, k; unsigned p = 0, bit, sel;
