@@ -299,9 +299,8 @@ enum { PU_REPEATS = 8, PU_BRANCH66 = 0x2000 };   /* DecoderTables.PrefixUse: F2/
    stays below 40) and one length check decides truncation (every byte read counts in it). */
 static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *in, size_t at, size_t limit, insn_t *o) {
     uint8_t rex = 0, last_rep = 0, b, op = 0, modrm = 0; const uint8_t *code = o->bytes;
-    size_t avail = limit - at, k; unsigned p = 0, bit, sel;
+    size_t avail = limit - at, k; unsigned p = 0, bit, sel; const struct sieve_entry *e; const struct sieve_form *f; uint64_t key;
     int i = 0, end = avail < 15 ? (int)avail : 15, table = 0, vec = 0, evex = 0, taken, imm, form;
-    const struct sieve_entry *e; const struct sieve_form *f; uint64_t key;
     memset(o, 0, sizeof *o);
     if (at + sizeof o->bytes <= limit) memcpy(o->bytes, in + at, sizeof o->bytes);
     else for (k = 0; k < sizeof o->bytes; k++) { size_t pos = at + k; o->bytes[k] = pos < limit ? in[pos] : 0; }
@@ -475,18 +474,29 @@ static int has_redundant_prefix(const struct sieve_tables *t, const insn_t *i, i
     return 0;
 }
 
+/* Whether the n bytes at a are those of the string b (memcmp's == 0, in terms WP proves). */
+/*@ requires 0 <= n <= 15 && \valid_read(a + (0 .. n - 1)) && \valid_read(b + (0 .. n - 1));
+    assigns \nothing; */
+static int same(const uint8_t *a, const char *b, int n) {
+    int k = 0;
+    /*@ loop invariant 0 <= k <= n; loop assigns k; loop variant n - k; */
+    while (k < n && a[k] == (uint8_t)b[k]) k++;
+    return k == n;
+}
+
 /* NaCl's padding NOPs: 66{1,6} 2E 0F 1F 84 00 00 00 00 00. */
+/*@ requires 0 <= n <= 15 && \valid_read(c + (0 .. n - 1));
+    assigns \nothing; */
 static int nacl_nop(const uint8_t *c, int n) {
-    int k = n - 9, a;
-    if (k < 1 || k > 6) return 0;
-    for (a = 0; a < k; a++) if (c[a] != 0x66) return 0;
-    return memcmp(c + k, "\x2e\x0f\x1f\x84\x00\x00\x00\x00\x00", 9) == 0;
+    int k = n - 9;
+    return k >= 1 && k <= 6 && same(c, "\x66\x66\x66\x66\x66\x66", k) && same(c + k, "\x2e\x0f\x1f\x84\x00\x00\x00\x00\x00", 9);
 }
 
 /* NaCl's other 66-prefixed NOPs with a memory operand (nops.def): nopw 0(%rax,%rax,1), 6 and 9 bytes. */
+/*@ requires \valid_read(c + (0 .. 8));
+    assigns \nothing; */
 static int nacl_nopw(const uint8_t *c, int n) {
-    return (n == 6 && memcmp(c, "\x66\x0f\x1f\x44\x00\x00", 6) == 0) ||
-           (n == 9 && memcmp(c, "\x66\x0f\x1f\x84\x00\x00\x00\x00\x00", 9) == 0);
+    return (n == 6 && same(c, "\x66\x0f\x1f\x44\x00\x00", 6)) || (n == 9 && same(c, "\x66\x0f\x1f\x84\x00\x00\x00\x00\x00", 9));
 }
 
 /*@ requires 0 <= file < 32 && -1 <= number < 32;
@@ -595,6 +605,8 @@ static int policy_check(pass_t *s, const insn_t *i, size_t at) {
 }
 
 /* 1 stack move, 2 re-base of %rsp, 3 re-base of %rbp (NaCl's sanctioned forms), 0 none. */
+/*@ requires 0 <= n <= 15 && \valid_read(c + (0 .. n - 1));
+    assigns \nothing; */
 static int special(const uint8_t *c, int n) {
     uint8_t r, o, m;
     if (n < 3) return 0;
@@ -610,7 +622,7 @@ static int special(const uint8_t *c, int n) {
     if (n == 4 && r == 0x48 && o == 0x83 && m == 0xE4) return c[3] >= 0x80;
     /* lea (%rsp|%rbp,%r15,1) with no or a zero displacement */
     if (r != 0x4A || o != 0x8D || (n != 4 && n != 5 && n != 8) || (n == 4 ? m != 0x24 : n == 5 ? c[4] || (m != 0x64 && m != 0x6C)
-        : memcmp(c + 4, "\0\0\0\0", 4) || (m != 0xA4 && m != 0xAC)))
+        : (c[4] | c[5] | c[6] | c[7]) || (m != 0xA4 && m != 0xAC)))
         return 0;
     return c[3] == 0x3C && (m & 0x38) == 0x20 ? 2 : c[3] == 0x3D && (m & 0x38) == 0x28 ? 3 : 0;
 }
@@ -750,13 +762,12 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
     }
     if ((facts & SIEVE_F_DIRECT) && i->imm_size && (facts & SIEVE_F_CALL)) call_alignment(s, at + (size_t)i->length, i, at);
     if (facts & (SIEVE_F_RSI | SIEVE_F_RDI)) {
-        static const uint8_t lea_rsi[4] = {0x49, 0x8D, 0x34, 0x37}, lea_rdi[4] = {0x49, 0x8D, 0x3C, 0x3F};
         int need = ((facts & SIEVE_F_RSI) ? 2 : 0) + ((facts & SIEVE_F_RDI) ? 2 : 0), ok = nprev >= need, q, step = 0;
         for (; ok && step < need; step++) {   /* q: the step-th of the need instructions before this one */
             int rdi = (facts & SIEVE_F_RSI) ? step >= 2 : 1, lea = step % 2, pl;
             if ((q = nprev - need + step) < 0 || q >= nprev) break;   /* never: nprev >= need (the bound for the proof) */
             earlier(s, prev[q], pc); pl = (int)(prev[q + 1] - prev[q]);
-            ok = lea ? (pl == 4 && memcmp(pc, rdi ? lea_rdi : lea_rsi, 4) == 0) : is_mov_self(pc, pl, rdi ? 0xFF : 0xF6);
+            ok = lea ? (pl == 4 && same(pc, rdi ? "\x49\x8D\x3C\x3F" : "\x49\x8D\x34\x37", 4)) : is_mov_self(pc, pl, rdi ? 0xFF : 0xF6);
         }
         if (!ok || step < need) REFUSE(SIEVE_STRING_OUTSIDE_SEQUENCE);
         else { for (step = 1; step < need; step++) if ((q = nprev - need + step) >= 0 && q < nprev) mark(s, prev[q], 0); mark(s, at, 0); }
@@ -873,8 +884,7 @@ static void sandbox_pass(pass_t *s, branch_t *branches, size_t capacity) {
     const struct sieve_tables *t = s->t; const uint8_t *code = s->code;
     const uint64_t base = s->base, bundle_mask = t->bundle_size - 1;
     const size_t size = s->size, fast_end = t->full_path_only || size < 32 ? 0 : size - 31;   /* the fast path reads 32 bytes ahead */
-    size_t at = 0, k, prev[SIEVE_MAX_BUNDLE + 1] = {0};
-    insn_t i; fast_t x;
+    size_t at = 0, k, prev[SIEVE_MAX_BUNDLE + 1] = {0}; insn_t i; fast_t x;
     x.entries = t->entries; x.patterns = t->patterns; x.modrm = t->modrm; x.valid = s->valid; x.branches = branches;
     x.nbranches = 0; x.capacity = capacity; x.base = base; x.bundle_mask = bundle_mask;
     if (base & bundle_mask) emit(s, SIEVE_LAYOUT, 0, 0, -1, -1, 0);
