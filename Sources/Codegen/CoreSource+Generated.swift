@@ -358,8 +358,8 @@ static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *in, 
     if (k >= t->pattern_count || (form = t->patterns[k].form) >= (int)t->form_count) return 0;
     f = &t->forms[form];
     imm = f->imm_bytes + (f->moffs ? ((p & P_67) ? 4 : 8) : 0);
-    if (i > end || i + imm > end) return 0;
-    o->imm_off = (uint8_t)i; o->imm_size = (uint8_t)imm; i += imm;
+    o->imm_off = (uint8_t)i; o->imm_size = (uint8_t)imm;
+    if ((i += imm) > end) return 0;
     if (table == 4 && i > 0) { o->imm_off = (uint8_t)(i - 1); o->imm_size = 1; }   /* (i > 0: for the proof) */
     if ((p & P_LOCK) && !((f->classes & C_LOCK) && o->mem)) return 0;
     if ((f->classes & C_NO66) && (p & P_66)) return 0;
@@ -479,13 +479,13 @@ static int has_redundant_prefix(const struct sieve_tables *t, const insn_t *i, i
     assigns \nothing; */
 static int same(const uint8_t *a, const char *b, int n) {
     int k = 0;
-    /*@ loop invariant 0 <= k <= n; loop assigns k; loop variant n - k; */
+    /*@ loop invariant 0 <= k <= 15; loop assigns k; loop variant n - k; */
     while (k < n && a[k] == (uint8_t)b[k]) k++;
     return k == n;
 }
 
 /* NaCl's padding NOPs: 66{1,6} 2E 0F 1F 84 00 00 00 00 00. */
-/*@ requires 0 <= n <= 15 && \valid_read(c + (0 .. n - 1));
+/*@ requires 0 <= n <= 15 && \valid_read(c + (0 .. 14));
     assigns \nothing; */
 static int nacl_nop(const uint8_t *c, int n) {
     int k = n - 9;
@@ -605,7 +605,7 @@ static int policy_check(pass_t *s, const insn_t *i, size_t at) {
 }
 
 /* 1 stack move, 2 re-base of %rsp, 3 re-base of %rbp (NaCl's sanctioned forms), 0 none. */
-/*@ requires 0 <= n <= 15 && \valid_read(c + (0 .. n - 1));
+/*@ requires 0 <= n <= 15 && \valid_read(c + (0 .. 14));
     assigns \nothing; */
 static int special(const uint8_t *c, int n) {
     uint8_t r, o, m;
