@@ -790,9 +790,8 @@ typedef struct {
 /* %rsp, %rbp, %r15: a base register the sandbox allows, and registers the fast path leaves to check when written. */
 #define SANDBOX_REGS ((1u << 4) | (1u << 5) | (1u << 15))
 
-static SIEVE_INLINE int fast_step(const fast_t *y, size_t *nbranches, const uint8_t *c, size_t at, size_t room, int pending,
+static SIEVE_INLINE int fast_step(const fast_t *x, size_t *nbranches, const uint8_t *c, size_t at, size_t room, int pending,
                                   int *restricts) {
-    const fast_t x = *y;
     unsigned i = 0, rex = 0, b = c[0], modrm = 0, sib = 0, n = 1, o16 = b == 0x66, need = SIEVE_Q_DECODE | SIEVE_Q_ACCEPT, q, w, mem = 0;
     uint32_t m = 0;
     const struct sieve_entry *e; const struct sieve_pattern *pt;
@@ -802,7 +801,7 @@ static SIEVE_INLINE int fast_step(const fast_t *y, size_t *nbranches, const uint
         if (c[1] == 0x66 || c[1] == 0x2E) {
             /* NaCl's padding NOP 66{1,6} 2E 0F 1F 84 00 00 00 00 00: its prefixes are exempt */
             while (i < 5 && c[i + 1] == 0x66) i++;
-            e = &x.entries[256 + 0x1F];   /* its length is 10 + i if 0F 1F takes a ModRM and the form no immediate */
+            e = &x->entries[256 + 0x1F];   /* its length is 10 + i if 0F 1F takes a ModRM and the form no immediate */
             if (memcmp(c + i + 1, "\x2e\x0f\x1f\x84\0\0\0\0\0", 9) || !e->has_modrm || e->mod_ignored) return 0;
             i++; need ^= SIEVE_Q_66 | SIEVE_Q_NOP66;   /* SIEVE_Q_NOP66 instead of SIEVE_Q_66 */
         }
@@ -810,15 +809,15 @@ static SIEVE_INLINE int fast_step(const fast_t *y, size_t *nbranches, const uint
     }
     if ((b & 0xF0) == 0x40) { rex = b; b = c[++i]; }
     if (b == 0x0F) b = 256 + c[++i];   /* b: the entry, in the one-byte or the 0F map */
-    e = &x.entries[b];
-    pt = &x.patterns[e->start[rex & 8 ? 2 : o16]];
+    e = &x->entries[b];
+    pt = &x->patterns[e->start[rex & 8 ? 2 : o16]];
     if (e->has_modrm) {
         modrm = c[i + 1] | (e->mod_ignored ? 0xC0 : 0);
-        m = x.modrm[modrm];
+        m = x->modrm[modrm];
         mem = (m & SIEVE_M_MEMORY) != 0;
         sib = c[i + 2];   /* read whatever it is: only a SIB's bytes count */
         n = 2 + (unsigned)MODRM_BYTES(m, sib);
-    } else m = x.modrm[0xC0];
+    } else m = x->modrm[0xC0];
     {
         uint64_t key = (m & 0x3FFFF) | KEY(S_ASZ, 1) | KEY(S_L, 0) | KEY(S_PFX, o16) | KEY(S_REXB, rex & 1);
         while (key & ~pt->allowed) pt++;
@@ -829,7 +828,7 @@ static SIEVE_INLINE int fast_step(const fast_t *y, size_t *nbranches, const uint
     if (q & (SIEVE_Q_LOOK | SIEVE_Q_CALL)) {
         if ((q & SIEVE_Q_LOOK) && (rex || ((need & SIEVE_Q_66) && mem)) && !nacl_nopw(c, length)) return 0;   /* check's */
         /* a direct call must end its bundle */
-        if ((q & SIEVE_Q_CALL) && ((x.base + at + (size_t)length) & x.bundle_mask)) return 0;
+        if ((q & SIEVE_Q_CALL) && ((x->base + at + (size_t)length) & x->bundle_mask)) return 0;
     }
     /* Registers written: none of %rsp, %rbp, %r15 (check judges those), but the restricted one (zero-extended) may
        be %rsp or %rbp, the first half of a re-basing. AH..BH count as %rsp..%rdi: check judges them. */
@@ -856,8 +855,8 @@ static SIEVE_INLINE int fast_step(const fast_t *y, size_t *nbranches, const uint
         }
         if (!((SANDBOX_REGS >> base) & 1) || (index >= 0 && index != pending)) return 0;
     }
-    x.valid[at >> 3] |= (uint8_t)((index < 0) << (at & 7));   /* a new instruction start: its bit is still clear */
-    if ((q & SIEVE_Q_DIRECT) && pt->imm) direct_branch(&x.branches[(*nbranches)++], at, length, pt->form, c + i + n, pt->imm);
+    x->valid[at >> 3] |= (uint8_t)((index < 0) << (at & 7));   /* a new instruction start: its bit is still clear */
+    if ((q & SIEVE_Q_DIRECT) && pt->imm) direct_branch(&x->branches[(*nbranches)++], at, length, pt->form, c + i + n, pt->imm);
     *restricts = r;
     return length;
 }
