@@ -105,6 +105,41 @@ enum sieve_modrm_bits {
     SIEVE_M_SIB_NO_BASE5 = 1 << 29    /* mod 0 with a SIB: a SIB base of 5 is no base but a disp32 */
 };
 
+/* The fast path's tables (sieve_tables.fast_*; FastTables.swift gathers them from the patterns, where the pattern walk
+   finds the same for a whole class of ModRM bytes). */
+enum sieve_fast_bits {
+    /* fast_entries[(66 | REX.W >> 2) << 9 | opcode (the 0F map: 256 + opcode)]: the length but for the prefixes and the
+       bytes after a ModRM (bits 0-3: opcode, ModRM and immediate; 0: the full path's), SIEVE_FE_MODRM when a ModRM follows,
+       and the opcode's row in fast_descs (bits 16-31; row 0 takes nothing). */
+    SIEVE_FE_MODRM = 7 << 4,
+    /* fast_descs[row + slot], the slot from fast_modrm (ModRM.reg << 1 | memory | REX.B << 4): */
+    SIEVE_FD_TAKE = 1,                /* the fast path takes it (0: the full path judges it) */
+    SIEVE_FD_LOOK = 2,                /* operand-less or a NOP: not with a REX, nor 66 with memory (but NaCl's nopw) */
+    SIEVE_FD_CALL = 4,                /* a call: it must end its bundle */
+    SIEVE_FD_DIRECT = 8,              /* a direct branch: its immediate is the offset */
+    SIEVE_FD_NOP66 = 32,              /* NaCl's NOP prefixes are neither invalid nor refused on it (no immediate) */
+    /* and the fast_modrm bits below it checks (the register written at ModRM.reg or .rm, restricted or not) */
+    /* bits 10-14 s, 15-19 k, 20-24 f: the register it restricts is (fast_modrm >> s) & k | f (16: none) */
+    /* fast_modrm[(REX & 5) << 8 | ModRM]: the SIB and displacement bytes after it (bits 0-2), and: */
+    SIEVE_FM_CHECK = 16,              /* a memory operand, not RIP-relative (descriptor: its memory operand is accessed) */
+    SIEVE_FM_SIB = 32,                /* a SIB byte follows */
+    SIEVE_FM_BAD_BASE = 64,           /* no SIB, and a base other than %rbp and %r15 */
+    SIEVE_FM_REG_R15 = 1 << 7,        /* ModRM.reg is %r15 */
+    SIEVE_FM_REG_SANDBOX = 1 << 8,    /* ModRM.reg is %rsp, %rbp or %r15 */
+    SIEVE_FM_RM_SANDBOX = 1 << 9,     /* ModRM.rm is the register %rsp, %rbp or %r15 */
+    SIEVE_FM_NO_BASE5 = 1 << 10,      /* mod 0 with a SIB (a base of 5 is none): part of the fast_sib index */
+    /* bits 11-15: the slot; 16-19: ModRM.reg's register; 20-24: ModRM.rm's register (16: a memory operand) */
+    SIEVE_FM_RM_R15 = 1 << 25,        /* ModRM.rm is the register %r15 */
+    SIEVE_FM_REG_STACK = 1 << 26,     /* ModRM.reg is %rsp or %rbp */
+    SIEVE_FM_RM_STACK = 1 << 27,      /* ModRM.rm is the register %rsp or %rbp */
+    SIEVE_FM_WRITES = SIEVE_FM_REG_R15 | SIEVE_FM_REG_SANDBOX | SIEVE_FM_RM_SANDBOX | SIEVE_FM_RM_R15,
+    /* fast_sib[(fast_modrm & SIEVE_FM_NO_BASE5) | (REX & 3) << 8 | SIB]: the index register (bits 0-4; 16: none), and: */
+    SIEVE_FS_BAD_BASE = 32            /* a base other than %rsp, %rbp and %r15, or none */
+};
+#define SIEVE_FAST_ENTRIES 2048
+#define SIEVE_FAST_MODRM 1536
+#define SIEVE_FAST_SIB 2048
+
 /* Canonical-encoding facts in a form's reg_checks (above the decoder's register checks): a VEX/EVEX/XOP
    bit the CPU ignores must be clear (X86's DecoderTableExport.RegisterCheck has the same values). */
 enum sieve_reg_check {
@@ -190,10 +225,12 @@ struct sieve_tables {
     const int16_t *implicit_registers;             /* registers the forms use implicitly */
     const uint8_t *reason_kinds;                   /* the finding kind of each model refusal (form.forbidden - 1) */
     const struct sieve_rewrite *rewrites;          /* sorted by form */
+    const uint32_t *fast_entries, *fast_descs, *fast_modrm;   /* the fast path's (enum sieve_fast_bits) */
+    const uint8_t *fast_sib;
     uint32_t form_count, reason_count, rewrite_count;
     /* The other arrays' lengths: the core checks every index it reads from a table against them (no verdict depends
        on it, CoreTables makes the indices valid; the proof of the core needs no other fact about the tables). */
-    uint32_t pattern_count, instance_rule_count, conditional_count, rule_register_count, implicit_register_count;
+    uint32_t pattern_count, instance_rule_count, conditional_count, rule_register_count, implicit_register_count, fast_desc_count;
     uint32_t bundle_size;                          /* a power of two, at most SIEVE_MAX_BUNDLE */
     uint8_t model_none;                            /* 1: the policy and the decoder only, no sandbox rules */
     uint8_t calls_must_align;                      /* 1: a call not ending its bundle is a finding, 0: a warning */
@@ -562,8 +599,6 @@ static int policy_accepts(const struct sieve_tables *t, const insn_t *i, int *ru
 
 /* ---- the sandbox: NaCl's x86-64 rules (model none: the policy and the decoder only) --------- */
 
-typedef struct { size_t from; int64_t target; int length, form; } branch_t;
-
 typedef struct {
     const struct sieve_tables *t;
     const uint8_t *code;
@@ -572,6 +607,8 @@ typedef struct {
     sieve_report_fn report;
     void *ctx;
     uint8_t *valid;   /* a bit per byte of code, 1: a direct jump may land here */
+    uint8_t *targets; /* a bit per byte of code, 1: a direct jump lands here */
+    int bad_target;   /* a direct jump leaves the code for a place it may not land */
 } pass_t;
 /* (at is in the code: the bound is for the proof) */
 /*@ requires \valid_read(s) && \valid(s->valid + (0 .. s->size / 8));
@@ -662,13 +699,21 @@ static int is_mov_self(const uint8_t *c, int n, uint8_t modrm) {
     return n == 2 && (c[0] == 0x89 || c[0] == 0x8B) && c[1] == modrm;
 }
 
-/* A direct branch at code[at..at+length) whose displacement is the size bytes at p, into *b. */
-/*@ requires \valid(b) && \valid_read(p + (0 .. 3)) && at <= 0x7fffffffffff0000 && 0 <= length <= 64;
-    assigns *b; */
-static SIEVE_INLINE void direct_branch(branch_t *b, size_t at, int length, int form, const uint8_t *p, int size) {
+/* The target (an offset from the code's start) of a direct branch at code[at..at+length) whose displacement is the size
+   bytes at p. */
+/*@ requires \valid_read(p + (0 .. 3)) && at <= 0x7fffffffffff0000 && 0 <= length <= 64;
+    assigns \nothing; */
+static SIEVE_INLINE int64_t jump_target(size_t at, size_t length, const uint8_t *p, size_t size) {
     int64_t d = size == 1 ? (int8_t)p[0] : size == 2 ? (int16_t)(uint16_t)(p[0] | (unsigned)p[1] << 8)
         : (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
-    b->from = at; b->length = length; b->form = form; b->target = (int64_t)at + length + d;
+    return (int64_t)(at + length) + d;
+}
+
+/* Whether a direct branch may land at target: in the code, at an instruction start valid marks; outside, on a bundle
+   start in [lo, hi]. */
+static int jump_lands(const uint8_t *valid, size_t size, uint64_t base, uint64_t lo, uint64_t hi, uint64_t mask, int64_t target) {
+    uint64_t to = base + (uint64_t)target;
+    return target >= 0 && (uint64_t)target < size ? (valid[target >> 3] >> (target & 7)) & 1 : !(to & mask) && to >= lo && to <= hi;
 }
 
 static void call_alignment(pass_t *s, size_t end, const insn_t *i, size_t at) {
@@ -776,155 +821,146 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
     return restricts;
 }
 
-/* The common instruction, with at least 32 bytes of code left: at most a 66 and a REX prefix (or NaCl's
-   padding NOP), the one-byte or 0F map, a form the decoder and the policy take outright and the model
-   needs only its register writes and memory operand for (the pattern's Q_ flags, never set on prefix and
-   escape bytes), all of them fine. Returns the length and sets the register restricted, or returns 0
-   before any effect to leave the instruction to decode and check (which report what it would not decide).
-   The tables come in as locals (fast_t): a byte store to the jump-target map may alias anything else. */
+/* The fast path: the common instruction, with at least 32 bytes of code left (reads stay within them): at most a 66 and a
+   REX prefix (or NaCl's padding NOP), the one-byte or 0F map, an opcode and ModRM class whose every instance the decoder
+   and the policy take outright and the model needs only register writes, memory operand and branch target for (the
+   fast_* tables, enum sieve_fast_bits), all of them fine. The length depends on one table per byte read; the checks are
+   off that chain. The tables come in as locals (fast_t): a byte store to the jump-target maps may alias anything else. */
 typedef struct {
-    const struct sieve_entry *entries; const struct sieve_pattern *patterns; const uint32_t *modrm;
-    uint8_t *valid; branch_t *branches; size_t nbranches, capacity; uint64_t base, bundle_mask;
+    const uint32_t *entries, *descs, *modrm; const uint8_t *sib;
+    uint8_t *valid, *targets; size_t size; uint64_t base, lo, hi, mask; int bad_target;
 } fast_t;
 
-/* %rsp, %rbp, %r15: a base register the sandbox allows, and registers the fast path leaves to check when written. */
-#define SANDBOX_REGS ((1u << 4) | (1u << 5) | (1u << 15))
+#define NO_REGISTER 16u   /* restricted: none */
+/* The register an instruction restricts, from its fast_modrm entry m and descriptor d (NO_REGISTER: none). */
+#define RESTRICTED(m, d) ((((m) >> ((d) >> 10 & 31)) & ((d) >> 15 & 31)) | ((d) >> 20 & 31))
 
-static SIEVE_INLINE int fast_step(const fast_t *x, size_t *nbranches, const uint8_t *c, size_t at, size_t room, int pending,
-                                  int *restricts) {
-    unsigned i = 0, rex = 0, b = c[0], modrm = 0, sib = 0, n = 1, o16 = b == 0x66, need = SIEVE_Q_DECODE | SIEVE_Q_ACCEPT, q, w, mem = 0;
-    uint32_t m = 0;
-    const struct sieve_entry *e; const struct sieve_pattern *pt;
-    int r, length, index = -1;
-    if (o16) {
-        need |= SIEVE_Q_66;
-        if (c[1] == 0x66 || c[1] == 0x2E) {
-            /* NaCl's padding NOP 66{1,6} 2E 0F 1F 84 00 00 00 00 00: its prefixes are exempt */
+/* From at, an instruction start in the bundle ending at *bundle_end, while the fast path takes instructions that start
+   before end: across bundles (their instructions added to *count, the restriction dropped at their ends). Leaves in prev
+   the starts of the current bundle's instructions (*nprev of them, and the next one's), in *restricted the register the
+   last restricts (-1: none). Returns where it stopped: there the full path judges one instruction. */
+static SIEVE_NOINLINE size_t fast_run(fast_t *xp, const uint8_t *code, size_t at, size_t end, size_t *bundle_end, size_t bundle_size,
+                                      int *restricted, size_t *prev, int *nprev, size_t *count) {
+    const fast_t x = *xp;   /* a copy no store to the maps can alias */
+    size_t be = *bundle_end, n = (size_t)*nprev, counted = *count, length;
+    uint32_t pm = 0, pd = (uint32_t)(*restricted < 0 || *restricted > 15 ? NO_REGISTER : (unsigned)*restricted) << 20, e = 0, d, m, r;
+    int bad = x.bad_target;
+    if (*restricted == 4 || *restricted == 5) end = at;   /* after a write to %esp or %ebp: the re-basing's second half, check's */
+    while (at < end && n < SIEVE_MAX_BUNDLE) {
+        const uint8_t *c = code + at;
+        unsigned i = 0, rex = 0, b = c[0], o16 = b == 0x66, mark = 1;
+        if (o16 && (c[1] == 0x66 || c[1] == 0x2E)) {   /* NaCl's padding NOP 66{1,6} 2E 0F 1F 84 00 00 00 00 00 */
             while (i < 5 && c[i + 1] == 0x66) i++;
-            e = &x->entries[256 + 0x1F];   /* its length is 10 + i if 0F 1F takes a ModRM and the form no immediate */
-            if (memcmp(c + i + 1, "\x2e\x0f\x1f\x84\0\0\0\0\0", 9) || !e->has_modrm || e->mod_ignored) return 0;
-            i++; need ^= SIEVE_Q_66 | SIEVE_Q_NOP66;   /* SIEVE_Q_NOP66 instead of SIEVE_Q_66 */
+            if (!same(c + i + 1, "\x2e\x0f\x1f\x84\0\0\0\0\0", 9) || !(x.descs[(x.entries[0x31F] >> 16) + 1] & SIEVE_FD_NOP66)) break;
+            length = 10 + i; d = SIEVE_FD_TAKE | NO_REGISTER << 20; m = e = 0;
+        } else {
+            if (o16) b = c[++i];
+            if ((b & 0xF0) == 0x40) { rex = b; b = c[++i]; }
+            if (b == 0x0F) b = 256 + c[++i];   /* b: the opcode, in the one-byte or the 0F map */
+            e = x.entries[(o16 | (rex & 8) >> 2) << 9 | b];
+            m = x.modrm[(rex & 5) << 8 | c[i + 1]];
+            length = i + (e & 15) + (m & (e >> 4) & 7);
+            d = x.descs[(e >> 16) + (m >> 11 & 31)];
+            /* not taken; or a SIB with no base (a disp32 follows: the length above does not count it) */
+            if (!(d & SIEVE_FD_TAKE) || ((m & e << 4 & SIEVE_FM_NO_BASE5) && (c[i + 2] & 7) == 5)) break;
         }
-        b = c[++i];
-    }
-    if ((b & 0xF0) == 0x40) { rex = b; b = c[++i]; }
-    if (b == 0x0F) b = 256 + c[++i];   /* b: the entry, in the one-byte or the 0F map */
-    e = &x->entries[b];
-    pt = &x->patterns[e->start[rex & 8 ? 2 : o16]];
-    if (e->has_modrm) {
-        modrm = c[i + 1] | (e->mod_ignored ? 0xC0 : 0);
-        m = x->modrm[modrm];
-        mem = (m & SIEVE_M_MEMORY) != 0;
-        sib = c[i + 2];   /* read whatever it is: only a SIB's bytes count */
-        n = 2 + (unsigned)MODRM_BYTES(m, sib);
-    } else m = x->modrm[0xC0];
-    {
-        uint64_t key = (m & 0x3FFFF) | KEY(S_ASZ, 1) | KEY(S_L, 0) | KEY(S_PFX, o16) | KEY(S_REXB, rex & 1);
-        while (key & ~pt->allowed) pt++;
-    }
-    q = pt->quick;
-    length = (int)(i + n + pt->imm);
-    if ((q & need) != need || (size_t)length > room || pending == 4 || pending == 5) return 0;
-    if (q & (SIEVE_Q_LOOK | SIEVE_Q_CALL)) {
-        if ((q & SIEVE_Q_LOOK) && (rex || ((need & SIEVE_Q_66) && mem)) && !nacl_nopw(c, length)) return 0;   /* check's */
-        /* a direct call must end its bundle */
-        if ((q & SIEVE_Q_CALL) && ((x->base + at + (size_t)length) & x->bundle_mask)) return 0;
-    }
-    /* Registers written: none of %rsp, %rbp, %r15 (check judges those), but the restricted one (zero-extended) may
-       be %rsp or %rbp, the first half of a re-basing. AH..BH count as %rsp..%rdi: check judges them. */
-    w = pt->writes;
-    {
-        unsigned reg = ((modrm >> 3) & 7) | (rex & 4) << 1, rm = (modrm & 7) | (rex & 1) << 3, op = (b & 7) | (rex & 1) << 3;
-        unsigned others = ((w & SIEVE_FW_REG) ? 1u << reg : 0) | ((w & SIEVE_FW_RM) && !mem ? 1u << rm : 0) | ((w & SIEVE_FW_OPCODE) ? 1u << op : 0);
-        switch (w >> 4) {
-        case 1: r = (int)reg; break;
-        case 2: r = mem ? -1 : (int)rm; break;
-        case 3: r = (int)op; break;
-        case 4: r = 0; break;
-        default: r = -1;
+        /* in the bundle; no write to %rsp, %rbp, %r15 (check's) but the first half of a re-basing (then the second is check's) */
+        if (length > be - at || (d & m & SIEVE_FM_WRITES)) break;
+        if (d & m & (SIEVE_FM_REG_STACK | SIEVE_FM_RM_STACK)) { if (length == be - at) break; end = at + 1; }   /* (the bundle's end: pass's) */
+        if (d & (SIEVE_FD_LOOK | SIEVE_FD_CALL)) {
+            if ((d & SIEVE_FD_LOOK) && (rex || (o16 && (e & SIEVE_FE_MODRM) && (m & 1u << 11))) && !nacl_nopw(c, (int)length)) break;   /* check's */
+            if ((d & SIEVE_FD_CALL) && ((x.base + at + length) & x.mask)) break;   /* a call must end its bundle */
         }
-        if ((others & SANDBOX_REGS) || r == 15) return 0;
-    }
-    if (mem && !(q & SIEVE_Q_NO_MEMORY) && !(m & SIEVE_M_RIP)) {
-        unsigned base = (modrm & 7) | (rex & 1) << 3;
-        if (m & SIEVE_M_SIB) {
-            if ((m & SIEVE_M_SIB_NO_BASE5) && (sib & 7) == 5) return 0;   /* no base: check refuses it */
-            base = (sib & 7) | (rex & 1) << 3;
-            index = (int)(((sib >> 3) & 7) | (rex & 2) << 2);
-            if (index == 4) index = -1;
+        if (d & m & SIEVE_FM_CHECK) {   /* a memory operand: based on %rsp, %rbp or %r15, indexed by the register restricted */
+            if (m & SIEVE_FM_SIB) {
+                unsigned sib = x.sib[(m & SIEVE_FM_NO_BASE5) | (rex & 3) << 8 | c[i + 2]], index = sib & 31;
+                if ((sib & SIEVE_FS_BAD_BASE) || (index != NO_REGISTER && index != RESTRICTED(pm, pd))) break;
+                mark = index == NO_REGISTER;   /* a jump may not land between the restriction and its use */
+            } else if (m & SIEVE_FM_BAD_BASE) break;
         }
-        if (!((SANDBOX_REGS >> base) & 1) || (index >= 0 && index != pending)) return 0;
+        if (d & SIEVE_FD_DIRECT) {
+            int64_t target = jump_target(at, length, c + length - ((e & 15) - 1), (e & 15) - 1);
+            if (target >= 0 && (uint64_t)target < x.size) x.targets[target >> 3] |= (uint8_t)(1u << (target & 7));
+            else bad |= !jump_lands(x.valid, x.size, x.base, x.lo, x.hi, x.mask, target);
+        }
+        x.valid[at >> 3] |= (uint8_t)(mark << (at & 7));   /* a new instruction start: its bit is still clear */
+        prev[n++] = at; pm = m; pd = d;
+        at += length;
+        if (at == be) { counted += n; n = 0; pd = NO_REGISTER << 20; be += bundle_size; }
     }
-    x->valid[at >> 3] |= (uint8_t)((index < 0) << (at & 7));   /* a new instruction start: its bit is still clear */
-    if ((q & SIEVE_Q_DIRECT) && pt->imm) direct_branch(&x->branches[(*nbranches)++], at, length, pt->form, c + i + n, pt->imm);
-    *restricts = r;
-    return length;
-}
-
-/* The fast path from at while it takes instructions, up to end (at most the bundle's end, 32 bytes before the code's):
-   records their starts in prev, the register restricted in *restricted; returns where it stopped. */
-static SIEVE_NOINLINE size_t fast_run(fast_t *xp, const uint8_t *code, size_t at, size_t end, size_t bundle_end,
-                                      int *restricted, size_t *prev, int *nprev) {
-    const fast_t x = *xp;   /* a copy no store to the jump-target map can alias */
-    size_t nbranches = x.nbranches;
-    int r = *restricted, n = *nprev, length;
-    /* the bounds on n and nbranches never stop it (a bundle has at most SIEVE_MAX_BUNDLE instructions, capacity is room
-       for every direct branch): they are for the proof */
-    while (at < end && n < SIEVE_MAX_BUNDLE && nbranches < x.capacity &&
-           (length = fast_step(&x, &nbranches, code + at, at, bundle_end - at, r, &r)) != 0) { prev[n++] = at; at += (size_t)length; }
-    prev[n] = at;
-    *restricted = r; *nprev = n; xp->nbranches = nbranches;
+    r = RESTRICTED(pm, pd);
+    *restricted = r == NO_REGISTER ? -1 : (int)r;
+    prev[n] = at; *nprev = (int)n; *count = counted; *bundle_end = be; xp->bad_target = bad;
     return at;
 }
 
-/* The sandbox pass over s's code, with s->valid a jump-target map of size / 8 + 1 bytes and room for capacity direct
-   branches in branches (a direct branch takes 2 bytes or more: size / 2 + 1 is room for all). */
-static void sandbox_pass(pass_t *s, branch_t *branches, size_t capacity) {
+/* Reports the direct branches that may not land where they do, in the order of the code: a second walk over it, once
+   the pass has found that one exists (the first walk keeps the branch targets in a map, not a list). */
+static void report_jumps(pass_t *s) {
+    const uint64_t mask = s->t->bundle_size - 1; size_t at = 0, bundle_end; insn_t i;
+    while (at < s->size) {
+        bundle_end = at + s->t->bundle_size - (size_t)((s->base + at) & mask);
+        if (bundle_end > s->size) bundle_end = s->size;
+        while (at < bundle_end && decode(s->t, s->code, at, s->size + s->beyond, &i) && at + (size_t)i.length <= bundle_end) {
+            if ((s->t->forms[i.form].facts & SIEVE_F_DIRECT) && i.imm_size && !i.refused &&
+                !jump_lands(s->valid, s->size, s->base, s->lo, s->hi, mask, jump_target(at, (size_t)i.length, i.bytes + i.imm_off, i.imm_size)))
+                emit(s, SIEVE_BAD_JUMP_TARGET, at, i.length, i.form, -1, 0);
+            at += (size_t)i.length;
+        }
+        at = bundle_end;
+    }
+}
+
+/* The sandbox pass over s's code, with s->valid and s->targets maps of size / 8 + 1 bytes, all clear. */
+static void sandbox_pass(pass_t *s) {
     const struct sieve_tables *t = s->t; const uint8_t *code = s->code;
     const uint64_t base = s->base, bundle_mask = t->bundle_size - 1;
-    const size_t size = s->size, fast_end = t->full_path_only || size < 32 ? 0 : size - 31;   /* the fast path reads 32 bytes ahead */
-    size_t at = 0, k, prev[SIEVE_MAX_BUNDLE + 1] = {0}; insn_t i; fast_t x;
-    x.entries = t->entries; x.patterns = t->patterns; x.modrm = t->modrm; x.valid = s->valid; x.branches = branches;
-    x.nbranches = 0; x.capacity = capacity; x.base = base; x.bundle_mask = bundle_mask;
+    /* the fast path reads 32 bytes ahead; it needs the bundles aligned (else the layout is refused) */
+    const size_t size = s->size, fast_end = t->full_path_only || size < 32 || (base & bundle_mask) ? 0 : size - 31;
+    size_t at = 0, k, prev[SIEVE_MAX_BUNDLE + 1] = {0}, bundle_end = t->bundle_size - (size_t)(base & bundle_mask);
+    int nprev = 0, restricted = -1; uint8_t any = 0; insn_t i; fast_t x;
+    x.entries = t->fast_entries; x.descs = t->fast_descs; x.modrm = t->fast_modrm; x.sib = t->fast_sib; x.valid = s->valid;
+    x.targets = s->targets; x.size = size; x.base = base; x.lo = s->lo; x.hi = s->hi; x.mask = bundle_mask; x.bad_target = 0;
     if (base & bundle_mask) emit(s, SIEVE_LAYOUT, 0, 0, -1, -1, 0);
+    if (bundle_end > size) bundle_end = size;
     while (at < size) {
-        /* prev: the bundle's instruction starts so far, and the next one's (check reads lengths off them) */
-        size_t bundle_end = at + t->bundle_size - (size_t)((base + at) & bundle_mask);
-        int nprev = 0, restricted = -1;
-        if (bundle_end > size) bundle_end = size;
-        while (at < bundle_end && nprev < SIEVE_MAX_BUNDLE) {   /* a bundle has at most SIEVE_MAX_BUNDLE instructions */
-            at = fast_run(&x, code, at, bundle_end < fast_end ? bundle_end : fast_end, bundle_end, &restricted, prev, &nprev);
-            if (at >= bundle_end || nprev >= SIEVE_MAX_BUNDLE) break;
-            prev[nprev] = at;
-            if (!decode(t, code, at, size + s->beyond, &i)) { emit(s, SIEVE_INVALID, at, 1, -1, -1, 0); at = bundle_end; break; }
-            if (at + (size_t)i.length > bundle_end) {   /* bundle_end is at most size */
-                emit(s, SIEVE_BUNDLE_CROSSING, at, i.length, i.form, -1, 0); at = bundle_end; break;
-            }
-            mark(s, at, 1);
-            if (t->forms[i.form].facts & SIEVE_F_DIRECT && i.imm_size && !i.refused && x.nbranches < capacity)
-                direct_branch(&branches[x.nbranches++], at, i.length, i.form, i.bytes + i.imm_off, i.imm_size);
-            restricted = i.refused ? (policy_check(s, &i, at), -1) : check(s, &i, at, restricted, prev, nprev);
-            nprev++;
-            at += (size_t)i.length;
-            prev[nprev] = at;
+        if (at < fast_end) {
+            at = fast_run(&x, code, at, fast_end, &bundle_end, t->bundle_size, &restricted, prev, &nprev, &s->instructions);
+            if (bundle_end > size) bundle_end = size;
         }
-        s->instructions += (size_t)nprev;
-        if ((restricted == 4 || restricted == 5) && nprev)
-            emit(s, SIEVE_STACK_POINTER_WRITE, prev[nprev - 1], (int)(prev[nprev] - prev[nprev - 1]), -1, -1, 0);
-        if (at < bundle_end) at = bundle_end;
+        if (at < bundle_end && nprev < SIEVE_MAX_BUNDLE) {   /* the full path, one instruction (a bundle has at most SIEVE_MAX_BUNDLE) */
+            prev[nprev] = at;
+            if (!decode(t, code, at, size + s->beyond, &i)) { emit(s, SIEVE_INVALID, at, 1, -1, -1, 0); at = bundle_end; }
+            else if (at + (size_t)i.length > bundle_end) { emit(s, SIEVE_BUNDLE_CROSSING, at, i.length, i.form, -1, 0); at = bundle_end; }
+            else {
+                int64_t target;
+                mark(s, at, 1);
+                if ((t->forms[i.form].facts & SIEVE_F_DIRECT) && i.imm_size && !i.refused) {
+                    target = jump_target(at, (size_t)i.length, i.bytes + i.imm_off, i.imm_size);
+                    if (target >= 0 && (uint64_t)target < size) s->targets[target >> 3] |= (uint8_t)(1u << (target & 7));
+                    else x.bad_target |= !jump_lands(s->valid, size, base, s->lo, s->hi, bundle_mask, target);
+                }
+                restricted = i.refused ? (policy_check(s, &i, at), -1) : check(s, &i, at, restricted, prev, nprev);
+                at += (size_t)i.length;
+                prev[++nprev] = at;
+            }
+        } else at = bundle_end;
+        if (at >= bundle_end) {   /* the bundle's end */
+            s->instructions += (size_t)nprev;
+            if ((restricted == 4 || restricted == 5) && nprev)
+                emit(s, SIEVE_STACK_POINTER_WRITE, prev[nprev - 1], (int)(prev[nprev] - prev[nprev - 1]), -1, -1, 0);
+            nprev = 0; restricted = -1; bundle_end = at + t->bundle_size - (size_t)((base + at) & bundle_mask);
+            if (bundle_end > size) bundle_end = size;
+        }
     }
-    for (k = 0; k < x.nbranches && k < capacity; k++) {
-        int64_t target = branches[k].target;
-        uint64_t to = base + (uint64_t)target;
-        if (target >= 0 && (uint64_t)target < size ? !(s->valid[target >> 3] >> (target & 7) & 1) : (to & bundle_mask) || to < s->lo || to > s->hi)
-            emit(s, SIEVE_BAD_JUMP_TARGET, branches[k].from, branches[k].length, branches[k].form, -1, 0);
-    }
+    for (k = 0; k <= size / 8; k++) any |= s->targets[k] & (uint8_t)~s->valid[k];
+    if (any || x.bad_target) report_jumps(s);
 }
 
 SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
                                      const struct sieve_place *place, sieve_report_fn report, void *ctx, size_t *instructions) {
     const size_t room = size < 1024 ? 1024 : size;   /* below 1 KiB of code, one size to allocate (also for the proof) */
-    pass_t s; insn_t i; size_t at = 0; branch_t *branches;
+    pass_t s; insn_t i; size_t at = 0; uint8_t *maps;
     if (instructions) *instructions = 0;
     s.t = t; s.code = code; s.instructions = 0; s.size = size; s.base = base; s.report = report; s.ctx = ctx; s.count = 0;
     if (t->model_none) {
@@ -938,12 +974,11 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
         return s.count;
     }
     s.lo = place ? place->lo : 0; s.hi = place ? place->hi : ~(uint64_t)0; s.beyond = place ? place->beyond : 0;
-    s.valid = place && place->targets ? (uint8_t *)memset(place->targets, 0, size / 8 + 1) : (uint8_t *)calloc(room / 8 + 1, 1);
-    branches = (branch_t *)calloc(room / 2 + 1, sizeof *branches);
-    if (!s.valid || !branches) { if (!place || !place->targets) free(s.valid); free(branches); emit(&s, SIEVE_INVALID, 0, 0, -1, -1, 0); return s.count; }
-    sandbox_pass(&s, branches, room / 2 + 1);
-    if (!place || !place->targets) free(s.valid);
-    free(branches);
+    maps = (uint8_t *)calloc(room / 8 + 1, 2);   /* the jump targets, and the valid ones (unless the caller keeps those) */
+    if (!maps) { emit(&s, SIEVE_INVALID, 0, 0, -1, -1, 0); return s.count; }
+    s.targets = maps; s.valid = place && place->targets ? (uint8_t *)memset(place->targets, 0, size / 8 + 1) : maps + room / 8 + 1;
+    sandbox_pass(&s);
+    free(maps);
     if (instructions) *instructions = s.instructions;
     return s.count;
 }

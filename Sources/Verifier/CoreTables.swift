@@ -9,6 +9,8 @@ public struct CoreTables: Sendable {
     public let entries: [sieve_entry]
     public let patterns: [sieve_pattern]
     public let modrm: [UInt32]
+    /// The fast path's, from the patterns (FastTables).
+    public let fast: FastTables
     public let forms: [sieve_form]
     public let instanceRules: [sieve_instance_rule]
     public let conditional: [UInt16]
@@ -41,6 +43,7 @@ public struct CoreTables: Sendable {
                                  quick: p.quick, writes: real ? compiled.plans[Int(p.form)].fastWrites : 0)
         }
         modrm = (0..<256).map { PatternLists.modrmEntry(UInt8($0)) }
+        fast = FastTables(entries: entries, patterns: patterns, modrm: modrm)
 
         // Policy rules with instance fields, in rule order; each form lists the ones that apply to it.
         var instanceRules: [sieve_instance_rule] = [], notes: [String] = [], ruleRegisters: [Int16] = []
@@ -117,7 +120,7 @@ public struct CoreTables: Sendable {
         precondition(compiled.bundleSize.nonzeroBitCount == 1 && compiled.bundleSize <= Int(SIEVE_MAX_BUNDLE), "bundle size \(compiled.bundleSize)")
         let broken = Self.invariantViolations(entries: entries, patterns: patterns, modrm: modrm, forms: forms, instanceRules: instanceRules,
                                               conditional: conditional, ruleRegisters: ruleRegisters, implicitRegisters: implicitRegisters,
-                                              reasonKinds: reasonKinds)
+                                              reasonKinds: reasonKinds, fast: fast)
         precondition(broken.isEmpty, "the core's tables break their invariants: \(broken.prefix(5).joined(separator: "; "))")
     }
 
@@ -129,11 +132,18 @@ public struct CoreTables: Sendable {
     ///    (allowed: every bit) at or before the last pattern; every pattern's form is a form or SIEVE_NO_FORM;
     ///  - a ModRM entry counts at most 5 bytes after it (SIB and disp32: the core reads it with & 7);
     ///  - a form's immediate is at most 8 bytes, its instance rules, implicit registers and refusal reason are in their
-    ///    tables, and so are each instance rule's registers.
+    ///    tables, and so are each instance rule's registers;
+    ///  - the fast path's tables have their sizes, every opcode's row of 32 descriptors is in fast_descs, row 0 takes nothing.
     public static func invariantViolations(entries: [sieve_entry], patterns: [sieve_pattern], modrm: [UInt32], forms: [sieve_form],
                                            instanceRules: [sieve_instance_rule], conditional: [UInt16], ruleRegisters: [Int16],
-                                           implicitRegisters: [Int16], reasonKinds: [UInt8]) -> [String] {
+                                           implicitRegisters: [Int16], reasonKinds: [UInt8], fast: FastTables) -> [String] {
         var broken: [String] = []
+        if fast.entries.count != Int(SIEVE_FAST_ENTRIES) { broken.append("\(fast.entries.count) fast entries") }
+        if FastTables.modrm.count != Int(SIEVE_FAST_MODRM) || FastTables.sib.count != Int(SIEVE_FAST_SIB) { broken.append("fast ModRM or SIB table size") }
+        if fast.descriptors.count < 32 || fast.descriptors.prefix(32).contains(where: { $0 != 0 }) { broken.append("fast_descs' row 0 takes something") }
+        for (k, e) in fast.entries.enumerated() where Int(e >> 16) + 32 > fast.descriptors.count {
+            broken.append("fast entry \(k): row \(e >> 16) of \(fast.descriptors.count) descriptors")
+        }
         if entries.count != 16 * 256 { broken.append("\(entries.count) entries, not 16 maps of 256") }
         if modrm.count != 256 { broken.append("\(modrm.count) ModRM entries") }
         for (k, e) in entries.enumerated() {
@@ -246,6 +256,11 @@ final class CoreTableStorage: @unchecked Sendable {
         root.implicit_registers = keep(tables.implicitRegisters)
         root.reason_kinds = keep(tables.reasonKinds)
         root.rewrites = keep(tables.rewrites)
+        root.fast_entries = keep(tables.fast.entries)
+        root.fast_descs = keep(tables.fast.descriptors)
+        root.fast_modrm = keep(FastTables.modrm)
+        root.fast_sib = keep(FastTables.sib)
+        root.fast_desc_count = UInt32(tables.fast.descriptors.count)
         root.rewrite_count = UInt32(tables.rewrites.count)
         root.form_count = UInt32(tables.forms.count)
         root.pattern_count = UInt32(tables.patterns.count)

@@ -48,6 +48,9 @@ public struct DecoderTableExport: Sendable {
     public static let sizeShift = DecoderTables.sizeShift, wShift = DecoderTables.wShift
     /// Bit position of the ModRM.reg field (8 bits, one per value) in a pattern's `allowed` mask.
     public static let regShift = DecoderTables.regShift
+    /// Bit positions of the fields the core sets from the prefixes (`KEY(S_PFX, ...)` and the others in core.c).
+    public static let prefixShift = DecoderTables.prefixShift, addressShift = DecoderTables.addressShift
+    public static let lShift = DecoderTables.lShift, rexBShift = DecoderTables.rexBShift
 
     /// The operand-size field value (0: 16, 1: 32, 2: 64) a pattern's `sizeRule` selects under REX.W and 66.
     public static func operandSizeValue(_ sizeRule: UInt8, rexW: Bool, has66: Bool) -> UInt64 {

@@ -24,7 +24,7 @@ import X86
             let broken = CoreTables.invariantViolations(entries: t.entries, patterns: t.patterns, modrm: t.modrm, forms: t.forms,
                                                         instanceRules: t.instanceRules, conditional: t.conditional,
                                                         ruleRegisters: t.ruleRegisters, implicitRegisters: t.implicitRegisters,
-                                                        reasonKinds: t.reasonKinds)
+                                                        reasonKinds: t.reasonKinds, fast: t.fast)
             #expect(broken.isEmpty, "\(name): \(broken.prefix(3))")
         }
     }
@@ -33,10 +33,11 @@ import X86
     @Test func brokenTablesAreFound() throws {
         let t = CoreTables(CompiledPolicy(try Repository.policy("nacl.yaml")))
         func violations(entries: [sieve_entry]? = nil, patterns: [sieve_pattern]? = nil, modrm: [UInt32]? = nil,
-                        forms: [sieve_form]? = nil, conditional: [UInt16]? = nil) -> [String] {
+                        forms: [sieve_form]? = nil, conditional: [UInt16]? = nil, fast: FastTables? = nil) -> [String] {
             CoreTables.invariantViolations(entries: entries ?? t.entries, patterns: patterns ?? t.patterns, modrm: modrm ?? t.modrm,
                                            forms: forms ?? t.forms, instanceRules: t.instanceRules, conditional: conditional ?? t.conditional,
-                                           ruleRegisters: t.ruleRegisters, implicitRegisters: t.implicitRegisters, reasonKinds: t.reasonKinds)
+                                           ruleRegisters: t.ruleRegisters, implicitRegisters: t.implicitRegisters, reasonKinds: t.reasonKinds,
+                                           fast: fast ?? t.fast)
         }
         #expect(violations().isEmpty)
         var patterns = t.patterns
@@ -56,6 +57,12 @@ import X86
         forms[0].conditional_count = 1
         #expect(!violations(forms: forms).isEmpty)
         #expect(!violations(conditional: t.conditional + [UInt16(t.instanceRules.count)]).isEmpty)
+        var fast = t.fast
+        fast.entries[0x89] = UInt32(fast.descriptors.count) << 16 | 2   // a row past the descriptors
+        #expect(!violations(fast: fast).isEmpty)
+        fast = t.fast
+        fast.descriptors[3] = SIEVE_FD_TAKE.rawValue   // row 0 takes something
+        #expect(!violations(fast: fast).isEmpty)
     }
 
     static var framaC: String? {

@@ -100,6 +100,41 @@ enum sieve_modrm_bits {
     SIEVE_M_SIB_NO_BASE5 = 1 << 29    /* mod 0 with a SIB: a SIB base of 5 is no base but a disp32 */
 };
 
+/* The fast path's tables (sieve_tables.fast_*; FastTables.swift gathers them from the patterns, where the pattern walk
+   finds the same for a whole class of ModRM bytes). */
+enum sieve_fast_bits {
+    /* fast_entries[(66 | REX.W >> 2) << 9 | opcode (the 0F map: 256 + opcode)]: the length but for the prefixes and the
+       bytes after a ModRM (bits 0-3: opcode, ModRM and immediate; 0: the full path's), SIEVE_FE_MODRM when a ModRM follows,
+       and the opcode's row in fast_descs (bits 16-31; row 0 takes nothing). */
+    SIEVE_FE_MODRM = 7 << 4,
+    /* fast_descs[row + slot], the slot from fast_modrm (ModRM.reg << 1 | memory | REX.B << 4): */
+    SIEVE_FD_TAKE = 1,                /* the fast path takes it (0: the full path judges it) */
+    SIEVE_FD_LOOK = 2,                /* operand-less or a NOP: not with a REX, nor 66 with memory (but NaCl's nopw) */
+    SIEVE_FD_CALL = 4,                /* a call: it must end its bundle */
+    SIEVE_FD_DIRECT = 8,              /* a direct branch: its immediate is the offset */
+    SIEVE_FD_NOP66 = 32,              /* NaCl's NOP prefixes are neither invalid nor refused on it (no immediate) */
+    /* and the fast_modrm bits below it checks (the register written at ModRM.reg or .rm, restricted or not) */
+    /* bits 10-14 s, 15-19 k, 20-24 f: the register it restricts is (fast_modrm >> s) & k | f (16: none) */
+    /* fast_modrm[(REX & 5) << 8 | ModRM]: the SIB and displacement bytes after it (bits 0-2), and: */
+    SIEVE_FM_CHECK = 16,              /* a memory operand, not RIP-relative (descriptor: its memory operand is accessed) */
+    SIEVE_FM_SIB = 32,                /* a SIB byte follows */
+    SIEVE_FM_BAD_BASE = 64,           /* no SIB, and a base other than %rbp and %r15 */
+    SIEVE_FM_REG_R15 = 1 << 7,        /* ModRM.reg is %r15 */
+    SIEVE_FM_REG_SANDBOX = 1 << 8,    /* ModRM.reg is %rsp, %rbp or %r15 */
+    SIEVE_FM_RM_SANDBOX = 1 << 9,     /* ModRM.rm is the register %rsp, %rbp or %r15 */
+    SIEVE_FM_NO_BASE5 = 1 << 10,      /* mod 0 with a SIB (a base of 5 is none): part of the fast_sib index */
+    /* bits 11-15: the slot; 16-19: ModRM.reg's register; 20-24: ModRM.rm's register (16: a memory operand) */
+    SIEVE_FM_RM_R15 = 1 << 25,        /* ModRM.rm is the register %r15 */
+    SIEVE_FM_REG_STACK = 1 << 26,     /* ModRM.reg is %rsp or %rbp */
+    SIEVE_FM_RM_STACK = 1 << 27,      /* ModRM.rm is the register %rsp or %rbp */
+    SIEVE_FM_WRITES = SIEVE_FM_REG_R15 | SIEVE_FM_REG_SANDBOX | SIEVE_FM_RM_SANDBOX | SIEVE_FM_RM_R15,
+    /* fast_sib[(fast_modrm & SIEVE_FM_NO_BASE5) | (REX & 3) << 8 | SIB]: the index register (bits 0-4; 16: none), and: */
+    SIEVE_FS_BAD_BASE = 32            /* a base other than %rsp, %rbp and %r15, or none */
+};
+#define SIEVE_FAST_ENTRIES 2048
+#define SIEVE_FAST_MODRM 1536
+#define SIEVE_FAST_SIB 2048
+
 /* Canonical-encoding facts in a form's reg_checks (above the decoder's register checks): a VEX/EVEX/XOP
    bit the CPU ignores must be clear (X86's DecoderTableExport.RegisterCheck has the same values). */
 enum sieve_reg_check {
@@ -185,10 +220,12 @@ struct sieve_tables {
     const int16_t *implicit_registers;             /* registers the forms use implicitly */
     const uint8_t *reason_kinds;                   /* the finding kind of each model refusal (form.forbidden - 1) */
     const struct sieve_rewrite *rewrites;          /* sorted by form */
+    const uint32_t *fast_entries, *fast_descs, *fast_modrm;   /* the fast path's (enum sieve_fast_bits) */
+    const uint8_t *fast_sib;
     uint32_t form_count, reason_count, rewrite_count;
     /* The other arrays' lengths: the core checks every index it reads from a table against them (no verdict depends
        on it, CoreTables makes the indices valid; the proof of the core needs no other fact about the tables). */
-    uint32_t pattern_count, instance_rule_count, conditional_count, rule_register_count, implicit_register_count;
+    uint32_t pattern_count, instance_rule_count, conditional_count, rule_register_count, implicit_register_count, fast_desc_count;
     uint32_t bundle_size;                          /* a power of two, at most SIEVE_MAX_BUNDLE */
     uint8_t model_none;                            /* 1: the policy and the decoder only, no sandbox rules */
     uint8_t calls_must_align;                      /* 1: a call not ending its bundle is a finding, 0: a warning */
