@@ -168,10 +168,7 @@ public struct CVerifierGenerator {
         out += "static const uint32_t sieve_modrm[256] = {\n"
         for (m, entry) in tables.modrm.enumerated() { out += "    0x\(String(entry, radix: 16))u, /* \(Self.hex(UInt8(m))) */\n" }
         out += "};\n\n"
-        out += Self.array("sieve_fast_entries", "uint32_t", tables.fast.entries.map(Int.init), "The fast path (enum sieve_fast_bits): per context (66, REX.W) and opcode, the length but for prefixes and ModRM, ModRM, row", hex: true)
-        out += Self.array("sieve_fast_descs", "uint32_t", tables.fast.descriptors.map(Int.init), "The fast path's descriptors, 32 per opcode row: by ModRM.reg, memory, REX.B", hex: true)
-        out += Self.array("sieve_fast_modrm", "uint32_t", FastTables.modrm.map(Int.init), "The fast path's ModRM bytes, per REX.R and REX.B", hex: true)
-        out += Self.array("sieve_fast_sib", "uint8_t", FastTables.sib.map(Int.init), "The fast path's SIB bytes, per mod 0, REX.X and REX.B")
+        out += Self.array("sieve_fast", "uint32_t", tables.fast.table.map(Int.init), "The fast path (enum sieve_fast_bits): per context (66, REX.W, F2, F3) and opcode, the length but for prefixes and ModRM, ModRM, row; per REX.R, REX.B and ModRM; per mod 0, REX.X, REX.B and SIB; rows of descriptors by ModRM.reg, memory, REX.B", hex: true)
         out += "/* Policy rules with instance fields: accepts, rule, operands, sizes, prefixes, registers. */\n"
         out += "static const struct sieve_instance_rule sieve_instance_rules[\(max(1, tables.instanceRules.count))] = {\n"
         if tables.instanceRules.isEmpty { out += "    {0, -1, 0, 0, 0, 0, 0}, /* none */\n" }
@@ -214,9 +211,9 @@ public struct CVerifierGenerator {
         static const struct sieve_tables sieve_policy = {
             sieve_entries, sieve_patterns, sieve_modrm, sieve_forms, sieve_instance_rules, sieve_conditional,
             sieve_rule_registers, sieve_implicit_registers, sieve_reason_kinds, sieve_rewrites,
-            sieve_fast_entries, sieve_fast_descs, sieve_fast_modrm, sieve_fast_sib,
+            sieve_fast,
             \(forms.count), \(compiled.refusals.count), \(tables.rewrites.count),   /* forms, the model's refusals, rewrites */
-            \(tables.patterns.count), \(tables.instanceRules.count), \(tables.conditional.count), \(tables.ruleRegisters.count), \(tables.implicitRegisters.count), \(tables.fast.descriptors.count),   /* patterns, instance rules, conditional, rule and implicit registers, fast descriptors */
+            \(tables.patterns.count), \(tables.instanceRules.count), \(tables.conditional.count), \(tables.ruleRegisters.count), \(tables.implicitRegisters.count), \(tables.fast.table.count),   /* patterns, instance rules, conditional, rule and implicit registers, fast */
             \(tables.bundleSize),   /* bundle size */
             \(tables.modelNone ? 1 : 0),   /* model none: the policy and the decoder only */
             \(tables.callsMustAlign ? 1 : 0),   /* a call not ending its bundle is a finding (0: a warning) */

@@ -546,76 +546,85 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
     return restricts;
 }
 
-/* The fast path: the common instruction, with at least 32 bytes of code left (reads stay within them): at most a 66 and a
-   REX prefix (or NaCl's padding NOP), the one-byte or 0F map, an opcode and ModRM class whose every instance the decoder
-   and the policy take outright and the model needs only register writes, memory operand and branch target for (the
-   fast_* tables, enum sieve_fast_bits), all of them fine. The length depends on one table per byte read; the checks are
-   off that chain. The tables come in as locals (fast_t): a byte store to the jump-target maps may alias anything else. */
-typedef struct {
-    const uint32_t *entries, *descs, *modrm; const uint8_t *sib;
-    uint8_t *valid, *targets; size_t size; uint64_t base, lo, hi, mask; int bad_target;
-} fast_t;
+/* The fast path: the common instruction, with at least 32 bytes of code left (reads stay within them): at most a 66, an
+   F2 or F3 and a REX prefix (or NaCl's padding NOP), the one-byte or 0F map, an opcode and ModRM class whose every
+   instance the decoder and the policy take outright and the model needs only register writes, memory operand, branch
+   target or masked jump for (sieve_tables.fast, enum sieve_fast_bits), all of them fine. The length depends on one table
+   per byte read; the checks are off that chain. The table comes in as a local (fast_t): a byte store to the jump-target
+   maps may alias anything else. */
+typedef struct { const uint32_t *fast; uint8_t *valid; size_t size; uint64_t base, lo, hi, mask; int bad_target; } fast_t;
 
 #define NO_REGISTER 16u   /* restricted: none */
+#define F(section, k) x.fast[SIEVE_FAST_##section + (k)]   /* fast_entries[k], ... */
 /* The register an instruction restricts, from its fast_modrm entry m and descriptor d (NO_REGISTER: none). */
 #define RESTRICTED(m, d) ((((m) >> ((d) >> 10 & 31)) & ((d) >> 15 & 31)) | ((d) >> 20 & 31))
 
 /* From at, an instruction start in the bundle ending at *bundle_end, while the fast path takes instructions that start
-   before end: across bundles (their instructions added to *count, the restriction dropped at their ends). Leaves in prev
-   the starts of the current bundle's instructions (*nprev of them, and the next one's), in *restricted the register the
+   before end: across bundles (their instructions added to *count, the restriction dropped at their ends); the jump
+   targets in the map after the valid ones (x.valid + x.size / 8 + 1). Leaves in prev
+   the starts of the current bundle's instructions (*nprev of them), in *restricted the register the
    last restricts (-1: none). Returns where it stopped: there the full path judges one instruction. */
-static SIEVE_NOINLINE size_t fast_run(fast_t *xp, const uint8_t *code, size_t at, size_t end, size_t *bundle_end, size_t bundle_size,
-                                      int *restricted, size_t *prev, int *nprev, size_t *count) {
+static SIEVE_NOINLINE size_t fast_run(fast_t *xp, const uint8_t *code, size_t at, size_t end, size_t *bundle_end, int *restricted,
+                                      size_t *prev, int *nprev, size_t *count) {
     const fast_t x = *xp;   /* a copy no store to the maps can alias */
-    size_t be = *bundle_end, n = (size_t)*nprev, counted = *count, length;
+    size_t be = *bundle_end, n = (size_t)*nprev, length;
     uint32_t pm = 0, pd = (uint32_t)(*restricted < 0 || *restricted > 15 ? NO_REGISTER : (unsigned)*restricted) << 20, e = 0, d, m, r;
-    int bad = x.bad_target;
     if (*restricted == 4 || *restricted == 5) end = at;   /* after a write to %esp or %ebp: the re-basing's second half, check's */
-    while (at < end && n < SIEVE_MAX_BUNDLE) {
+    while (at < end && n < SIEVE_MAX_BUNDLE - 1) {   /* (it takes up to two: room for both) */
         const uint8_t *c = code + at;
-        unsigned i = 0, rex = 0, b = c[0], o16 = b == 0x66, mark = 1;
+        unsigned i = 0, rex = 0, rep = 0, b = c[0], o16 = b == 0x66, mark = 1;
         if (o16 && (c[1] == 0x66 || c[1] == 0x2E)) {   /* NaCl's padding NOP 66{1,6} 2E 0F 1F 84 00 00 00 00 00 */
             while (i < 5 && c[i + 1] == 0x66) i++;
-            if (!same(c + i + 1, "\x2e\x0f\x1f\x84\0\0\0\0\0", 9) || !(x.descs[(x.entries[0x31F] >> 16) + 1] & SIEVE_FD_NOP66)) break;
+            if (!same(c + i + 1, "\x2e\x0f\x1f\x84", 4) || (c[i + 5] | c[i + 6] | c[i + 7] | c[i + 8] | c[i + 9]) ||
+                !(F(DESCS, (F(ENTRIES, 0x31F) >> 16) + 1) & SIEVE_FD_NOP66)) break;
             length = 10 + i; d = SIEVE_FD_TAKE | NO_REGISTER << 20; m = e = 0;
         } else {
             if (o16) b = c[++i];
+            if ((b & 0xFE) == 0xF2) { rep = b - 0xF1; b = c[++i]; }   /* F2 1, F3 2 */
             if ((b & 0xF0) == 0x40) { rex = b; b = c[++i]; }
             if (b == 0x0F) b = 256 + c[++i];   /* b: the opcode, in the one-byte or the 0F map */
-            e = x.entries[(o16 | (rex & 8) >> 2) << 9 | b];
-            m = x.modrm[(rex & 5) << 8 | c[i + 1]];
+            e = F(ENTRIES, (o16 | (rex & 8) >> 2 | rep << 2) << 9 | b);
+            m = F(MODRM, (rex & 5) << 8 | c[i + 1]);
             length = i + (e & 15) + (m & (e >> 4) & 7);
-            d = x.descs[(e >> 16) + (m >> 11 & 31)];
+            d = F(DESCS, (e >> 16) + (m >> 11 & 31));
             /* not taken; or a SIB with no base (a disp32 follows: the length above does not count it) */
             if (!(d & SIEVE_FD_TAKE) || ((m & e << 4 & SIEVE_FM_NO_BASE5) && (c[i + 2] & 7) == 5)) break;
         }
-        /* in the bundle; no write to %rsp, %rbp, %r15 (check's) but the first half of a re-basing (then the second is check's) */
+        /* in the bundle; no write to %rsp, %rbp, %r15 (check's) but as NaCl's re-basing, the register restricted %esp or %ebp
+           and add %r15,%rsp (or %rbp) next in the bundle */
         if (length > be - at || (d & m & SIEVE_FM_WRITES)) break;
-        if (d & m & (SIEVE_FM_REG_STACK | SIEVE_FM_RM_STACK)) { if (length == be - at) break; end = at + 1; }   /* (the bundle's end: pass's) */
-        if (d & (SIEVE_FD_LOOK | SIEVE_FD_CALL)) {
+        if ((d & (SIEVE_FD_LOOK | SIEVE_FD_CALL | SIEVE_FD_INDIRECT | SIEVE_FD_DIRECT)) || (d & m & (SIEVE_FM_CHECK | SIEVE_FM_REG_STACK | SIEVE_FM_RM_STACK))) {
+            if ((d & m & (SIEVE_FM_REG_STACK | SIEVE_FM_RM_STACK)) && (length + 3 > be - at || !(F(DESCS, (F(ENTRIES, 0x401) >> 16) + 14) & 1) ||
+                                                                        !same(c + length, RESTRICTED(m, d) == 4 ? "\x4c\x01\xfc" : "\x4c\x01\xfd", 3))) break;
             if ((d & SIEVE_FD_LOOK) && (rex || (o16 && (e & SIEVE_FE_MODRM) && (m & 1u << 11))) && !nacl_nopw(c, (int)length)) break;   /* check's */
             if ((d & SIEVE_FD_CALL) && ((x.base + at + length) & x.mask)) break;   /* a call must end its bundle */
-        }
-        if (d & m & SIEVE_FM_CHECK) {   /* a memory operand: based on %rsp, %rbp or %r15, indexed by the register restricted */
-            if (m & SIEVE_FM_SIB) {
-                unsigned sib = x.sib[(m & SIEVE_FM_NO_BASE5) | (rex & 3) << 8 | c[i + 2]], index = sib & 31;
-                if ((sib & SIEVE_FS_BAD_BASE) || (index != NO_REGISTER && index != RESTRICTED(pm, pd))) break;
-                mark = index == NO_REGISTER;   /* a jump may not land between the restriction and its use */
-            } else if (m & SIEVE_FM_BAD_BASE) break;
-        }
-        if (d & SIEVE_FD_DIRECT) {
-            int64_t target = jump_target(at, length, c + length - ((e & 15) - 1), (e & 15) - 1);
-            if (target >= 0 && (uint64_t)target < x.size) x.targets[target >> 3] |= (uint8_t)(1u << (target & 7));
-            else bad |= !jump_lands(x.valid, x.size, x.base, x.lo, x.hi, x.mask, target);
+            if (d & SIEVE_FD_INDIRECT) {   /* the two before it: p2, p1 (below it: for the proof) */
+                size_t p2 = n < 2 ? at : prev[n - 2], p1 = n < 2 ? at : prev[n - 1];
+                if (p1 >= at || p2 >= p1 || !is_add_r15(code + p1, (int)(at - p1), (int)(m >> 20 & 15)) ||
+                    !is_mask(code + p2, (int)(p1 - p2), (int)(m >> 20 & 15), (uint32_t)x.mask + 1)) break;
+                x.valid[p1 >> 3] &= (uint8_t)~(1u << (p1 & 7)); mark = 0;   /* no jump lands inside it */
+            }
+            if (d & m & SIEVE_FM_CHECK) {   /* a memory operand: based on %rsp, %rbp or %r15, indexed by the register restricted */
+                if (m & SIEVE_FM_SIB) {
+                    unsigned sib = F(SIB, (m & SIEVE_FM_NO_BASE5) | (rex & 3) << 8 | c[i + 2]), index = sib & 31;
+                    if ((sib & SIEVE_FS_BAD_BASE) || (index != NO_REGISTER && index != RESTRICTED(pm, pd))) break;
+                    mark = index == NO_REGISTER;   /* a jump may not land between the restriction and its use */
+                } else if (m & SIEVE_FM_BAD_BASE) break;
+            }
+            if (d & SIEVE_FD_DIRECT) {
+                int64_t target = jump_target(at, length, c + i + 1, length - i - 1);   /* the offset right after the opcode */
+                if (target >= 0 && (uint64_t)target < x.size) x.valid[x.size / 8 + 1 + (size_t)(target >> 3)] |= (uint8_t)(1u << (target & 7));
+                else if (!jump_lands(x.valid, x.size, x.base, x.lo, x.hi, x.mask, target)) xp->bad_target = 1;
+            }
         }
         x.valid[at >> 3] |= (uint8_t)(mark << (at & 7));   /* a new instruction start: its bit is still clear */
         prev[n++] = at; pm = m; pd = d;
         at += length;
-        if (at == be) { counted += n; n = 0; pd = NO_REGISTER << 20; be += bundle_size; }
+        if (d & m & (SIEVE_FM_REG_STACK | SIEVE_FM_RM_STACK)) { prev[n++] = at; at += 3; pd = NO_REGISTER << 20; }   /* the add */
+        if (at == be) { *count += n; n = 0; pd = NO_REGISTER << 20; be += x.mask + 1; }
     }
     r = RESTRICTED(pm, pd);
-    *restricted = r == NO_REGISTER ? -1 : (int)r;
-    prev[n] = at; *nprev = (int)n; *count = counted; *bundle_end = be; xp->bad_target = bad;
+    *restricted = r == NO_REGISTER ? -1 : (int)r; *nprev = (int)n; *bundle_end = be;
     return at;
 }
 
@@ -636,7 +645,7 @@ static void report_jumps(pass_t *s) {
     }
 }
 
-/* The sandbox pass over s's code, with s->valid and s->targets maps of size / 8 + 1 bytes, all clear. */
+/* The sandbox pass over s's code, with s->valid and s->targets (right after it) maps of size / 8 + 1 bytes, all clear. */
 static void sandbox_pass(pass_t *s) {
     const struct sieve_tables *t = s->t; const uint8_t *code = s->code;
     const uint64_t base = s->base, bundle_mask = t->bundle_size - 1;
@@ -644,13 +653,12 @@ static void sandbox_pass(pass_t *s) {
     const size_t size = s->size, fast_end = t->full_path_only || size < 32 || (base & bundle_mask) ? 0 : size - 31;
     size_t at = 0, k, prev[SIEVE_MAX_BUNDLE + 1] = {0}, bundle_end = t->bundle_size - (size_t)(base & bundle_mask);
     int nprev = 0, restricted = -1; uint8_t any = 0; insn_t i; fast_t x;
-    x.entries = t->fast_entries; x.descs = t->fast_descs; x.modrm = t->fast_modrm; x.sib = t->fast_sib; x.valid = s->valid;
-    x.targets = s->targets; x.size = size; x.base = base; x.lo = s->lo; x.hi = s->hi; x.mask = bundle_mask; x.bad_target = 0;
+    x.fast = t->fast; x.valid = s->valid; x.size = size; x.base = base; x.lo = s->lo; x.hi = s->hi; x.mask = bundle_mask; x.bad_target = 0;
     if (base & bundle_mask) emit(s, SIEVE_LAYOUT, 0, 0, -1, -1, 0);
     if (bundle_end > size) bundle_end = size;
     while (at < size) {
         if (at < fast_end) {
-            at = fast_run(&x, code, at, fast_end, &bundle_end, t->bundle_size, &restricted, prev, &nprev, &s->instructions);
+            at = fast_run(&x, code, at, fast_end, &bundle_end, &restricted, prev, &nprev, &s->instructions);
             if (bundle_end > size) bundle_end = size;
         }
         if (at < bundle_end && nprev < SIEVE_MAX_BUNDLE) {   /* the full path, one instruction (a bundle has at most SIEVE_MAX_BUNDLE) */
@@ -658,10 +666,9 @@ static void sandbox_pass(pass_t *s) {
             if (!decode(t, code, at, size + s->beyond, &i)) { emit(s, SIEVE_INVALID, at, 1, -1, -1, 0); at = bundle_end; }
             else if (at + (size_t)i.length > bundle_end) { emit(s, SIEVE_BUNDLE_CROSSING, at, i.length, i.form, -1, 0); at = bundle_end; }
             else {
-                int64_t target;
                 mark(s, at, 1);
                 if ((t->forms[i.form].facts & SIEVE_F_DIRECT) && i.imm_size && !i.refused) {
-                    target = jump_target(at, (size_t)i.length, i.bytes + i.imm_off, i.imm_size);
+                    int64_t target = jump_target(at, (size_t)i.length, i.bytes + i.imm_off, i.imm_size);
                     if (target >= 0 && (uint64_t)target < size) s->targets[target >> 3] |= (uint8_t)(1u << (target & 7));
                     else x.bad_target |= !jump_lands(s->valid, size, base, s->lo, s->hi, bundle_mask, target);
                 }
@@ -699,10 +706,11 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
         return s.count;
     }
     s.lo = place ? place->lo : 0; s.hi = place ? place->hi : ~(uint64_t)0; s.beyond = place ? place->beyond : 0;
-    maps = (uint8_t *)calloc(room / 8 + 1, 2);   /* the jump targets, and the valid ones (unless the caller keeps those) */
+    maps = (uint8_t *)calloc(room / 8 + 1, 2);   /* where jumps may land, where they do */
     if (!maps) { emit(&s, SIEVE_INVALID, 0, 0, -1, -1, 0); return s.count; }
-    s.targets = maps; s.valid = place && place->targets ? (uint8_t *)memset(place->targets, 0, size / 8 + 1) : maps + room / 8 + 1;
+    s.valid = maps; s.targets = maps + size / 8 + 1;
     sandbox_pass(&s);
+    if (place && place->targets) memcpy(place->targets, s.valid, size / 8 + 1);
     free(maps);
     if (instructions) *instructions = s.instructions;
     return s.count;

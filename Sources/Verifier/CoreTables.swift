@@ -43,7 +43,6 @@ public struct CoreTables: Sendable {
                                  quick: p.quick, writes: real ? compiled.plans[Int(p.form)].fastWrites : 0)
         }
         modrm = (0..<256).map { PatternLists.modrmEntry(UInt8($0)) }
-        fast = FastTables(entries: entries, patterns: patterns, modrm: modrm)
 
         // Policy rules with instance fields, in rule order; each form lists the ones that apply to it.
         var instanceRules: [sieve_instance_rule] = [], notes: [String] = [], ruleRegisters: [Int16] = []
@@ -107,6 +106,7 @@ public struct CoreTables: Sendable {
                 implicit_start: UInt16(implicitStart), implicit_count: UInt8(implicit.count)))
         }
         self.forms = forms
+        fast = FastTables(entries: entries, patterns: patterns, modrm: modrm, forms: forms)
         self.instanceRules = instanceRules
         self.instanceRuleNotes = notes
         self.conditional = conditional
@@ -138,8 +138,7 @@ public struct CoreTables: Sendable {
                                            instanceRules: [sieve_instance_rule], conditional: [UInt16], ruleRegisters: [Int16],
                                            implicitRegisters: [Int16], reasonKinds: [UInt8], fast: FastTables) -> [String] {
         var broken: [String] = []
-        if fast.entries.count != Int(SIEVE_FAST_ENTRIES) { broken.append("\(fast.entries.count) fast entries") }
-        if FastTables.modrm.count != Int(SIEVE_FAST_MODRM) || FastTables.sib.count != Int(SIEVE_FAST_SIB) { broken.append("fast ModRM or SIB table size") }
+        if fast.table.count != Int(SIEVE_FAST_DESCS) + fast.descriptors.count { broken.append("the fast table's sections have other sizes") }
         if fast.descriptors.count < 32 || fast.descriptors.prefix(32).contains(where: { $0 != 0 }) { broken.append("fast_descs' row 0 takes something") }
         for (k, e) in fast.entries.enumerated() where Int(e >> 16) + 32 > fast.descriptors.count {
             broken.append("fast entry \(k): row \(e >> 16) of \(fast.descriptors.count) descriptors")
@@ -256,11 +255,8 @@ final class CoreTableStorage: @unchecked Sendable {
         root.implicit_registers = keep(tables.implicitRegisters)
         root.reason_kinds = keep(tables.reasonKinds)
         root.rewrites = keep(tables.rewrites)
-        root.fast_entries = keep(tables.fast.entries)
-        root.fast_descs = keep(tables.fast.descriptors)
-        root.fast_modrm = keep(FastTables.modrm)
-        root.fast_sib = keep(FastTables.sib)
-        root.fast_desc_count = UInt32(tables.fast.descriptors.count)
+        root.fast = keep(tables.fast.table)
+        root.fast_count = UInt32(tables.fast.table.count)
         root.rewrite_count = UInt32(tables.rewrites.count)
         root.form_count = UInt32(tables.forms.count)
         root.pattern_count = UInt32(tables.patterns.count)

@@ -8,7 +8,7 @@ import X86
 /// otherwise. The length then needs one table per byte it depends on, and the checks none in series.
 /// Tests hold the fast path to the full one.
 public struct FastTables: Sendable {
-    /// Per context (66, REX.W) and opcode: `SIEVE_FAST_ENTRIES` of them.
+    /// Per context (66, REX.W, F2 or F3) and opcode: 6144 of them.
     public internal(set) var entries: [UInt32]
     /// Rows of 32 descriptors; row 0 takes nothing.
     public internal(set) var descriptors: [UInt32]
@@ -21,31 +21,35 @@ public struct FastTables: Sendable {
     /// %rsp, %rbp and %r15: the registers the fast path leaves to the full check when written.
     static func sandbox(_ register: Int) -> Bool { register == 4 || register == 5 || register == 15 }
 
-    public init(entries coreEntries: [sieve_entry], patterns: [sieve_pattern], modrm: [UInt32]) {
+    public init(entries coreEntries: [sieve_entry], patterns: [sieve_pattern], modrm: [UInt32], forms: [sieve_form]) {
         var rows: [[UInt32]: Int] = [Array(repeating: 0, count: 32): 0]
-        var descriptors = [UInt32](repeating: 0, count: 32), entries = [UInt32](repeating: 0, count: Int(SIEVE_FAST_ENTRIES))
+        var descriptors = [UInt32](repeating: 0, count: 32), entries = [UInt32](repeating: 0, count: Int(SIEVE_FAST_MODRM))
         let base = 1 << (DecoderTableExport.addressShift + 1) | 1 << DecoderTableExport.lShift
-        for context in 0..<4 {
-            let o16 = context & 1, rexW = context >> 1
+        for context in 0..<12 {
+            // the last of F2 and F3 selects the key's prefix field (as decode's sel: F3 2, F2 3), else 66
+            let o16 = context & 1, rexW = context >> 1 & 1, rep = context >> 2, selector = rep == 0 ? o16 : rep == 1 ? 3 : 2
             for opcode in 0..<512 where !PatternLists.notOpcodes.contains(opcode) && coreEntries[opcode].mod_ignored == 0 {
                 let e = coreEntries[opcode], start = Int(rexW == 1 ? e.start.2 : o16 == 1 ? e.start.1 : e.start.0)
                 let hasModRM = e.has_modrm != 0
                 // The pattern the core's walk finds for a ModRM byte (none: as the core, that of 0xC0) and REX.B.
                 func walk(_ m: Int, _ rexB: Int) -> sieve_pattern {
-                    let key = UInt64(modrm[m] & 0x3FFFF) | UInt64(base) | 1 << (DecoderTableExport.prefixShift + UInt64(o16))
+                    let key = UInt64(modrm[m] & 0x3FFFF) | UInt64(base) | 1 << (DecoderTableExport.prefixShift + UInt64(selector))
                         | 1 << (DecoderTableExport.rexBShift + UInt64(rexB))
                     var k = start
                     while k < patterns.count - 1, key & ~patterns[k].allowed != 0 { k += 1 }
                     return patterns[k]
                 }
+                guard patterns[start].allowed != ~0 else { continue }   // nothing decodes there
                 var row = [UInt32](repeating: 0, count: 32), immediates = [UInt8](repeating: 0, count: 32)
                 for slot in 0..<32 {
-                    let reg = slot >> 1 & 7, isMemory = slot & 1 == 1, rexB = slot >> 4
-                    let class_ = hasModRM ? (0..<256).filter { $0 >> 3 & 7 == reg && ($0 < 0xC0) == isMemory } : [0xC0]
-                    let found = class_.map { walk($0, rexB) }
-                    guard let p = found.first, found.allSatisfy({ $0.form == p.form && $0.quick == p.quick && $0.writes == p.writes && $0.imm == p.imm })
-                    else { continue }
-                    row[slot] = Self.descriptor(p, o16: o16 == 1, opcodeRegister: opcode & 7 | rexB << 3, hasModRM: hasModRM, memory: isMemory)
+                    let isMemory = slot & 1 == 1, rexB = slot >> 4, members = hasModRM ? Self.classes[slot & 15] : [0xC0]
+                    let p = walk(members[0], rexB)
+                    guard members.dropFirst().allSatisfy({
+                        let q = walk($0, rexB)
+                        return q.form == p.form && q.quick == p.quick && q.writes == p.writes && q.imm == p.imm
+                    }) else { continue }
+                    row[slot] = Self.descriptor(p, o16: o16 == 1, repeats: rep != 0, form: p.form == PatternLists.noForm ? nil : forms[Int(p.form)],
+                                                opcodeRegister: opcode & 7 | rexB << 3, hasModRM: hasModRM, memory: isMemory)
                     immediates[slot] = p.imm
                 }
                 // One immediate size per opcode (the length needs it before the descriptor): ModRM.reg 0's, or the lowest
@@ -63,16 +67,28 @@ public struct FastTables: Sendable {
         self.descriptors = descriptors
     }
 
+    /// The ModRM bytes of each class (slot & 15: ModRM.reg << 1 | memory).
+    static let classes: [[Int]] = (0..<16).map { slot in (0..<256).filter { $0 >> 3 & 7 == slot >> 1 && ($0 < 0xC0) == (slot & 1 == 1) } }
+
     /// The descriptor of a pattern in a context: what fast_run checks, or 0 where the full path must judge.
-    static func descriptor(_ p: sieve_pattern, o16: Bool, opcodeRegister: Int, hasModRM: Bool, memory: Bool) -> UInt32 {
-        let need = QuickFlags.decode | QuickFlags.accept
-        guard p.form != PatternLists.noForm, p.quick & need == need else { return 0 }
+    static func descriptor(_ p: sieve_pattern, o16: Bool, repeats: Bool, form f: sieve_form?, opcodeRegister: Int, hasModRM: Bool,
+                           memory: Bool) -> UInt32 {
+        guard let f, p.quick & QuickFlags.decode != 0 else { return 0 }
+        // Accepted outright, by the policy and the model but for writes, memory and branch target; or an indirect
+        // jump or call through a register, accepted but for NaCl's masked jump, which fast_run checks.
+        let indirect = hasModRM && !memory && f.decision == 0 && f.conditional_count == 0 && f.forbidden == 0
+            && f.facts & SIEVE_F_INDIRECT.rawValue != 0
+            && f.facts & (SIEVE_F_RET.rawValue | SIEVE_F_RSI.rawValue | SIEVE_F_RDI.rawValue | SIEVE_F_BIT_OFFSET.rawValue) == 0
+        guard p.quick & QuickFlags.accept != 0 || indirect else { return 0 }
+        // F2 or F3: only where it selects the form or repeats it (then neither invalid nor redundant)
+        if repeats && (f.prefix_use & 8 == 0 || f.classes & (1 << 31) != 0) { return 0 }
         // in the context 66: taken where a lone 66 is fine; NaCl's padding NOP (66 2E ...) has its own flag
         var d = !o16 || p.quick & QuickFlags.operandSize != 0 ? take : 0
         if o16 && p.quick & QuickFlags.nop66 != 0 { d |= SIEVE_FD_NOP66.rawValue }
         guard d != 0 else { return 0 }
         if p.quick & QuickFlags.look != 0 { d |= look }
         if p.quick & QuickFlags.call != 0 { d |= call }
+        if indirect { d |= SIEVE_FD_INDIRECT.rawValue | SIEVE_FM_RM_R15.rawValue }   // (not through %r15)
         if p.quick & QuickFlags.direct != 0 && p.imm > 0 {
             guard !hasModRM else { return 0 }   // (none is): fast_run finds the offset at the length's end
             d |= direct
@@ -96,8 +112,11 @@ public struct FastTables: Sendable {
         return d
     }
 
-    /// Per REX.R and REX.B (`(REX & 5) << 8`) and ModRM byte (`SIEVE_FAST_MODRM` of them; REX & 5 is 0, 1, 4 or 5).
-    public static let modrm: [UInt32] = (0..<Int(SIEVE_FAST_MODRM)).map { k in
+    /// The table as the core reads it (`sieve_tables.fast`): entries, ModRM, SIB and descriptors, at SIEVE_FAST_*.
+    public var table: [UInt32] { entries + Self.modrm + Self.sib.map(UInt32.init) + descriptors }
+
+    /// Per REX.R and REX.B (`(REX & 5) << 8`) and ModRM byte (1536 of them; REX & 5 is 0, 1, 4 or 5).
+    public static let modrm: [UInt32] = (0..<Int(SIEVE_FAST_SIB - SIEVE_FAST_MODRM)).map { k in
         let rex = k >> 8, m = k & 255, mod = m >> 6, rm = m & 7, isMemory = mod != 3
         let reg = m >> 3 & 7 | (rex & 4) << 1, rmRegister = rm | (rex & 1) << 3
         let displacement = mod == 1 ? 1 : mod == 2 || (mod == 0 && rm == 5) ? 4 : 0
@@ -115,8 +134,8 @@ public struct FastTables: Sendable {
         return e | UInt32(slot) << 11 | UInt32(reg) << 16 | UInt32(isMemory ? 16 : rmRegister) << 20
     }
 
-    /// Per mod 0 (`SIEVE_FM_NO_BASE5`), REX.X and REX.B (`(REX & 3) << 8`) and SIB byte (`SIEVE_FAST_SIB` of them).
-    public static let sib: [UInt8] = (0..<Int(SIEVE_FAST_SIB)).map { k in
+    /// Per mod 0 (`SIEVE_FM_NO_BASE5`), REX.X and REX.B (`(REX & 3) << 8`) and SIB byte (2048 of them).
+    public static let sib: [UInt8] = (0..<Int(SIEVE_FAST_DESCS - SIEVE_FAST_SIB)).map { k in
         let noBase5 = k & Int(SIEVE_FM_NO_BASE5.rawValue) != 0, rex = k >> 8 & 3, s = k & 255
         let index = s >> 3 & 7 | (rex & 2) << 2, base = s & 7 | (rex & 1) << 3
         let badBase = (noBase5 && s & 7 == 5) || !sandbox(base)

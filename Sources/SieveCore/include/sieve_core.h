@@ -100,10 +100,11 @@ enum sieve_modrm_bits {
     SIEVE_M_SIB_NO_BASE5 = 1 << 29    /* mod 0 with a SIB: a SIB base of 5 is no base but a disp32 */
 };
 
-/* The fast path's tables (sieve_tables.fast_*; FastTables.swift gathers them from the patterns, where the pattern walk
-   finds the same for a whole class of ModRM bytes). */
+/* The fast path's table (sieve_tables.fast; FastTables.swift gathers it from the patterns, where the pattern walk finds
+   the same for a whole class of ModRM bytes), one array for one register: fast_entries at SIEVE_FAST_ENTRIES, fast_modrm
+   at SIEVE_FAST_MODRM, fast_sib at SIEVE_FAST_SIB, fast_descs at SIEVE_FAST_DESCS (to the end, fast_count). */
 enum sieve_fast_bits {
-    /* fast_entries[(66 | REX.W >> 2) << 9 | opcode (the 0F map: 256 + opcode)]: the length but for the prefixes and the
+    /* fast_entries[(66 | REX.W >> 2 | (none, F2, F3) << 2) << 9 | opcode (the 0F map: 256 + opcode)]: the length but for the prefixes and the
        bytes after a ModRM (bits 0-3: opcode, ModRM and immediate; 0: the full path's), SIEVE_FE_MODRM when a ModRM follows,
        and the opcode's row in fast_descs (bits 16-31; row 0 takes nothing). */
     SIEVE_FE_MODRM = 7 << 4,
@@ -113,6 +114,7 @@ enum sieve_fast_bits {
     SIEVE_FD_CALL = 4,                /* a call: it must end its bundle */
     SIEVE_FD_DIRECT = 8,              /* a direct branch: its immediate is the offset */
     SIEVE_FD_NOP66 = 32,              /* NaCl's NOP prefixes are neither invalid nor refused on it (no immediate) */
+    SIEVE_FD_INDIRECT = 64,           /* jmp or call *%reg: only NaCl's masked jump (and $-bundle,%reg32; add %r15,%reg) */
     /* and the fast_modrm bits below it checks (the register written at ModRM.reg or .rm, restricted or not) */
     /* bits 10-14 s, 15-19 k, 20-24 f: the register it restricts is (fast_modrm >> s) & k | f (16: none) */
     /* fast_modrm[(REX & 5) << 8 | ModRM]: the SIB and displacement bytes after it (bits 0-2), and: */
@@ -131,9 +133,10 @@ enum sieve_fast_bits {
     /* fast_sib[(fast_modrm & SIEVE_FM_NO_BASE5) | (REX & 3) << 8 | SIB]: the index register (bits 0-4; 16: none), and: */
     SIEVE_FS_BAD_BASE = 32            /* a base other than %rsp, %rbp and %r15, or none */
 };
-#define SIEVE_FAST_ENTRIES 2048
-#define SIEVE_FAST_MODRM 1536
-#define SIEVE_FAST_SIB 2048
+#define SIEVE_FAST_ENTRIES 0      /* 6144 */
+#define SIEVE_FAST_MODRM 6144     /* 1536 */
+#define SIEVE_FAST_SIB 7680       /* 2048 */
+#define SIEVE_FAST_DESCS 9728
 
 /* Canonical-encoding facts in a form's reg_checks (above the decoder's register checks): a VEX/EVEX/XOP
    bit the CPU ignores must be clear (X86's DecoderTableExport.RegisterCheck has the same values). */
@@ -220,12 +223,11 @@ struct sieve_tables {
     const int16_t *implicit_registers;             /* registers the forms use implicitly */
     const uint8_t *reason_kinds;                   /* the finding kind of each model refusal (form.forbidden - 1) */
     const struct sieve_rewrite *rewrites;          /* sorted by form */
-    const uint32_t *fast_entries, *fast_descs, *fast_modrm;   /* the fast path's (enum sieve_fast_bits) */
-    const uint8_t *fast_sib;
+    const uint32_t *fast;                          /* the fast path's (enum sieve_fast_bits) */
     uint32_t form_count, reason_count, rewrite_count;
     /* The other arrays' lengths: the core checks every index it reads from a table against them (no verdict depends
        on it, CoreTables makes the indices valid; the proof of the core needs no other fact about the tables). */
-    uint32_t pattern_count, instance_rule_count, conditional_count, rule_register_count, implicit_register_count, fast_desc_count;
+    uint32_t pattern_count, instance_rule_count, conditional_count, rule_register_count, implicit_register_count, fast_count;
     uint32_t bundle_size;                          /* a power of two, at most SIEVE_MAX_BUNDLE */
     uint8_t model_none;                            /* 1: the policy and the decoder only, no sandbox rules */
     uint8_t calls_must_align;                      /* 1: a call not ending its bundle is a finding, 0: a warning */
