@@ -114,7 +114,8 @@ enum sieve_fast_bits {
        and the opcode's row in fast_descs (bits 16-31; row 0 takes nothing). */
     SIEVE_FE_MODRM = 7 << 4,
     /* fast_descs[row + slot], the slot from fast_modrm (ModRM.reg << 1 | memory | REX.B << 4): */
-    SIEVE_FD_TAKE = 1,                /* the fast path takes it (0: the full path judges it) */
+    SIEVE_FD_TAKE = 1 << 29,          /* the fast path takes it (0: the full path judges it) */
+    SIEVE_FD_SPECIAL = 1 << 30,       /* LOOK, CALL, DIRECT or INDIRECT: the fast path looks closer */
     SIEVE_FD_LOOK = 2,                /* operand-less or a NOP: not with a REX, nor 66 with memory (but NaCl's nopw) */
     SIEVE_FD_CALL = 4,                /* a call: it must end its bundle */
     SIEVE_FD_DIRECT = 8,              /* a direct branch: its immediate is the offset */
@@ -135,6 +136,7 @@ enum sieve_fast_bits {
     SIEVE_FM_REG_STACK = 1 << 26,     /* ModRM.reg is %rsp or %rbp */
     SIEVE_FM_RM_STACK = 1 << 27,      /* ModRM.rm is the register %rsp or %rbp */
     SIEVE_FM_WRITES = SIEVE_FM_REG_R15 | SIEVE_FM_REG_SANDBOX | SIEVE_FM_RM_SANDBOX | SIEVE_FM_RM_R15,
+    SIEVE_FM_ONES = SIEVE_FD_TAKE | SIEVE_FD_SPECIAL,   /* in every entry: the descriptor's TAKE and SPECIAL pass an & with it */
     /* fast_sib[(fast_modrm & SIEVE_FM_NO_BASE5) | (REX & 3) << 8 | SIB]: the index register (bits 0-4; 16: none), and: */
     SIEVE_FS_BAD_BASE = 32            /* a base other than %rsp, %rbp and %r15, or none */
 };
@@ -845,53 +847,56 @@ static SIEVE_NOINLINE size_t fast_run(fast_t *xp, const uint8_t *code, size_t at
                                       size_t *prev, int *nprev, size_t *count) {
     const fast_t x = *xp;   /* a copy no store to the maps can alias */
     size_t be = *bundle_end, n = (size_t)*nprev, length;
-    uint32_t pm = 0, pd = (uint32_t)(*restricted < 0 || *restricted > 15 ? NO_REGISTER : (unsigned)*restricted) << 20, e = 0, d, m, r;
+    uint32_t pm = 0, pd = (uint32_t)(*restricted < 0 || *restricted > 15 ? NO_REGISTER : (unsigned)*restricted) << 20, e = 0, d, m, r, dm;
     if (*restricted == 4 || *restricted == 5) end = at;   /* after a write to %esp or %ebp: the re-basing's second half, check's */
     while (at < end && n < SIEVE_MAX_BUNDLE - 1) {   /* (it takes up to two: room for both) */
-        const uint8_t *c = code + at;
-        unsigned i = 0, rex = 0, rep = 0, b = c[0], o16 = b == 0x66, mark = 1;
+        const uint8_t *c = code + at; const uint32_t *E = x.fast + SIEVE_FAST_ENTRIES, *M = x.fast + SIEVE_FAST_MODRM;
+        unsigned i = 0, rex = 0, b = c[0], o16 = b == 0x66, mark = 1;
         if (o16 && (c[1] == 0x66 || c[1] == 0x2E)) {   /* NaCl's padding NOP 66{1,6} 2E 0F 1F 84 00 00 00 00 00 */
-            while (i < 5 && c[i + 1] == 0x66) i++;
-            if (!same(c + i + 1, "\x2e\x0f\x1f\x84", 4) || (c[i + 5] | c[i + 6] | c[i + 7] | c[i + 8] | c[i + 9]) ||
-                !(F(DESCS, (F(ENTRIES, 0x31F) >> 16) + 1) & SIEVE_FD_NOP66)) break;
+            uint64_t w, y; memcpy(&w, c + 1, 8); w ^= 0x6666666666666666u;   /* w: c[1..8]; i: the 66s it starts with (c[0]: one more) */
+            i = !(w & 0xFF) + !(w & 0xFFFF) + !(w & 0xFFFFFF) + !(w & 0xFFFFFFFF) + !(w & 0xFFFFFFFFFF);
+            memcpy(&y, c + i + 1, 8);   /* then 2E 0F 1F 84 00 00 00 00, and 00 */
+            if (y != 0x841F0F2Eu || c[i + 9] || !(F(DESCS, (F(ENTRIES, 0x31F) >> 16) + 1) & SIEVE_FD_NOP66)) break;
             length = 10 + i; d = SIEVE_FD_TAKE | NO_REGISTER << 20; m = e = 0;
-        } else {
-            if (o16) b = c[++i];
-            if ((b & 0xFE) == 0xF2) { rep = b - 0xF1; b = c[++i]; }   /* F2 1, F3 2 */
-            if ((b & 0xF0) == 0x40) { rex = b; b = c[++i]; }
-            if (b == 0x0F) b = 256 + c[++i];   /* b: the opcode, in the one-byte or the 0F map */
-            e = F(ENTRIES, (o16 | (rex & 8) >> 2 | rep << 2) << 9 | b);
-            m = F(MODRM, (rex & 5) << 8 | c[i + 1]);
+        } else {   /* the context is a choice of table (E), not arithmetic on the length's chain */
+            if (o16) { b = c[++i]; E += 512; }
+            if (b == 0xF2) { b = c[++i]; E += 2048; } else if (b == 0xF3) { b = c[++i]; E += 4096; }
+            if ((b & 0xF0) == 0x40) { rex = b; b = c[++i]; E += (rex & 8) << 7; M += (rex & 5) << 8; }
+            if (b == 0x0F) { b = c[++i]; E += 256; }   /* b: the opcode, in the one-byte or the 0F map */
+            e = E[b]; m = M[c[i + 1]];
             length = i + (e & 15) + (m & (e >> 4) & 7);
             d = F(DESCS, (e >> 16) + (m >> 11 & 31));
-            /* not taken; or a SIB with no base (a disp32 follows: the length above does not count it) */
-            if (!(d & SIEVE_FD_TAKE) || ((m & e << 4 & SIEVE_FM_NO_BASE5) && (c[i + 2] & 7) == 5)) break;
         }
-        /* in the bundle; no write to %rsp, %rbp, %r15 (check's) but as NaCl's re-basing, the register restricted %esp or %ebp
-           and add %r15,%rsp (or %rbp) next in the bundle */
-        if (length > be - at || (d & m & SIEVE_FM_WRITES)) break;
-        if ((d & (SIEVE_FD_LOOK | SIEVE_FD_CALL | SIEVE_FD_INDIRECT | SIEVE_FD_DIRECT)) || (d & m & (SIEVE_FM_CHECK | SIEVE_FM_REG_STACK | SIEVE_FM_RM_STACK))) {
-            if ((d & m & (SIEVE_FM_REG_STACK | SIEVE_FM_RM_STACK)) && (length + 3 > be - at || !(F(DESCS, (F(ENTRIES, 0x401) >> 16) + 14) & 1) ||
-                                                                        !same(c + length, RESTRICTED(m, d) == 4 ? "\x4c\x01\xfc" : "\x4c\x01\xfd", 3))) break;
-            if ((d & SIEVE_FD_LOOK) && (rex || (o16 && (e & SIEVE_FE_MODRM) && (m & 1u << 11))) && !nacl_nopw(c, (int)length)) break;   /* check's */
-            if ((d & SIEVE_FD_CALL) && ((x.base + at + length) & x.mask)) break;   /* a call must end its bundle */
-            if (d & SIEVE_FD_INDIRECT) {   /* the two before it: p2, p1 (below it: for the proof) */
-                size_t p2 = n < 2 ? at : prev[n - 2], p1 = n < 2 ? at : prev[n - 1];
-                if (p1 >= at || p2 >= p1 || !is_add_r15(code + p1, (int)(at - p1), (int)(m >> 20 & 15)) ||
-                    !is_mask(code + p2, (int)(p1 - p2), (int)(m >> 20 & 15), (uint32_t)x.mask + 1)) break;
-                x.valid[p1 >> 3] &= (uint8_t)~(1u << (p1 & 7)); mark = 0;   /* no jump lands inside it */
-            }
-            if (d & m & SIEVE_FM_CHECK) {   /* a memory operand: based on %rsp, %rbp or %r15, indexed by the register restricted */
+        if (length > be - at) break;   /* in the bundle */
+        dm = ((d ^ SIEVE_FD_TAKE) | SIEVE_FM_NO_BASE5) & m;   /* (m: SIEVE_FM_ONES) */
+        if (dm & (SIEVE_FM_ONES | SIEVE_FM_NO_BASE5 | SIEVE_FM_WRITES | SIEVE_FM_CHECK | SIEVE_FM_REG_STACK | SIEVE_FM_RM_STACK)) {
+            if (dm & SIEVE_FM_CHECK) {   /* a memory operand: based on %rsp, %rbp or %r15, indexed by the register restricted */
                 if (m & SIEVE_FM_SIB) {
                     unsigned sib = F(SIB, (m & SIEVE_FM_NO_BASE5) | (rex & 3) << 8 | c[i + 2]), index = sib & 31;
                     if ((sib & SIEVE_FS_BAD_BASE) || (index != NO_REGISTER && index != RESTRICTED(pm, pd))) break;
                     mark = index == NO_REGISTER;   /* a jump may not land between the restriction and its use */
                 } else if (m & SIEVE_FM_BAD_BASE) break;
             }
-            if (d & SIEVE_FD_DIRECT) {
-                int64_t target = jump_target(at, length, c + i + 1, length - i - 1);   /* the offset right after the opcode */
-                if (target >= 0 && (uint64_t)target < x.size) x.valid[x.size / 8 + 1 + (size_t)(target >> 3)] |= (uint8_t)(1u << (target & 7));
-                else if (!jump_lands(x.valid, x.size, x.base, x.lo, x.hi, x.mask, target)) xp->bad_target = 1;
+            /* not taken; a SIB with no base (a disp32 follows: the length above does not count it); no write to %rsp, %rbp,
+               %r15 (check's) but as NaCl's re-basing, the register restricted %esp or %ebp and add %r15,%rsp (or %rbp) next */
+            if ((dm & (SIEVE_FD_TAKE | SIEVE_FM_NO_BASE5 | SIEVE_FM_WRITES)) &&
+                (!(d & SIEVE_FD_TAKE) || (dm & SIEVE_FM_WRITES) || ((e & SIEVE_FE_MODRM) && (c[i + 2] & 7) == 5))) break;
+            if ((dm & (SIEVE_FM_REG_STACK | SIEVE_FM_RM_STACK)) && (length + 3 > be - at || !(F(DESCS, (F(ENTRIES, 0x401) >> 16) + 14) & SIEVE_FD_TAKE) ||
+                                                                        !same(c + length, RESTRICTED(m, d) == 4 ? "\x4c\x01\xfc" : "\x4c\x01\xfd", 3))) break;
+            if (d & SIEVE_FD_SPECIAL) {
+                if ((d & SIEVE_FD_LOOK) && (rex || (o16 && (e & SIEVE_FE_MODRM) && (m & 1u << 11))) && !nacl_nopw(c, (int)length)) break;   /* check's */
+                if ((d & SIEVE_FD_CALL) && ((x.base + at + length) & x.mask)) break;   /* a call must end its bundle */
+                if (d & SIEVE_FD_INDIRECT) {   /* the two before it: p2, p1 (below it: for the proof) */
+                    size_t p2 = n < 2 ? at : prev[n - 2], p1 = n < 2 ? at : prev[n - 1];
+                    if (p1 >= at || p2 >= p1 || !is_add_r15(code + p1, (int)(at - p1), (int)(m >> 20 & 15)) ||
+                        !is_mask(code + p2, (int)(p1 - p2), (int)(m >> 20 & 15), (uint32_t)x.mask + 1)) break;
+                    x.valid[p1 >> 3] &= (uint8_t)~(1u << (p1 & 7)); mark = 0;   /* no jump lands inside it */
+                }
+                if (d & SIEVE_FD_DIRECT) {
+                    int64_t target = jump_target(at, length, c + i + 1, length - i - 1);   /* the offset right after the opcode */
+                    if (target >= 0 && (uint64_t)target < x.size) x.valid[x.size / 8 + 1 + (size_t)(target >> 3)] |= (uint8_t)(1u << (target & 7));
+                    else if (!jump_lands(x.valid, x.size, x.base, x.lo, x.hi, x.mask, target)) xp->bad_target = 1;
+                }
             }
         }
         x.valid[at >> 3] |= (uint8_t)(mark << (at & 7));   /* a new instruction start: its bit is still clear */
@@ -900,8 +905,7 @@ static SIEVE_NOINLINE size_t fast_run(fast_t *xp, const uint8_t *code, size_t at
         if (d & m & (SIEVE_FM_REG_STACK | SIEVE_FM_RM_STACK)) { prev[n++] = at; at += 3; pd = NO_REGISTER << 20; }   /* the add */
         if (at == be) { *count += n; n = 0; pd = NO_REGISTER << 20; be += x.mask + 1; }
     }
-    r = RESTRICTED(pm, pd);
-    *restricted = r == NO_REGISTER ? -1 : (int)r; *nprev = (int)n; *bundle_end = be;
+    r = RESTRICTED(pm, pd); *restricted = r == NO_REGISTER ? -1 : (int)r; *nprev = (int)n; *bundle_end = be;
     return at;
 }
 
@@ -950,8 +954,7 @@ static void sandbox_pass(pass_t *s) {
                     else x.bad_target |= !jump_lands(s->valid, size, base, s->lo, s->hi, bundle_mask, target);
                 }
                 restricted = i.refused ? (policy_check(s, &i, at), -1) : check(s, &i, at, restricted, prev, nprev);
-                at += (size_t)i.length;
-                prev[++nprev] = at;
+                at += (size_t)i.length; prev[++nprev] = at;
             }
         } else at = bundle_end;
         if (at >= bundle_end) {   /* the bundle's end */
@@ -976,8 +979,7 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
         while (at < size) {
             if (!decode(t, code, at, size, &i)) { emit(&s, SIEVE_INVALID, at, 1, -1, -1, 0); at++; continue; }
             policy_check(&s, &i, at);
-            at += (size_t)i.length;
-            s.instructions++;
+            at += (size_t)i.length; s.instructions++;
         }
         if (instructions) *instructions = s.instructions;
         return s.count;
@@ -995,8 +997,7 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
 
 /* The decoder alone (dyncode.c and the tests' decoder differential); the generated verifier uses it for patching. */
 SIEVE_CORE_API int sieve_core_decode(const struct sieve_tables *t, const uint8_t *code, size_t size, sieve_layout *l) {
-    insn_t i; int vec, end;
-    memset(l, 0, sizeof *l); l->form = -1;
+    insn_t i; int vec, end; memset(l, 0, sizeof *l); l->form = -1;
     if (!decode(t, code, 0, size, &i)) return 0;
     vec = i.table >= 5; end = i.has_modrm ? i.modrm_at : i.imm_off;   /* the opcode byte is just before */
     l->length = i.length; l->form = i.form; l->refused = i.refused; l->prefixes = i.prefix_count; l->imm_at = i.imm_off;

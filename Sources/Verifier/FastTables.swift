@@ -109,7 +109,8 @@ public struct FastTables: Sendable {
         case 4: d |= restricted(shift: 0, mask: 0, fixed: 0)
         default: return 0
         }
-        return d
+        let special = look | call | direct | SIEVE_FD_INDIRECT.rawValue
+        return d & special != 0 ? d | SIEVE_FD_SPECIAL.rawValue : d
     }
 
     /// The table as the core reads it (`sieve_tables.fast`): entries, ModRM, SIB and descriptors, at SIEVE_FAST_*.
@@ -131,7 +132,7 @@ public struct FastTables: Sendable {
         }
         if mod == 0 && rm == 4 { e |= SIEVE_FM_NO_BASE5.rawValue }
         let slot = (m >> 3 & 7) << 1 | (isMemory ? 1 : 0) | (rex & 1) << 4
-        return e | UInt32(slot) << 11 | UInt32(reg) << 16 | UInt32(isMemory ? 16 : rmRegister) << 20
+        return e | SIEVE_FM_ONES.rawValue | UInt32(slot) << 11 | UInt32(reg) << 16 | UInt32(isMemory ? 16 : rmRegister) << 20
     }
 
     /// Per mod 0 (`SIEVE_FM_NO_BASE5`), REX.X and REX.B (`(REX & 3) << 8`) and SIB byte (2048 of them).

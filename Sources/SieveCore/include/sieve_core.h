@@ -109,7 +109,8 @@ enum sieve_fast_bits {
        and the opcode's row in fast_descs (bits 16-31; row 0 takes nothing). */
     SIEVE_FE_MODRM = 7 << 4,
     /* fast_descs[row + slot], the slot from fast_modrm (ModRM.reg << 1 | memory | REX.B << 4): */
-    SIEVE_FD_TAKE = 1,                /* the fast path takes it (0: the full path judges it) */
+    SIEVE_FD_TAKE = 1 << 29,          /* the fast path takes it (0: the full path judges it) */
+    SIEVE_FD_SPECIAL = 1 << 30,       /* LOOK, CALL, DIRECT or INDIRECT: the fast path looks closer */
     SIEVE_FD_LOOK = 2,                /* operand-less or a NOP: not with a REX, nor 66 with memory (but NaCl's nopw) */
     SIEVE_FD_CALL = 4,                /* a call: it must end its bundle */
     SIEVE_FD_DIRECT = 8,              /* a direct branch: its immediate is the offset */
@@ -130,6 +131,7 @@ enum sieve_fast_bits {
     SIEVE_FM_REG_STACK = 1 << 26,     /* ModRM.reg is %rsp or %rbp */
     SIEVE_FM_RM_STACK = 1 << 27,      /* ModRM.rm is the register %rsp or %rbp */
     SIEVE_FM_WRITES = SIEVE_FM_REG_R15 | SIEVE_FM_REG_SANDBOX | SIEVE_FM_RM_SANDBOX | SIEVE_FM_RM_R15,
+    SIEVE_FM_ONES = SIEVE_FD_TAKE | SIEVE_FD_SPECIAL,   /* in every entry: the descriptor's TAKE and SPECIAL pass an & with it */
     /* fast_sib[(fast_modrm & SIEVE_FM_NO_BASE5) | (REX & 3) << 8 | SIB]: the index register (bits 0-4; 16: none), and: */
     SIEVE_FS_BAD_BASE = 32            /* a base other than %rsp, %rbp and %r15, or none */
 };
