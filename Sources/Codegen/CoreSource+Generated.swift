@@ -902,7 +902,7 @@ static SIEVE_NOINLINE size_t fast_run(fast_t *xp, const uint8_t *code, size_t at
         x.valid[at >> 3] |= (uint8_t)(mark << (at & 7));   /* a new instruction start: its bit is still clear */
         prev[n++] = at; pm = m; pd = d;
         at += length;
-        if (d & m & (SIEVE_FM_REG_STACK | SIEVE_FM_RM_STACK)) { prev[n++] = at; at += 3; pd = NO_REGISTER << 20; }   /* the add */
+        if (dm & (SIEVE_FM_REG_STACK | SIEVE_FM_RM_STACK)) { prev[n++] = at; at += 3; pd = NO_REGISTER << 20; }   /* the add */
         if (at == be) { *count += n; n = 0; pd = NO_REGISTER << 20; be += x.mask + 1; }
     }
     r = RESTRICTED(pm, pd); *restricted = r == NO_REGISTER ? -1 : (int)r; *nprev = (int)n; *bundle_end = be;
