@@ -181,6 +181,7 @@ static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *in, 
 
 /* ---- policy: the per-form decision, instance rules for the rest ---------------------------- */
 
+
 /*@ requires \valid_read(i) && \valid_read(f);
     assigns \nothing; */
 static int rex_bit_used(const insn_t *i, const struct sieve_form *f, uint8_t rex) {
@@ -269,51 +270,85 @@ static int register_id(int file, int number, int rex) {
     return file * 32 + number;
 }
 
+/* The prefixes an instance has, as the bits of sieve_instance_rule.prefixes (but 8192, redundant: has_redundant_prefix). */
+/*@ requires \valid_read(i);
+    assigns \nothing; */
+static unsigned prefix_set(const insn_t *i) {
+    unsigned p = i->prefixes;
+    return (p & P_LOCK ? 1u : 0) | (p & P_REP ? 2u : 0) | (p & P_REPNE ? 4u : 0) | (p & P_REX ? 8u : 0) | ((i->rex & 8) ? 16u : 0) | (p & P_66 ? 32u : 0) |
+           (p & P_67 ? 64u : 0) | (p & P_CS ? 128u : 0) | (p & P_DS ? 256u : 0) | (p & P_ES ? 512u : 0) | (p & P_SS ? 1024u : 0) | (p & P_FS ? 2048u : 0) | (p & P_GS ? 4096u : 0);
+}
+
+#define NO_ID (-65536)   /* no register: below every register_id and every int16_t a table names */
+
+/* The register (register_id) the instance names in each of form f's explicit operands, into ids (NO_ID: none). Loop
+   invariants here and below bound by constants, not by each other: EVA checks them too, and keeps no relations. */
+/*@ requires \valid_read(f) && \valid_read(i) && \valid(ids + (0 .. 3));
+    requires i->vr <= 3 && i->vx <= 1 && i->vb <= 1 && i->vvvv <= 31;
+    assigns ids[0 .. 3]; */
+static void operand_registers(const struct sieve_form *f, const insn_t *i, int *ids) {
+    int a;
+    /*@ loop unroll 4;
+        loop invariant 0 <= a <= 4; loop assigns a, ids[0 .. 3]; loop variant 4 - a; */
+    for (a = 0; a < 4; a++) {
+        int place = f->operands[a] % 8, file = f->operands[a] / 8, number = -1;
+        ids[a] = NO_ID;
+        if (!f->operands[a]) break;   /* (the list ends at a zero) */
+        if (place == 1) number = (i->modrm / 8 % 8) + i->vr * 8;
+        else if (place == 2 && !i->mem) number = (i->modrm % 8) + i->vb * 8 + ((file >= 6 && file <= 8) ? i->vx * 16 : 0);
+        else if (place == 3) number = i->vvvv;
+        else if (place == 4) number = (i->opcode % 8) + i->vb * 8;
+        else if (place == 5) ids[a] = f->fixed[a];
+        if (number >= 0) ids[a] = register_id(file, number, i->rex != 0);
+    }
+}
+
+/* Whether register want is one of ids[0..4) or one form f uses implicitly (an index past the table's end: none). */
+/*@ requires \valid_read(t) && \valid_read(f) && \valid_read(ids + (0 .. 3));
+    requires \valid_read(t->implicit_registers + (0 .. t->implicit_register_count - 1));
+    assigns \nothing; */
+static int uses_register(const struct sieve_tables *t, const struct sieve_form *f, const int *ids, int want) {
+    int a; unsigned implicit;
+    /*@ loop invariant 0 <= a <= 4; loop assigns a; loop variant 4 - a; */
+    for (a = 0; a < 4; a++) if (ids[a] == want) return 1;
+    /*@ loop invariant 0 <= a <= 255; loop assigns a, implicit; loop variant f->implicit_count - a; */
+    for (a = 0; a < f->implicit_count; a++) if ((implicit = f->implicit_start + (unsigned)a) < t->implicit_register_count && t->implicit_registers[implicit] == want) return 1;
+    return 0;
+}
+
+/*@ requires \valid_read(t) && \valid_read(i) && \valid_read(r) && 0 <= i->form < t->form_count && \valid_read(t->forms + i->form);
+    requires i->prefix_count <= 15 && i->vr <= 3 && i->vx <= 1 && i->vb <= 1 && i->vvvv <= 31;
+    requires \valid_read(t->rule_registers + (0 .. t->rule_register_count - 1));
+    requires \valid_read(t->implicit_registers + (0 .. t->implicit_register_count - 1));
+    assigns \nothing; */
 static int instance_matches(const struct sieve_tables *t, const struct sieve_instance_rule *r, const insn_t *i) {
     const struct sieve_form *f = &t->forms[i->form];
-    int a, k;
+    int k, ids[4] = {NO_ID, NO_ID, NO_ID, NO_ID}, found = 0;
     if (r->operands && !(r->operands & (i->mem ? 1 : 2))) return 0;
-    if (r->sizes) {
-        unsigned size = i->mem ? f->size_memory : f->size_register;
-        if (!(r->sizes & size)) return 0;
+    if (r->sizes && !(r->sizes & (i->mem ? f->size_memory : f->size_register))) return 0;
+    if (r->prefixes && !(r->prefixes & (prefix_set(i) | ((r->prefixes & 8192u) && has_redundant_prefix(t, i, 0) ? 8192u : 0)))) return 0;
+    if (!r->register_count) return 1; else operand_registers(f, i, ids);
+    /*@ loop invariant 0 <= k <= 255; loop assigns k, found; loop variant r->register_count - k; */
+    for (k = 0; k < r->register_count && !found; k++) {   /* indices past a table's end (never made) name no register */
+        unsigned named = r->register_start + (unsigned)k;
+        found = uses_register(t, f, ids, named < t->rule_register_count ? t->rule_registers[named] : -1);
     }
-    if (r->prefixes) {
-        unsigned p = i->prefixes, have = 0;
-        have |= (p & P_LOCK ? 1u : 0) | (p & P_REP ? 2u : 0) | (p & P_REPNE ? 4u : 0) | (p & P_REX ? 8u : 0) |
-                ((i->rex & 8) ? 16u : 0) | (p & P_66 ? 32u : 0) | (p & P_67 ? 64u : 0) | (p & P_CS ? 128u : 0) |
-                (p & P_DS ? 256u : 0) | (p & P_ES ? 512u : 0) | (p & P_SS ? 1024u : 0) | (p & P_FS ? 2048u : 0) |
-                (p & P_GS ? 4096u : 0);
-        if ((r->prefixes & 8192u) && has_redundant_prefix(t, i, 0)) have |= 8192u;
-        if (!(r->prefixes & have)) return 0;
-    }
-    if (r->register_count) {
-        int ids[8] = {0}, n = 0, found = 0;
-        /*@ loop unroll 4; */
-        for (a = 0; a < 4 && f->operands[a]; a++) {
-            int place = f->operands[a] & 7, file = f->operands[a] >> 3, number = -1;
-            if (place == 1) number = ((i->modrm >> 3) & 7) | i->vr << 3;
-            else if (place == 2 && !i->mem) number = (i->modrm & 7) | i->vb << 3 | ((file >= 6 && file <= 8) ? i->vx << 4 : 0);
-            else if (place == 3) number = i->vvvv;
-            else if (place == 4) number = (i->opcode & 7) | i->vb << 3;
-            else if (place == 5) ids[n++] = f->fixed[a];
-            if (number >= 0) ids[n++] = register_id(file, number, i->rex != 0);
-        }
-        for (k = 0; k < r->register_count && !found; k++) {   /* indices past a table's end (never made) name no register */
-            unsigned named = r->register_start + (unsigned)k, implicit;
-            int want = named < t->rule_register_count ? t->rule_registers[named] : -1;
-            for (a = 0; a < n; a++) if (ids[a] == want) found = 1;
-            for (a = 0; a < f->implicit_count; a++)
-                if ((implicit = f->implicit_start + (unsigned)a) < t->implicit_register_count && t->implicit_registers[implicit] == want) found = 1;
-        }
-        if (!found) return 0;
-    }
-    return 1;
+    return found;
 }
 
 /* 1: accepted; 0: refused, *rule the deciding rule (-1: nothing trusts it). */
+/*@ requires \valid_read(t) && \valid_read(i) && 0 <= i->form < t->form_count && \valid_read(t->forms + i->form);
+    requires i->prefix_count <= 15 && i->vr <= 3 && i->vx <= 1 && i->vb <= 1 && i->vvvv <= 31;
+    requires \valid_read(t->conditional + (0 .. t->conditional_count - 1));
+    requires \valid_read(t->instance_rules + (0 .. t->instance_rule_count - 1));
+    requires \valid_read(t->rule_registers + (0 .. t->rule_register_count - 1));
+    requires \valid_read(t->implicit_registers + (0 .. t->implicit_register_count - 1));
+    requires \valid(rule) && \separated(rule, i);
+    assigns *rule; */
 static int policy_accepts(const struct sieve_tables *t, const insn_t *i, int *rule) {
     const struct sieve_form *f = &t->forms[i->form];
     int k;
+    /*@ loop invariant -1 <= k <= 254; loop assigns k; loop variant k + 1; */
     for (k = (int)f->conditional_count - 1; k >= 0; k--) {   /* an index past a table's end (never made) matches nothing */
         unsigned c = f->conditional_start + (unsigned)k, r = c < t->conditional_count ? t->conditional[c] : t->instance_rule_count;
         if (r < t->instance_rule_count && instance_matches(t, &t->instance_rules[r], i)) { *rule = t->instance_rules[r].rule; return t->instance_rules[r].accepts; }
@@ -426,7 +461,7 @@ static int is_mov_self(const uint8_t *c, int n, uint8_t modrm) {
 
 /* The target (an offset from the code's start) of a direct branch at code[at..at+length) whose displacement is the size
    bytes at p. */
-/*@ requires \valid_read(p + (0 .. 3)) && at <= 0x7fffffffffff0000 && 0 <= length <= 64;
+/*@ requires \valid_read(p + (0 .. 3)) && at <= 0x3fffffffffffffff && 0 <= length <= 64;
     assigns \nothing; */
 static SIEVE_INLINE int64_t jump_target(size_t at, size_t length, const uint8_t *p, size_t size) {
     int64_t d = size == 1 ? (int8_t)p[0] : size == 2 ? (int16_t)(uint16_t)(p[0] | (unsigned)p[1] << 8)
@@ -436,9 +471,11 @@ static SIEVE_INLINE int64_t jump_target(size_t at, size_t length, const uint8_t 
 
 /* Whether a direct branch may land at target: in the code, at an instruction start valid marks; outside, on a bundle
    start in [lo, hi]. */
+/*@ requires \valid_read(valid + (0 .. size / 8));
+    assigns \nothing; */
 static int jump_lands(const uint8_t *valid, size_t size, uint64_t base, uint64_t lo, uint64_t hi, uint64_t mask, int64_t target) {
     uint64_t to = base + (uint64_t)target;
-    return target >= 0 && (uint64_t)target < size ? (valid[target >> 3] >> (target & 7)) & 1 : !(to & mask) && to >= lo && to <= hi;
+    return target >= 0 && (uint64_t)target < size ? (valid[(uint64_t)target / 8] >> (uint64_t)target % 8) & 1 : !(to & mask) && to >= lo && to <= hi;
 }
 
 static void call_alignment(pass_t *s, size_t end, const insn_t *i, size_t at) {
