@@ -654,23 +654,41 @@ typedef struct {
     assigns s->valid[0 .. s->size / 8]; */
 static void mark(pass_t *s, size_t at, int valid) { if (at < s->size) s->valid[at / 8] = (uint8_t)((s->valid[at / 8] & ~(1u << at % 8)) | (unsigned)(valid != 0) << at % 8); }
 
+/* The user's report callback, behind the one contract WP assumes and does not prove (the callback is the user's): it
+   reads the finding and changes nothing the core reads. */
+/*@ requires \valid_read(s) && \valid_read(f);
+    assigns \nothing; */
+static void report(const pass_t *s, const sieve_finding *f) { if (s->report) s->report(f, s->ctx); }
+
+/*@ requires \valid(s);
+    assigns s->count; */
 static void emit(pass_t *s, int kind, size_t offset, int length, int form, int rule, int warning) {
-    sieve_finding f;
-    f.offset = offset; f.length = (size_t)length; f.kind = kind; f.form = form; f.rule = rule; f.warning = warning; f.reason = -1;
+    sieve_finding f = {offset, (size_t)length, kind, form, rule, warning, -1};   /* (reason: none) */
     if (!warning) s->count++;
-    if (s->report) s->report(&f, s->ctx);
+    report(s, &f);
 }
 
 /* The model refuses the form outright: its reason, and the kind of finding that reason is. */
+/*@ requires \valid(s) && \valid_read(s->t) && 0 <= form < s->t->form_count && \valid_read(s->t->forms + form);
+    requires \valid_read(s->t->reason_kinds + (0 .. s->t->reason_count - 1));
+    assigns s->count; */
 static void emit_forbidden(pass_t *s, size_t offset, int length, int form) {
     sieve_finding f;
     int reason = s->t->forms[form].forbidden - 1;
     f.offset = offset; f.length = (size_t)length; f.form = form; f.rule = -1; f.warning = 0; f.reason = reason;
-    f.kind = (uint32_t)reason < s->t->reason_count ? s->t->reason_kinds[reason] : SIEVE_SANDBOX_FORBIDDEN;
+    f.kind = reason >= 0 && (uint32_t)reason < s->t->reason_count ? s->t->reason_kinds[reason] : SIEVE_SANDBOX_FORBIDDEN;
     s->count++;
-    if (s->report) s->report(&f, s->ctx);
+    report(s, &f);
 }
 
+/*@ requires \valid(s) && \valid_read(s->t) && \valid_read(i) && \separated(s, i);
+    requires 0 <= i->form < s->t->form_count && \valid_read(s->t->forms + i->form);
+    requires i->prefix_count <= 15 && i->vr <= 3 && i->vx <= 1 && i->vb <= 1 && i->vvvv <= 31;
+    requires \valid_read(s->t->conditional + (0 .. s->t->conditional_count - 1));
+    requires \valid_read(s->t->instance_rules + (0 .. s->t->instance_rule_count - 1));
+    requires \valid_read(s->t->rule_registers + (0 .. s->t->rule_register_count - 1));
+    requires \valid_read(s->t->implicit_registers + (0 .. s->t->implicit_register_count - 1));
+    assigns s->count; */
 static int policy_check(pass_t *s, const insn_t *i, size_t at) {
     const struct sieve_tables *t = s->t;
     int rule = -1;
@@ -757,6 +775,8 @@ static int jump_lands(const uint8_t *valid, size_t size, uint64_t base, uint64_t
     return target >= 0 && (uint64_t)target < size ? (valid[(uint64_t)target / 8] >> (uint64_t)target % 8) & 1 : !(to & mask) && to >= lo && to <= hi;
 }
 
+/*@ requires \valid(s) && \valid_read(s->t) && \valid_read(i);
+    assigns s->count; */
 static void call_alignment(pass_t *s, size_t end, const insn_t *i, size_t at) {
     if ((s->base + end) & (s->t->bundle_size - 1)) emit(s, SIEVE_CALL_ALIGNMENT, at, i->length, i->form, -1, !s->t->calls_must_align);
 }
