@@ -335,6 +335,40 @@ enum { PU_REPEATS = 8, PU_BRANCH66 = 0x2000 };   /* DecoderTables.PrefixUse: F2/
    & 7 keeps every read within 32 bytes also for a proof that does not know the table). */
 #define MODRM_BYTES(m, sib) ((int)(((m) >> 24) & 7) + (((m) & SIEVE_M_SIB_NO_BASE5) && ((sib) & 7) == 5 ? 4 : 0))
 
+/* Whether the registers an instance of form f names break its form's rules (f->reg_checks, f->distinct: encodings the CPU
+   refuses), from its ModRM byte and the fields decode has put in o (vr, vx, vb, vvvv within their bits: then the sums
+   below are the registers' numbers). */
+/*@ requires \valid_read(f) && \valid_read(o);
+    assigns \nothing; */
+static int bad_registers(const struct sieve_form *f, const insn_t *o, uint8_t modrm, int evex) {
+    unsigned reg = modrm / 8 % 8, c = f->reg_checks;
+    int n[4] = {0}, cnt = 0, a, d;
+    if ((c & 1) && (o->vr & 1) && reg) return 1;
+    if ((c & 2) && (o->vr & 1)) return 1;
+    if ((c & 4) && o->vr) return 1;
+    if ((c & 8) && o->vvvv > 7) return 1;
+    if ((c & 16) && o->vr) return 1;
+    if ((c & 32) && o->vvvv > 7) return 1;
+    if ((c & 64) && o->vb) return 1;
+    if ((c & 128) && evex && (o->vr & 2)) return 1;
+    /*@ loop unroll 4;
+        loop invariant 0 <= a <= 4 && 0 <= cnt <= 4; loop assigns a, cnt, n[0 .. 3]; loop variant 4 - a; */
+    for (a = 0; f->distinct && a < 4 && cnt < 4 && f->places[a]; a++) {   /* (cnt <= a: for EVA, which keeps no relations) */
+        /*@ assert 0 <= cnt < 4; */
+        switch (f->places[a]) {
+        case 1: n[cnt++] = (int)reg + o->vr * 8; break;
+        case 2: if (!o->mem) n[cnt++] = modrm % 8 + o->vb * 8 + o->vx * 16; break;
+        case 3: n[cnt++] = o->vvvv; break;
+        default: n[cnt] = o->sib / 8 % 8 + o->vx * 8 + o->vvvv / 16 % 2 * 16; cnt++;
+        }
+    }
+    /*@ loop invariant 0 <= a <= 4; loop assigns a, d; loop variant 4 - a; */
+    for (a = 0; a < (f->distinct == 1 ? cnt : (cnt > 0)); a++)
+        /*@ loop invariant 1 <= d <= 4; loop assigns d; loop variant 4 - d; */
+        for (d = a + 1; d < cnt; d++) if (n[a] == n[d]) return 1;
+    return 0;
+}
+
 /* Decodes the instruction at in[at..limit) into *o. Returns 0 (invalid) or 1. Never reads past limit: the bytes
    are copied into o->bytes, zero-padded near the end, so that no read below needs a bounds check (every index
    stays below 40) and one length check decides truncation (every byte read counts in it). */
@@ -402,9 +436,7 @@ static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *in, 
     o->imm_off = (uint8_t)i; o->imm_size = (uint8_t)imm;
     if ((i += imm) > end) return 0;
     if (table == 4 && i > 0) { o->imm_off = (uint8_t)(i - 1); o->imm_size = 1; }   /* (i > 0: for the proof) */
-    if ((p & P_LOCK) && !((f->classes & C_LOCK) && o->mem)) return 0;
-    if ((f->classes & C_NO66) && (p & P_66)) return 0;
-    if ((f->classes & C_NOF2F3) && last_rep) return 0;
+    if (((p & P_LOCK) && !((f->classes & C_LOCK) && o->mem)) || ((f->classes & C_NO66) && (p & P_66)) || ((f->classes & C_NOF2F3) && last_rep)) return 0;
     if (vec) {
         if (!f->uses_vvvv && (o->vvvv & 15)) return 0;
         if (evex) {
@@ -418,29 +450,7 @@ static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *in, 
         o->vr = (rex >> 2) & 1; o->vx = (rex >> 1) & 1; o->vb = rex & 1; o->vw = (rex >> 3) & 1;
     }
     o->length = i; o->form = form; o->rex = rex; o->prefixes = p; o->opcode = op; o->modrm = modrm; o->has_modrm = (uint8_t)taken; o->table = (uint8_t)table;
-    if ((f->reg_checks & 0xFF) || f->distinct) {
-        unsigned reg = (modrm >> 3) & 7, c = f->reg_checks;
-        int n[4] = {0}, cnt = 0, a, d;
-        if ((c & 1) && (o->vr & 1) && reg) return 0;
-        if ((c & 2) && (o->vr & 1)) return 0;
-        if ((c & 4) && o->vr) return 0;
-        if ((c & 8) && o->vvvv > 7) return 0;
-        if ((c & 16) && o->vr) return 0;
-        if ((c & 32) && o->vvvv > 7) return 0;
-        if ((c & 64) && o->vb) return 0;
-        if ((c & 128) && evex && (o->vr & 2)) return 0;
-        /*@ loop unroll 4; */
-        for (a = 0; f->distinct && a < 4 && f->places[a]; a++) {
-            switch (f->places[a]) {
-            case 1: n[cnt++] = (int)(reg | (unsigned)o->vr << 3); break;
-            case 2: if (!o->mem) n[cnt++] = (modrm & 7) | o->vb << 3 | o->vx << 4; break;
-            case 3: n[cnt++] = o->vvvv; break;
-            default: n[cnt++] = ((o->sib >> 3) & 7) | o->vx << 3 | (o->vvvv & 16);
-            }
-        }
-        for (a = 0; a < (f->distinct == 1 ? cnt : (cnt > 0)); a++)
-            for (d = a + 1; d < cnt; d++) if (n[a] == n[d]) return 0;
-    }
+    if (((f->reg_checks & 0xFF) || f->distinct) && bad_registers(f, o, modrm, evex)) return 0;
     if (p & P_IGNREX) o->refused = 1;
     else if ((f->classes & C_FORCE64) && (p & P_66) && !(rex & 8)) o->refused = 1;
     else if ((rex & 8) && table == 0 && op == 0xFF && taken && (((modrm >> 3) & 7) == 3 || ((modrm >> 3) & 7) == 5)) o->refused = 1;
