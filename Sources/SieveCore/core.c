@@ -191,7 +191,6 @@ static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *in, 
 
 /* ---- policy: the per-form decision, instance rules for the rest ---------------------------- */
 
-
 /*@ requires \valid_read(i) && \valid_read(f);
     assigns \nothing; */
 static int rex_bit_used(const insn_t *i, const struct sieve_form *f, uint8_t rex) {
