@@ -90,49 +90,89 @@ static int bad_registers(const struct sieve_form *f, const insn_t *o, uint8_t mo
     return 0;
 }
 
+/* Fills o for decode: zeroed, the code from in[at] in o->bytes, zero past limit. */
+/*@ SIEVE_WP(requires \valid(o) && at <= limit <= 0x3fffffffffffffff && \valid_read(in + (at .. limit - 1)) && \separated(o, in + (at .. limit - 1));)
+    assigns *o; */
+static SIEVE_INLINE void fetch(insn_t *o, const uint8_t *in, size_t at, size_t limit) {
+    insn_t z = {0}; size_t k;
+    if (at + sizeof z.bytes <= limit)   /* (a loop WP proves, not memcpy: clang -O2 makes it 3 vector moves after an overlap check) */
+        /*@ loop invariant 0 <= k <= 40; loop assigns k, z.bytes[0 .. 39]; loop variant 40 - k; */
+        for (k = 0; k < sizeof z.bytes; k++) z.bytes[k] = in[at + k];
+    else
+        /*@ loop invariant 0 <= k <= 40; loop assigns k, z.bytes[0 .. 39]; loop variant 40 - k; */
+        for (k = 0; k < sizeof z.bytes; k++) { size_t pos = at + k; z.bytes[k] = pos < limit ? in[pos] : 0; }
+    *o = z;
+}
+
+/* The VEX (C5), VEX or XOP (C4, 8F: p0 p1) or EVEX (62: p0 p1 p2) prefix b: its fields into o, its pp into *sel, and
+   its opcode map's table (5 to 15, EVEX 8 to 12), 0 when it is invalid. */
+/*@ requires \valid(o) && \valid(sel) && \separated(o, sel);
+    assigns o->vr, o->vx, o->vb, o->vw, o->vvvv, o->vl, o->z, o->aaa, o->bcst, *sel;
+    SIEVE_WP(ensures \result == 0 || (5 <= \result <= 15 && o->vr <= 3 && o->vx <= 1 && o->vb <= 1 && o->vw <= 1 && o->vvvv <= 31 && o->vl <= 3 && *sel <= 3);) */
+static SIEVE_INLINE int vector_prefix(insn_t *o, uint8_t b, uint8_t p0, uint8_t p1, uint8_t p2, unsigned *sel) {
+    uint8_t map = p0 & 0x1F;
+    if (b == 0xC5) {   /* (vx, vb, vw: 0 as fetch left them, set for the proof) */
+        o->vr = (uint8_t)((~p0 >> 7) & 1); o->vx = o->vb = o->vw = 0; o->vvvv = (uint8_t)((~p0 >> 3) & 15); o->vl = (p0 >> 2) & 1; *sel = p0 & 3;
+        return 5;
+    }
+    if (b == 0x62) {
+        if ((p0 & 8) || !(p1 & 4)) return 0;
+        o->vr = (uint8_t)((p0 & 0x80 ? 0 : 1) + (p0 & 0x10 ? 0 : 2)); o->vx = (uint8_t)((~p0 >> 6) & 1); o->vb = (uint8_t)((~p0 >> 5) & 1);
+        o->vw = (p1 >> 7) & 1; o->vvvv = (uint8_t)(~((p1 >> 3 & 15) | (p2 & 8 ? 16 : 0)) & 31); *sel = p1 & 3;   /* (R, R', V' inverted) */
+        o->z = p2 >> 7; o->vl = (p2 >> 5) & 3; o->bcst = (p2 >> 4) & 1; o->aaa = p2 & 7;
+        switch (p0 & 7) { case 1: case 2: case 3: return 7 + (p0 & 7); case 5: case 6: return 6 + (p0 & 7); default: return 0; }
+    }
+    o->vr = (uint8_t)((~p0 >> 7) & 1); o->vx = (uint8_t)((~p0 >> 6) & 1); o->vb = (uint8_t)((~p0 >> 5) & 1);
+    o->vw = (p1 >> 7) & 1; o->vvvv = (uint8_t)((~p1 >> 3) & 15); o->vl = (p1 >> 2) & 1; *sel = p1 & 3;
+    if (b == 0xC4) return map < 1 || map > 3 ? 0 : 4 + map;
+    return map > 10 ? 0 : 5 + map;
+}
+
+/* Whether Sieve refuses the encoding decode has put in o (o->refused): one the CPU executes, ignoring a REX prefix, a
+   66 on a 64-bit branch or a REX.W on a far transfer, or a VEX/EVEX/XOP bit it ignores that is set. */
+/*@ requires \valid_read(o) && \valid_read(f) && o->imm_off < 40;
+    assigns \nothing; */
+static SIEVE_INLINE int refused_encoding(const insn_t *o, const struct sieve_form *f, int vec, int evex) {
+    unsigned p = o->prefixes, c = f->reg_checks, mod = o->modrm >> 6, rm = o->modrm & 7, reg = (o->modrm >> 3) & 7, w = o->rex & 8;
+    int sib = o->mem && rm == 4, base = !(mod == 0 && rm == 5) && !(sib && mod == 0 && (o->sib & 7) == 5);
+    if ((p & P_IGNREX) || ((f->classes & C_FORCE64) && (p & P_66) && !w)) return 1;
+    if (w && o->table == 0 && o->opcode == 0xFF && o->has_modrm && (reg == 3 || reg == 5)) return 1;
+    if (w && o->table == 1 && (o->opcode == 0xB2 || o->opcode == 0xB4 || o->opcode == 0xB5)) return 1;
+    if (!vec) return 0;   /* canonical encodings: a VEX/EVEX/XOP bit the CPU ignores must be clear (R, X, B inverted) */
+    if (((c & SIEVE_RC_W_IGNORED) && o->vw) || ((c & SIEVE_RC_L_IGNORED) && o->vl && !(evex && o->bcst && !o->mem))) return 1;
+    if ((!(c & SIEVE_RC_REG) && o->vr) || (o->vx && !(o->mem ? sib : evex && (c & SIEVE_RC_RM_VECTOR)))) return 1;
+    return (o->vb && !(o->mem ? base : o->has_modrm && (c & SIEVE_RC_RM))) || ((c & SIEVE_RC_IS4) && (o->bytes[o->imm_off] & 15));
+}
+
 /* Decodes the instruction at in[at..limit) into *o. Returns 0 (invalid) or 1. Never reads past limit: the bytes
    are copied into o->bytes, zero-padded near the end, so that no read below needs a bounds check (every index
    stays below 40) and one length check decides truncation (every byte read counts in it). */
+/*@ SIEVE_WP(requires \valid_read(t) && \valid(o) && at <= limit <= 0x3fffffffffffffff && \valid_read(in + (at .. limit - 1));
+    requires \valid_read(t->entries + (0 .. 16 * 256 - 1)) && \valid_read(t->modrm + (0 .. 255));
+    requires \valid_read(t->patterns + (0 .. t->pattern_count - 1)) && \valid_read(t->forms + (0 .. t->form_count - 1));
+    requires \separated(o, t) && \separated(o, in + (at .. limit - 1));)
+    assigns *o;
+    SIEVE_WP(ensures \result == 0 || (1 <= o->length <= 15 && 0 <= o->form < t->form_count && o->prefix_count <= 15 && o->imm_off + o->imm_size <= 15 &&
+                             o->vr <= 3 && o->vx <= 1 && o->vb <= 1 && o->vvvv <= 31);) */
 static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *in, size_t at, size_t limit, insn_t *o) {
     uint8_t rex = 0, last_rep = 0, b, op = 0, modrm = 0; const uint8_t *code = o->bytes;
     size_t avail = limit - at, k; unsigned p = 0, bit, sel; const struct sieve_entry *e; const struct sieve_form *f; uint64_t key;
-    int i = 0, end = avail < 15 ? (int)avail : 15, table = 0, vec = 0, evex = 0, taken, imm, form;
-    memset(o, 0, sizeof *o);
-    if (at + sizeof o->bytes <= limit) memcpy(o->bytes, in + at, sizeof o->bytes);
-    else for (k = 0; k < sizeof o->bytes; k++) { size_t pos = at + k; o->bytes[k] = pos < limit ? in[pos] : 0; }
-    /*@ loop unroll 15; */
+    int i = 0, end = avail < 15 ? (int)avail : 15, table = 0, vec = 0, evex = 0, taken, imm, form; fetch(o, in, at, limit);
+    /*@ loop unroll 15;
+        loop invariant 0 <= i <= 14; loop assigns i, b, bit, rex, last_rep, p; loop variant 14 - i; */
     for (; (bit = prefix_bit[b = code[i]]) != 0; i++) {
         if (bit == P_REX) { if (rex) p |= P_IGNREX; rex = b; }
         else { if ((b & 0xFE) == 0xF2) last_rep = b; if (rex) { p |= P_IGNREX; rex = 0; } }
-        p |= bit;
-        if (i + 1 >= end) return 0;
+        p |= bit; if (i + 1 >= end) return 0;
     }
-    o->prefix_count = (uint8_t)i;
+    o->prefix_count = (uint8_t)i; o->vvvv = o->vl = 0;   /* (0 as fetch left them, for the proof; a VEX/EVEX/XOP prefix sets them) */
     sel = last_rep ? (last_rep == 0xF3 ? 2 : 3) : (p & P_66) ? 1 : 0;
     if (b == 0x0F) {
-        b = code[++i];
-        table = b == 0x38 ? 2 : b == 0x3A ? 3 : b == 0x0F ? 4 : 1;
+        b = code[++i]; table = b == 0x38 ? 2 : b == 0x3A ? 3 : b == 0x0F ? 4 : 1;
         i += table > 1;
-    } else if (b == 0xC5) {
-        o->vr = (uint8_t)((~code[i + 1] >> 7) & 1); o->vvvv = (uint8_t)((~code[i + 1] >> 3) & 15);
-        o->vl = (code[i + 1] >> 2) & 1; sel = code[i + 1] & 3; table = 5; vec = 1; i += 2;
-    } else if (b == 0xC4 || (b == 0x8F && (code[i + 1] & 0x1F) >= 8)) {
-        uint8_t p0 = code[i + 1], p1 = code[i + 2], map = p0 & 0x1F;
-        o->vr = (uint8_t)((~p0 >> 7) & 1); o->vx = (uint8_t)((~p0 >> 6) & 1); o->vb = (uint8_t)((~p0 >> 5) & 1);
-        o->vw = p1 >> 7; o->vvvv = (uint8_t)((~p1 >> 3) & 15); o->vl = (p1 >> 2) & 1; sel = p1 & 3;
-        if (b == 0xC4) { if (map < 1 || map > 3) return 0; table = 4 + map; }
-        else { if (map > 10) return 0; table = 5 + map; }
-        vec = 1; i += 3;
-    } else if (b == 0x62) {
-        uint8_t p0 = code[i + 1], p1 = code[i + 2], p2 = code[i + 3];
-        if ((p0 & 8) || !(p1 & 4)) return 0;
-        o->vr = (uint8_t)(((~p0 >> 7) & 1) | (((~p0 >> 4) & 1) << 1)); o->vx = (uint8_t)((~p0 >> 6) & 1);
-        o->vb = (uint8_t)((~p0 >> 5) & 1); o->vw = p1 >> 7;
-        o->vvvv = (uint8_t)(((~p1 >> 3) & 15) | (((~p2 >> 3) & 1) << 4)); sel = p1 & 3;
-        o->z = p2 >> 7; o->vl = (p2 >> 5) & 3; o->bcst = (p2 >> 4) & 1; o->aaa = p2 & 7;
-        switch (p0 & 7) { case 1: case 2: case 3: table = 7 + (p0 & 7); break; case 5: case 6: table = 6 + (p0 & 7); break;
-                          default: return 0; }
-        vec = evex = 1; i += 4;
+    } else if (b == 0xC5 || b == 0xC4 || (b == 0x8F && (code[i + 1] & 0x1F) >= 8) || b == 0x62) {
+        if (!(table = vector_prefix(o, b, code[i + 1], code[i + 2], code[i + 3], &sel))) return 0;
+        vec = 1; evex = b == 0x62; i += b == 0xC5 ? 2 : evex ? 4 : 3;
     }
     if (vec && ((p & (P_66 | P_REP | P_REPNE | P_LOCK)) || rex)) return 0;
     if (table != 4) op = code[i++];
@@ -150,6 +190,7 @@ static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *in, 
     key |= KEY(S_PFX, sel) | KEY(S_ASZ, (p & P_67) ? 0 : 1) | KEY(S_REXB, rex & 1);
     key |= KEY(S_L, evex && o->bcst && taken && !o->mem ? 2 : o->vl);   /* EVEX.b on registers: rounding, the length 512 */
     /* the list ends in a catch-all (SIEVE_NO_FORM: invalid); the bound only keeps a bad table from reading past it */
+    /*@ loop assigns k; loop variant t->pattern_count - k; */
     for (k = e->start[vec ? o->vw : (rex & 8) ? 2 : (p & P_66) ? 1 : 0]; k < t->pattern_count && (key & ~t->patterns[k].allowed); k++) {}
     if (k >= t->pattern_count || (form = t->patterns[k].form) >= (int)t->form_count) return 0;
     f = &t->forms[form];
@@ -167,25 +208,10 @@ static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *in, 
             if (o->z && (!(f->classes & C_ZEROING) || !o->aaa)) return 0;
             if (o->bcst && (o->mem || !taken ? !(f->classes & C_BCST) : !(f->classes & (C_ER | C_SAE)))) return 0;
         }
-    } else if (rex) {
-        o->vr = (rex >> 2) & 1; o->vx = (rex >> 1) & 1; o->vb = rex & 1; o->vw = (rex >> 3) & 1;
-    }
+    } else { o->vr = (rex >> 2) & 1; o->vx = (rex >> 1) & 1; o->vb = rex & 1; o->vw = (rex >> 3) & 1; }   /* (no REX: 0, as fetch left them) */
     o->length = i; o->form = form; o->rex = rex; o->prefixes = p; o->opcode = op; o->modrm = modrm; o->has_modrm = (uint8_t)taken; o->table = (uint8_t)table;
     if (((f->reg_checks & 0xFF) || f->distinct) && bad_registers(f, o, modrm, evex)) return 0;
-    if (p & P_IGNREX) o->refused = 1;
-    else if ((f->classes & C_FORCE64) && (p & P_66) && !(rex & 8)) o->refused = 1;
-    else if ((rex & 8) && table == 0 && op == 0xFF && taken && (((modrm >> 3) & 7) == 3 || ((modrm >> 3) & 7) == 5)) o->refused = 1;
-    else if ((rex & 8) && table == 1 && (op == 0xB2 || op == 0xB4 || op == 0xB5)) o->refused = 1;
-    else if (vec) {   /* canonical encodings: a VEX/EVEX/XOP bit the CPU ignores must be clear (R, X, B inverted) */
-        unsigned c = f->reg_checks, mod = modrm >> 6, rm = modrm & 7;
-        int sib = o->mem && rm == 4, base = !(mod == 0 && rm == 5) && !(sib && mod == 0 && (o->sib & 7) == 5);
-        if ((c & SIEVE_RC_W_IGNORED) && o->vw) o->refused = 1;
-        else if ((c & SIEVE_RC_L_IGNORED) && o->vl && !(evex && o->bcst && !o->mem)) o->refused = 1;
-        else if (!(c & SIEVE_RC_REG) && o->vr) o->refused = 1;
-        else if (o->vx && !(o->mem ? sib : evex && (c & SIEVE_RC_RM_VECTOR))) o->refused = 1;
-        else if (o->vb && !(o->mem ? base : taken && (c & SIEVE_RC_RM))) o->refused = 1;
-        else if ((c & SIEVE_RC_IS4) && (code[o->imm_off] & 15)) o->refused = 1;
-    }
+    o->refused = (uint8_t)refused_encoding(o, f, vec, evex);
     return 1;
 }
 
@@ -696,13 +722,28 @@ static SIEVE_NOINLINE size_t fast_run(fast_t *xp, const uint8_t *code, size_t at
     return at;
 }
 
+/* The tables every function below reads: their arrays readable to their lengths (CoreTables builds them so; the generated
+   verifier's EVA run checks them as data), the bundle size a power of two at most SIEVE_MAX_BUNDLE. */
+/*@ predicate tables_ok(struct sieve_tables *t) = \valid_read(t) && \valid_read(t->entries + (0 .. 16 * 256 - 1)) &&
+      \valid_read(t->modrm + (0 .. 255)) && \valid_read(t->patterns + (0 .. t->pattern_count - 1)) &&
+      \valid_read(t->forms + (0 .. t->form_count - 1)) && \valid_read(t->conditional + (0 .. t->conditional_count - 1)) &&
+      \valid_read(t->instance_rules + (0 .. t->instance_rule_count - 1)) && \valid_read(t->rule_registers + (0 .. t->rule_register_count - 1)) &&
+      \valid_read(t->implicit_registers + (0 .. t->implicit_register_count - 1)) && \valid_read(t->reason_kinds + (0 .. t->reason_count - 1)) &&
+      (t->bundle_size == 1 || t->bundle_size == 2 || t->bundle_size == 4 || t->bundle_size == 8 || t->bundle_size == 16 ||
+       t->bundle_size == 32 || t->bundle_size == 64 || t->bundle_size == 128); */
+
 /* Reports the direct branches that may not land where they do, in the order of the code: a second walk over it, once
    the pass has found that one exists (the first walk keeps the branch targets in a map, not a list). */
+/*@ requires \valid(s) && tables_ok(s->t) && s->size + s->beyond <= 0x3fffffffffffffff;
+    requires \valid_read(s->code + (0 .. s->size + s->beyond - 1)) && \valid_read(s->valid + (0 .. s->size / 8));
+    assigns s->count; */
 static void report_jumps(pass_t *s) {
     const uint64_t mask = s->t->bundle_size - 1; size_t at = 0, bundle_end; insn_t i;
-    while (at < s->size) {
-        bundle_end = at + s->t->bundle_size - (size_t)((s->base + at) & mask);
+    /*@ loop assigns at, bundle_end, i, s->count; loop variant s->size - at; */
+    while (at < s->size) {   /* (% here, & in the hot loops: the same for a power of two, and the provers bound a %) */
+        bundle_end = at + s->t->bundle_size - (size_t)((s->base + at) % s->t->bundle_size);
         if (bundle_end > s->size) bundle_end = s->size;
+        /*@ loop assigns at, i, s->count; loop variant bundle_end - at; */
         while (at < bundle_end && decode(s->t, s->code, at, s->size + s->beyond, &i) && at + (size_t)i.length <= bundle_end) {
             if ((s->t->forms[i.form].facts & SIEVE_F_DIRECT) && i.imm_size && !i.refused &&
                 !jump_lands(s->valid, s->size, s->base, s->lo, s->hi, mask, jump_target(at, (size_t)i.length, i.bytes + i.imm_off, i.imm_size)))

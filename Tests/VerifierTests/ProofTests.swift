@@ -82,11 +82,11 @@ import X86
         }
         let good = dir.appendingPathComponent("sieve_verifier.c")
         let source = try String(contentsOf: good, encoding: .utf8)
-        let bound = "o->bytes[k] = pos < limit ? in[pos] : 0;"
+        let bound = "z.bytes[k] = pos < limit ? in[pos] : 0;"
         #expect(source.components(separatedBy: bound).count == 2, "the bound to break is in the generated verifier once")
         let broken = dir.appendingPathComponent("broken")
         try FileManager.default.createDirectory(at: broken, withIntermediateDirectories: true)
-        try source.replacingOccurrences(of: bound, with: "o->bytes[k] = pos <= limit ? in[pos] : 0;")
+        try source.replacingOccurrences(of: bound, with: "z.bytes[k] = pos <= limit ? in[pos] : 0;")
             .write(to: broken.appendingPathComponent("sieve_verifier.c"), atomically: true, encoding: .utf8)
         try FileManager.default.copyItem(at: dir.appendingPathComponent("sieve_verifier.h"), to: broken.appendingPathComponent("sieve_verifier.h"))
 

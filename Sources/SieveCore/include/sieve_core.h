@@ -188,6 +188,12 @@ typedef struct {
 
 #define SIEVE_NO_FORM 65535
 #define SIEVE_MAX_BUNDLE 128
+/* ACSL that WP alone reads (Scripts/prove defines SIEVE_WP to its argument for WP; empty for every other reader): the
+   contracts relating several variables, which WP proves for every input and EVA's intervals cannot check (EVA, which
+   proves the absence of runtime errors directly, needs none of them). */
+#ifndef SIEVE_WP
+#define SIEVE_WP(...)
+#endif
 
 /* One opcode of one map: the first pattern per context (none, 66, REX.W; VEX/EVEX/XOP: W0, W1), ModRM, mod ignored. */
 struct sieve_entry { uint32_t start[3]; uint8_t has_modrm, mod_ignored; };
