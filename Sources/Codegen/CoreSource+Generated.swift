@@ -822,6 +822,34 @@ static void call_alignment(pass_t *s, size_t end, const insn_t *i, size_t at) {
     if ((s->base + end) & (s->t->bundle_size - 1)) emit(s, SIEVE_CALL_ALIGNMENT, at, i->length, i->form, -1, !s->t->calls_must_align);
 }
 
+#define REFUSE(kind) emit(s, kind, at, i->length, i->form, -1, 0)
+/* The register form f's register writes restrict (-1 none), refusing a write to %r15 and one to %rsp or %rbp but a
+   re-basing's first half (a loop of its own, proven on its own). */
+/*@ requires \valid(s) && \valid_read(i) && \valid_read(f) && \separated(s, i) && i->vr <= 3 && i->vb <= 1;
+    assigns s->count;
+    ensures -1 <= \result <= 31; */
+static int register_writes(pass_t *s, const insn_t *i, const struct sieve_form *f, size_t at) {
+    int restricts = -1, stack = -1, k;
+    /*@ loop invariant 0 <= k <= 3 && -1 <= restricts <= 31 && -1 <= stack <= 15;
+        loop assigns k, restricts, stack, s->count;
+        loop variant 3 - k; */
+    for (k = 0; k < 3 && f->writes[k]; k++) {
+        int slot = f->writes[k], width = slot & SIEVE_W_WIDTH, zx = (slot & SIEVE_W_ZERO_EXTENDS) && width == SIEVE_W_32, place = slot & 15;
+        /* the register written (5: EAX named by the form, add eax, imm32), -1 none; / 8 % 8, + and * 8 as in
+           operand_registers: on these bits the same as >> 3 & 7, | and << 3, in terms the provers bound */
+        int n = place == 1 ? i->modrm / 8 % 8 + i->vr * 8 : place == 2 ? (i->mem ? -1 : i->modrm % 8 + i->vb * 8)
+            : place == 3 ? i->opcode % 8 + i->vb * 8 : place == 4 ? i->vvvv % 16 : place == 5 ? 0 : -1;
+        if (n < 0 || (width == 0x10 && n >= 4 && n < 8 && !i->rex)) continue;
+        if (n == 15) REFUSE(SIEVE_RESERVED_REGISTER_WRITE);
+        else if (n == 4 || n == 5) {
+            /* only zero-extended, as the first half of a re-basing, and only one (xchg %esp,%ebp: not both) */
+            if (!zx || stack >= 0) REFUSE(SIEVE_STACK_POINTER_WRITE);
+            else stack = n;
+        } else if (zx && restricts < 0) restricts = n;
+    }
+    return stack >= 0 ? stack : restricts;
+}
+
 /* One instruction under the model; returns the register it restricts (-1 none). prev: the starts of the bundle's
    instructions before it (nprev of them) and its own (prev[nprev] == at), so that one's length is the next's start minus its own. */
 static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_t *prev, int nprev) {
@@ -829,9 +857,8 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
     const struct sieve_form *f = &t->forms[i->form];
     const uint8_t *c = i->bytes;
     unsigned facts = f->facts;
-    int restricts = -1, stack = -1, sp = i->rex ? special(c, i->length) : 0, k;
+    int restricts = -1, sp = i->rex ? special(c, i->length) : 0;
     uint8_t mask[4] = {0}, add[4] = {0}, pc[4] = {0};   /* earlier instructions' bytes (indirect branches, string instructions) */
-#define REFUSE(kind) emit(s, kind, at, i->length, i->form, -1, 0)
     if ((i->refused || f->decision || f->conditional_count) && !policy_check(s, i, at)) return -1;
     if (f->forbidden) emit_forbidden(s, at, i->length, i->form);
     if (i->prefixes & (P_FS | P_GS)) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
@@ -853,38 +880,18 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
         mark(s, at, 0);
     } else {
         if (pending == 4 || pending == 5) REFUSE(SIEVE_STACK_POINTER_WRITE);
-        for (k = 0; k < 3 && f->writes[k]; k++) {
-            int slot = f->writes[k], width = slot & SIEVE_W_WIDTH, zx = (slot & SIEVE_W_ZERO_EXTENDS) && width == SIEVE_W_32, n;
-            switch (slot & 15) {
-            case 1: n = ((i->modrm >> 3) & 7) | i->vr << 3; break;
-            case 2: if (i->mem) continue; n = (i->modrm & 7) | i->vb << 3; break;
-            case 3: n = (i->opcode & 7) | i->vb << 3; break;
-            case 4: n = i->vvvv & 15; break;
-            case 5: n = 0; break;   /* EAX named by the form (add eax, imm32) */
-            default: continue;
-            }
-            if (width == 0x10 && n >= 4 && n < 8 && !i->rex) continue;
-            if (n == 15) { REFUSE(SIEVE_RESERVED_REGISTER_WRITE); continue; }
-            if (n == 4 || n == 5) {
-                /* only zero-extended, as the first half of a re-basing, and only one (xchg %esp,%ebp: not both) */
-                if (!zx || stack >= 0) REFUSE(SIEVE_STACK_POINTER_WRITE);
-                else stack = n;
-                continue;
-            }
-            if (zx && restricts < 0) restricts = n;
-        }
-        if (stack >= 0) restricts = stack;
+        restricts = register_writes(s, i, f, at);
     }
     /* Default deny: every ModRM memory operand unless none is accessed (VSIB forms are refused whole). */
     if (i->mem && (facts & SIEVE_F_BIT_OFFSET)) REFUSE(SIEVE_UNSAFE_MEMORY_OPERAND);
     if (i->mem && !(facts & SIEVE_F_NO_MEMORY) && !f->vsib) {
-        int mod = i->modrm >> 6, rm = i->modrm & 7, base = -1, index = -1, rip = 0;
+        int mod = i->modrm >> 6, rm = i->modrm % 8, base = -1, index = -1, rip = 0;
         if (rm == 4) {
-            int sb = i->sib & 7, si = ((i->sib >> 3) & 7) | i->vx << 3;
-            if (!(sb == 5 && mod == 0)) base = sb | i->vb << 3;
+            int sb = i->sib % 8, si = i->sib / 8 % 8 + i->vx * 8;
+            if (!(sb == 5 && mod == 0)) base = sb + i->vb * 8;
             if (si != 4) index = si;
         } else if (mod == 0 && rm == 5) rip = 1;
-        else base = rm | i->vb << 3;
+        else base = rm + i->vb * 8;
         if (!rip) {
             if (base < 0) REFUSE(SIEVE_UNSAFE_MEMORY_OPERAND);
             else {
@@ -897,7 +904,7 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
         }
     }
     if (facts & SIEVE_F_INDIRECT) {
-        int reg = (i->modrm & 7) | i->vb << 3;
+        int reg = i->modrm % 8 + i->vb * 8;
         if (nprev >= 2) { earlier(s, prev[nprev - 2], mask); earlier(s, prev[nprev - 1], add); }
         if (i->mem || nprev < 2 || reg == 15 || !is_mask(mask, (int)(prev[nprev - 1] - prev[nprev - 2]), reg, t->bundle_size) ||
             !is_add_r15(add, (int)(at - prev[nprev - 1]), reg)) {
@@ -910,6 +917,7 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
     if ((facts & SIEVE_F_DIRECT) && i->imm_size && (facts & SIEVE_F_CALL)) call_alignment(s, at + (size_t)i->length, i, at);
     if (facts & (SIEVE_F_RSI | SIEVE_F_RDI)) {
         int need = ((facts & SIEVE_F_RSI) ? 2 : 0) + ((facts & SIEVE_F_RDI) ? 2 : 0), ok = nprev >= need, q, step = 0;
+        /*@ loop invariant 0 <= step <= 4; loop assigns step, ok, q, pc[0 .. 3]; loop variant need - step; */
         for (; ok && step < need; step++) {   /* q: the step-th of the need instructions before this one */
             int rdi = (facts & SIEVE_F_RSI) ? step >= 2 : 1, lea = step % 2, pl;
             if ((q = nprev - need + step) < 0 || q >= nprev) break;   /* never: nprev >= need (the bound for the proof) */
@@ -917,7 +925,11 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
             ok = lea ? (pl == 4 && same(pc, rdi ? "\x49\x8D\x3C\x3F" : "\x49\x8D\x34\x37", 4)) : is_mov_self(pc, pl, rdi ? 0xFF : 0xF6);
         }
         if (!ok || step < need) REFUSE(SIEVE_STRING_OUTSIDE_SEQUENCE);
-        else { for (step = 1; step < need; step++) if ((q = nprev - need + step) >= 0 && q < nprev) mark(s, prev[q], 0); mark(s, at, 0); }
+        else {
+            /*@ loop invariant 1 <= step <= 4; loop assigns step, q, s->valid[0 .. s->size / 8]; loop variant need - step; */
+            for (step = 1; step < need; step++) if ((q = nprev - need + step) >= 0 && q < nprev) mark(s, prev[q], 0);
+            mark(s, at, 0);
+        }
     }
 #undef REFUSE
     return restricts;
