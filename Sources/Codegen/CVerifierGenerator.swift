@@ -168,7 +168,7 @@ public struct CVerifierGenerator {
         out += "static const uint32_t sieve_modrm[256] = {\n"
         for (m, entry) in tables.modrm.enumerated() { out += "    0x\(String(entry, radix: 16))u, /* \(Self.hex(UInt8(m))) */\n" }
         out += "};\n\n"
-        out += Self.array("sieve_fast", "uint32_t", tables.fast.table.map(Int.init), "The fast path (enum sieve_fast_bits): per context (66, REX.W, F2, F3) and opcode, the length but for prefixes and ModRM, ModRM, row; per REX.R, REX.B and ModRM; per mod 0, REX.X, REX.B and SIB; rows of descriptors by ModRM.reg, memory, REX.B", hex: true)
+        out += Self.array("sieve_fast", "uint32_t", tables.fast.table.map(Int.init), "The fast path (enum sieve_fast_bits): per context (66, REX.W, F2, F3, REX) and opcode, the length but for prefixes and ModRM, ModRM, row; per REX.R, REX.B and ModRM; per mod 0, REX.X, REX.B and SIB; rows of descriptors by ModRM.reg, memory, REX.B", hex: true)
         out += "/* Policy rules with instance fields: accepts, rule, operands, sizes, prefixes, registers. */\n"
         out += "static const struct sieve_instance_rule sieve_instance_rules[\(max(1, tables.instanceRules.count))] = {\n"
         if tables.instanceRules.isEmpty { out += "    {0, -1, 0, 0, 0, 0, 0}, /* none */\n" }

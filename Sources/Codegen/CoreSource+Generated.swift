@@ -109,14 +109,14 @@ enum sieve_modrm_bits {
    the same for a whole class of ModRM bytes), one array for one register: fast_entries at SIEVE_FAST_ENTRIES, fast_modrm
    at SIEVE_FAST_MODRM, fast_sib at SIEVE_FAST_SIB, fast_descs at SIEVE_FAST_DESCS (to the end, fast_count). */
 enum sieve_fast_bits {
-    /* fast_entries[(66 | REX.W >> 2 | (none, F2, F3) << 2) << 9 | opcode (the 0F map: 256 + opcode)]: the length but for the prefixes and the
+    /* fast_entries[(66 | REX.W >> 2 | (none, F2, F3) << 2 | 12 with a REX) << 9 | opcode (the 0F map: 256 + opcode)]: the length but for the prefixes and the
        bytes after a ModRM (bits 0-3: opcode, ModRM and immediate; 0: the full path's), SIEVE_FE_MODRM when a ModRM follows,
        and the opcode's row in fast_descs (bits 16-31; row 0 takes nothing). */
     SIEVE_FE_MODRM = 7 << 4,
     /* fast_descs[row + slot], the slot from fast_modrm (ModRM.reg << 1 | memory | REX.B << 4): */
     SIEVE_FD_TAKE = 1 << 29,          /* the fast path takes it (0: the full path judges it) */
     SIEVE_FD_SPECIAL = 1 << 30,       /* LOOK, CALL, DIRECT or INDIRECT: the fast path looks closer */
-    SIEVE_FD_LOOK = 2,                /* operand-less or a NOP: not with a REX, nor 66 with memory (but NaCl's nopw) */
+    SIEVE_FD_LOOK = 2,                /* operand-less or a NOP with a REX, or a 66 and memory: only NaCl's nopw */
     SIEVE_FD_CALL = 4,                /* a call: it must end its bundle */
     SIEVE_FD_DIRECT = 8,              /* a direct branch: its immediate is the offset */
     SIEVE_FD_NOP66 = 32,              /* NaCl's NOP prefixes are neither invalid nor refused on it (no immediate) */
@@ -140,10 +140,10 @@ enum sieve_fast_bits {
     /* fast_sib[(fast_modrm & SIEVE_FM_NO_BASE5) | (REX & 3) << 8 | SIB]: the index register (bits 0-4; 16: none), and: */
     SIEVE_FS_BAD_BASE = 32            /* a base other than %rsp, %rbp and %r15, or none */
 };
-#define SIEVE_FAST_ENTRIES 0      /* 6144 */
-#define SIEVE_FAST_MODRM 6144     /* 1536 */
-#define SIEVE_FAST_SIB 7680       /* 2048 */
-#define SIEVE_FAST_DESCS 9728
+#define SIEVE_FAST_ENTRIES 0      /* 12288 */
+#define SIEVE_FAST_MODRM 12288    /* 1536 */
+#define SIEVE_FAST_SIB 13824      /* 2048 */
+#define SIEVE_FAST_DESCS 15872
 
 /* Canonical-encoding facts in a form's reg_checks (above the decoder's register checks): a VEX/EVEX/XOP
    bit the CPU ignores must be clear (X86's DecoderTableExport.RegisterCheck has the same values). */
@@ -971,7 +971,7 @@ static SIEVE_NOINLINE size_t fast_run(fast_t *xp, const uint8_t *code, size_t at
         } else {   /* the context is a choice of table (E), not arithmetic on the length's chain */
             if (o16) { b = c[++i]; E += 512; }
             if (b == 0xF2) { b = c[++i]; E += 2048; } else if (b == 0xF3) { b = c[++i]; E += 4096; }
-            if ((b & 0xF0) == 0x40) { rex = b; b = c[++i]; E += (rex & 8) << 7; M += (rex & 5) << 8; }
+            if ((b & 0xF0) == 0x40) { rex = b; b = c[++i]; E += 12 * 512 + ((rex & 8) << 7); M += (rex & 5) << 8; }
             if (b == 0x0F) { b = c[++i]; E += 256; }   /* b: the opcode, in the one-byte or the 0F map */
             e = E[b]; m = M[c[i + 1]];
             length = i + (e & 15) + (m & (e >> 4) & 7);
@@ -991,10 +991,10 @@ static SIEVE_NOINLINE size_t fast_run(fast_t *xp, const uint8_t *code, size_t at
                %r15 (check's) but as NaCl's re-basing, the register restricted %esp or %ebp and add %r15,%rsp (or %rbp) next */
             if ((dm & (SIEVE_FD_TAKE | SIEVE_FM_NO_BASE5 | SIEVE_FM_WRITES)) &&
                 (!(d & SIEVE_FD_TAKE) || (dm & SIEVE_FM_WRITES) || ((e & SIEVE_FE_MODRM) && (c[i + 2] & 7) == 5))) break;
-            if ((dm & (SIEVE_FM_REG_STACK | SIEVE_FM_RM_STACK)) && (length + 3 > be - at || !(F(DESCS, (F(ENTRIES, 0x401) >> 16) + 14) & SIEVE_FD_TAKE) ||
+            if ((dm & (SIEVE_FM_REG_STACK | SIEVE_FM_RM_STACK)) && (length + 3 > be - at || !(F(DESCS, (F(ENTRIES, 12 << 9 | 0x401) >> 16) + 14) & SIEVE_FD_TAKE) ||
                                                                         !same(c + length, RESTRICTED(m, d) == 4 ? "\x4c\x01\xfc" : "\x4c\x01\xfd", 3))) break;
             if (d & SIEVE_FD_SPECIAL) {
-                if ((d & SIEVE_FD_LOOK) && (rex || (o16 && (e & SIEVE_FE_MODRM) && (m & 1u << 11))) && !nacl_nopw(c, (int)length)) break;   /* check's */
+                if ((d & SIEVE_FD_LOOK) && !nacl_nopw(c, (int)length)) break;   /* with a REX, or 66 and memory: check's */
                 if ((d & SIEVE_FD_CALL) && ((x.base + at + length) & x.mask)) break;   /* a call must end its bundle */
                 if (d & SIEVE_FD_INDIRECT) {   /* the two before it: p2, p1 (below it: for the proof) */
                     size_t p2 = n < 2 ? at : prev[n - 2], p1 = n < 2 ? at : prev[n - 1];
@@ -1468,12 +1468,14 @@ static void keep(const sieve_finding *f, void *ctx) {
     p->findings[p->nfindings++].offset += p->from;
 }
 
-/* Verifies one piece (any thread; each piece once). Every direct jump that leaves the piece is kept as a bad jump
-   target for sieve_core_join to judge against the module. */
+/* Verifies one piece (any thread; each piece once). A direct jump that leaves the piece for a bundle's start passes, as
+   it does out of the module: when no piece finds fault with the code, every bundle starts an instruction (the join checks
+   that no piece did). Any other jump that leaves the piece is kept as a bad jump target for sieve_core_join to judge
+   against the module. */
 SIEVE_CORE_API void sieve_core_verify_piece(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
                                             sieve_piece *p) {
     struct sieve_place place;
-    place.lo = 1; place.hi = 0;   /* an empty range: the join decides every jump out of the piece */
+    place.lo = 0; place.hi = ~(uint64_t)0;   /* as sieve_core_run without a place: every bundle's start */
     place.beyond = size - p->to;
     place.targets = p->targets = (uint8_t *)malloc((p->to - p->from) / 8 + 1);
     if (!p->targets) { p->failed = 1; return; }
@@ -1501,13 +1503,19 @@ static int lands(const struct sieve_tables *t, const sieve_piece *pieces, size_t
 
 /* Reports the pieces' findings in the order one sieve_core_run over the module reports them (its sweep in offset order,
    then the bad jump targets in branch order), with the jumps between pieces judged; frees the pieces' memory. Returns
-   the number of findings. */
+   the number of findings. Where a piece refuses code, a bundle may start with no instruction for a jump from another
+   piece to land on: the module is then verified again whole, on this thread (refused code is the rare case). */
 SIEVE_CORE_API size_t sieve_core_join(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
                                       sieve_piece *pieces, size_t n, sieve_report_fn report, void *ctx) {
     size_t count = 0, k, j;
-    int pass, failed = 0;
-    for (k = 0; k < n; k++) failed |= pieces[k].failed;
-    for (pass = 0; pass < 2 && !failed; pass++) {
+    int pass, failed = 0, whole = 0;
+    for (k = 0; k < n; k++) {
+        failed |= pieces[k].failed;
+        for (j = 0; j < pieces[k].nfindings; j++) whole |= !pieces[k].findings[j].warning && pieces[k].findings[j].kind != SIEVE_BAD_JUMP_TARGET;
+    }
+    whole = whole && n > 1 && !failed;
+    if (whole) count = sieve_core_run(t, code, size, base, NULL, report, ctx, NULL);
+    for (pass = 0; pass < 2 && !failed && !whole; pass++) {
         for (k = 0; k < n; k++) {
             for (j = 0; j < pieces[k].nfindings; j++) {
                 sieve_finding *f = &pieces[k].findings[j];

@@ -686,7 +686,7 @@ static SIEVE_NOINLINE size_t fast_run(fast_t *xp, const uint8_t *code, size_t at
         } else {   /* the context is a choice of table (E), not arithmetic on the length's chain */
             if (o16) { b = c[++i]; E += 512; }
             if (b == 0xF2) { b = c[++i]; E += 2048; } else if (b == 0xF3) { b = c[++i]; E += 4096; }
-            if ((b & 0xF0) == 0x40) { rex = b; b = c[++i]; E += (rex & 8) << 7; M += (rex & 5) << 8; }
+            if ((b & 0xF0) == 0x40) { rex = b; b = c[++i]; E += 12 * 512 + ((rex & 8) << 7); M += (rex & 5) << 8; }
             if (b == 0x0F) { b = c[++i]; E += 256; }   /* b: the opcode, in the one-byte or the 0F map */
             e = E[b]; m = M[c[i + 1]];
             length = i + (e & 15) + (m & (e >> 4) & 7);
@@ -706,10 +706,10 @@ static SIEVE_NOINLINE size_t fast_run(fast_t *xp, const uint8_t *code, size_t at
                %r15 (check's) but as NaCl's re-basing, the register restricted %esp or %ebp and add %r15,%rsp (or %rbp) next */
             if ((dm & (SIEVE_FD_TAKE | SIEVE_FM_NO_BASE5 | SIEVE_FM_WRITES)) &&
                 (!(d & SIEVE_FD_TAKE) || (dm & SIEVE_FM_WRITES) || ((e & SIEVE_FE_MODRM) && (c[i + 2] & 7) == 5))) break;
-            if ((dm & (SIEVE_FM_REG_STACK | SIEVE_FM_RM_STACK)) && (length + 3 > be - at || !(F(DESCS, (F(ENTRIES, 0x401) >> 16) + 14) & SIEVE_FD_TAKE) ||
+            if ((dm & (SIEVE_FM_REG_STACK | SIEVE_FM_RM_STACK)) && (length + 3 > be - at || !(F(DESCS, (F(ENTRIES, 12 << 9 | 0x401) >> 16) + 14) & SIEVE_FD_TAKE) ||
                                                                         !same(c + length, RESTRICTED(m, d) == 4 ? "\x4c\x01\xfc" : "\x4c\x01\xfd", 3))) break;
             if (d & SIEVE_FD_SPECIAL) {
-                if ((d & SIEVE_FD_LOOK) && (rex || (o16 && (e & SIEVE_FE_MODRM) && (m & 1u << 11))) && !nacl_nopw(c, (int)length)) break;   /* check's */
+                if ((d & SIEVE_FD_LOOK) && !nacl_nopw(c, (int)length)) break;   /* with a REX, or 66 and memory: check's */
                 if ((d & SIEVE_FD_CALL) && ((x.base + at + length) & x.mask)) break;   /* a call must end its bundle */
                 if (d & SIEVE_FD_INDIRECT) {   /* the two before it: p2, p1 (below it: for the proof) */
                     size_t p2 = n < 2 ? at : prev[n - 2], p1 = n < 2 ? at : prev[n - 1];

@@ -328,12 +328,14 @@ static void keep(const sieve_finding *f, void *ctx) {
     p->findings[p->nfindings++].offset += p->from;
 }
 
-/* Verifies one piece (any thread; each piece once). Every direct jump that leaves the piece is kept as a bad jump
-   target for sieve_core_join to judge against the module. */
+/* Verifies one piece (any thread; each piece once). A direct jump that leaves the piece for a bundle's start passes, as
+   it does out of the module: when no piece finds fault with the code, every bundle starts an instruction (the join checks
+   that no piece did). Any other jump that leaves the piece is kept as a bad jump target for sieve_core_join to judge
+   against the module. */
 SIEVE_CORE_API void sieve_core_verify_piece(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
                                             sieve_piece *p) {
     struct sieve_place place;
-    place.lo = 1; place.hi = 0;   /* an empty range: the join decides every jump out of the piece */
+    place.lo = 0; place.hi = ~(uint64_t)0;   /* as sieve_core_run without a place: every bundle's start */
     place.beyond = size - p->to;
     place.targets = p->targets = (uint8_t *)malloc((p->to - p->from) / 8 + 1);
     if (!p->targets) { p->failed = 1; return; }
@@ -361,13 +363,19 @@ static int lands(const struct sieve_tables *t, const sieve_piece *pieces, size_t
 
 /* Reports the pieces' findings in the order one sieve_core_run over the module reports them (its sweep in offset order,
    then the bad jump targets in branch order), with the jumps between pieces judged; frees the pieces' memory. Returns
-   the number of findings. */
+   the number of findings. Where a piece refuses code, a bundle may start with no instruction for a jump from another
+   piece to land on: the module is then verified again whole, on this thread (refused code is the rare case). */
 SIEVE_CORE_API size_t sieve_core_join(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
                                       sieve_piece *pieces, size_t n, sieve_report_fn report, void *ctx) {
     size_t count = 0, k, j;
-    int pass, failed = 0;
-    for (k = 0; k < n; k++) failed |= pieces[k].failed;
-    for (pass = 0; pass < 2 && !failed; pass++) {
+    int pass, failed = 0, whole = 0;
+    for (k = 0; k < n; k++) {
+        failed |= pieces[k].failed;
+        for (j = 0; j < pieces[k].nfindings; j++) whole |= !pieces[k].findings[j].warning && pieces[k].findings[j].kind != SIEVE_BAD_JUMP_TARGET;
+    }
+    whole = whole && n > 1 && !failed;
+    if (whole) count = sieve_core_run(t, code, size, base, NULL, report, ctx, NULL);
+    for (pass = 0; pass < 2 && !failed && !whole; pass++) {
         for (k = 0; k < n; k++) {
             for (j = 0; j < pieces[k].nfindings; j++) {
                 sieve_finding *f = &pieces[k].findings[j];

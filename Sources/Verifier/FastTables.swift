@@ -8,7 +8,8 @@ import X86
 /// otherwise. The length then needs one table per byte it depends on, and the checks none in series.
 /// Tests hold the fast path to the full one.
 public struct FastTables: Sendable {
-    /// Per context (66, REX.W, F2 or F3) and opcode: 6144 of them.
+    /// Per context (66, REX.W, F2 or F3, and whether a REX is there) and opcode: 12288 of them (REX.W without a REX
+    /// is no context: those 2048 stay empty).
     public internal(set) var entries: [UInt32]
     /// Rows of 32 descriptors; row 0 takes nothing.
     public internal(set) var descriptors: [UInt32]
@@ -25,9 +26,10 @@ public struct FastTables: Sendable {
         var rows: [[UInt32]: Int] = [Array(repeating: 0, count: 32): 0]
         var descriptors = [UInt32](repeating: 0, count: 32), entries = [UInt32](repeating: 0, count: Int(SIEVE_FAST_MODRM))
         let base = 1 << (DecoderTableExport.addressShift + 1) | 1 << DecoderTableExport.lShift
-        for context in 0..<12 {
+        for context in 0..<24 where context >= 12 || context & 2 == 0 {
             // the last of F2 and F3 selects the key's prefix field (as decode's sel: F3 2, F2 3), else 66
-            let o16 = context & 1, rexW = context >> 1 & 1, rep = context >> 2, selector = rep == 0 ? o16 : rep == 1 ? 3 : 2
+            let rex = context >= 12, o16 = context & 1, rexW = context >> 1 & 1, rep = (context % 12) >> 2
+            let selector = rep == 0 ? o16 : rep == 1 ? 3 : 2
             for opcode in 0..<512 where !PatternLists.notOpcodes.contains(opcode) && coreEntries[opcode].mod_ignored == 0 {
                 let e = coreEntries[opcode], start = Int(rexW == 1 ? e.start.2 : o16 == 1 ? e.start.1 : e.start.0)
                 let hasModRM = e.has_modrm != 0
@@ -48,7 +50,7 @@ public struct FastTables: Sendable {
                         let q = walk($0, rexB)
                         return q.form == p.form && q.quick == p.quick && q.writes == p.writes && q.imm == p.imm
                     }) else { continue }
-                    row[slot] = Self.descriptor(p, o16: o16 == 1, repeats: rep != 0, form: p.form == PatternLists.noForm ? nil : forms[Int(p.form)],
+                    row[slot] = Self.descriptor(p, o16: o16 == 1, rex: rex, repeats: rep != 0, form: p.form == PatternLists.noForm ? nil : forms[Int(p.form)],
                                                 opcodeRegister: opcode & 7 | rexB << 3, hasModRM: hasModRM, memory: isMemory)
                     immediates[slot] = p.imm
                 }
@@ -71,7 +73,7 @@ public struct FastTables: Sendable {
     static let classes: [[Int]] = (0..<16).map { slot in (0..<256).filter { $0 >> 3 & 7 == slot >> 1 && ($0 < 0xC0) == (slot & 1 == 1) } }
 
     /// The descriptor of a pattern in a context: what fast_run checks, or 0 where the full path must judge.
-    static func descriptor(_ p: sieve_pattern, o16: Bool, repeats: Bool, form f: sieve_form?, opcodeRegister: Int, hasModRM: Bool,
+    static func descriptor(_ p: sieve_pattern, o16: Bool, rex: Bool, repeats: Bool, form f: sieve_form?, opcodeRegister: Int, hasModRM: Bool,
                            memory: Bool) -> UInt32 {
         guard let f, p.quick & QuickFlags.decode != 0 else { return 0 }
         // Accepted outright, by the policy and the model but for writes, memory and branch target; or an indirect
@@ -86,7 +88,8 @@ public struct FastTables: Sendable {
         var d = !o16 || p.quick & QuickFlags.operandSize != 0 ? take : 0
         if o16 && p.quick & QuickFlags.nop66 != 0 { d |= SIEVE_FD_NOP66.rawValue }
         guard d != 0 else { return 0 }
-        if p.quick & QuickFlags.look != 0 { d |= look }
+        // an operand-less form or a NOP: fine but with a REX, or a 66 with memory (but NaCl's nopw: fast_run's look)
+        if p.quick & QuickFlags.look != 0 && (rex || (o16 && hasModRM && memory)) { d |= look }
         if p.quick & QuickFlags.call != 0 { d |= call }
         if indirect { d |= SIEVE_FD_INDIRECT.rawValue | SIEVE_FM_RM_R15.rawValue }   // (not through %r15)
         if p.quick & QuickFlags.direct != 0 && p.imm > 0 {

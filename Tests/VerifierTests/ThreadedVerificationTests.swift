@@ -50,6 +50,31 @@ import X86
         #expect(difference == nil, "the lists differ from finding \(difference ?? 0) on")
     }
 
+    /// Valid code whose direct jumps are sent into other pieces: to bundle starts, to instructions within a
+    /// bundle, and between instructions. No piece refuses code, so the join judges every jump that leaves a
+    /// piece (no second, whole verification): the same findings, in the same order, as one thread.
+    @Test(arguments: [2, 3]) func jumpsBetweenPiecesAreJudgedAgainstTheModule(threads: Int) throws {
+        var code = try Self.module(copies: 3), starts: [Int] = [], jumps: [Int] = [], at = 0
+        while at < code.count, case .instruction(let i) = Decoder.shared.decode(code, at: at) {
+            starts.append(at)
+            if i.length == 5 && code[at] == 0xE9 { jumps.append(at) }
+            at += i.length
+        }
+        #expect(at == code.count && jumps.count > 100)
+        var random = SplitMix(seed: 0x10ad + UInt64(threads))
+        for jump in jumps {
+            let start = starts[Int(random.next() % UInt64(starts.count))]
+            let target = [start & ~31, start, start + 1][Int(random.next() % 3)]   // a bundle, an instruction, neither
+            code.replaceSubrange(jump + 1..<jump + 5, with: withUnsafeBytes(of: Int32(target - jump - 5).littleEndian, Array.init))
+        }
+        let one = Self.run(Repository.nacl, code, base: 0x20000, threads: 1)
+        let many = Self.run(Repository.nacl, code, base: 0x20000, threads: threads)
+        #expect(one.1.count > 10 && one.1.allSatisfy { $0.kind == .badJumpTarget })
+        #expect(many.0 == one.0)
+        let difference = many.1.count == one.1.count ? Array(zip(many.1, one.1)).firstIndex { $0.0 != $0.1 } : min(many.1.count, one.1.count)
+        #expect(difference == nil, "the lists differ from finding \(difference ?? 0) on")
+    }
+
     /// The generated C API (sieve_split, sieve_verify_piece, sieve_join) reports what sieve_verify
     /// reports, in its order, on refused code cut into eight pieces.
     @Test func generatedPiecesAgreeWithSieveVerify() throws {

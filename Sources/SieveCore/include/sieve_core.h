@@ -104,14 +104,14 @@ enum sieve_modrm_bits {
    the same for a whole class of ModRM bytes), one array for one register: fast_entries at SIEVE_FAST_ENTRIES, fast_modrm
    at SIEVE_FAST_MODRM, fast_sib at SIEVE_FAST_SIB, fast_descs at SIEVE_FAST_DESCS (to the end, fast_count). */
 enum sieve_fast_bits {
-    /* fast_entries[(66 | REX.W >> 2 | (none, F2, F3) << 2) << 9 | opcode (the 0F map: 256 + opcode)]: the length but for the prefixes and the
+    /* fast_entries[(66 | REX.W >> 2 | (none, F2, F3) << 2 | 12 with a REX) << 9 | opcode (the 0F map: 256 + opcode)]: the length but for the prefixes and the
        bytes after a ModRM (bits 0-3: opcode, ModRM and immediate; 0: the full path's), SIEVE_FE_MODRM when a ModRM follows,
        and the opcode's row in fast_descs (bits 16-31; row 0 takes nothing). */
     SIEVE_FE_MODRM = 7 << 4,
     /* fast_descs[row + slot], the slot from fast_modrm (ModRM.reg << 1 | memory | REX.B << 4): */
     SIEVE_FD_TAKE = 1 << 29,          /* the fast path takes it (0: the full path judges it) */
     SIEVE_FD_SPECIAL = 1 << 30,       /* LOOK, CALL, DIRECT or INDIRECT: the fast path looks closer */
-    SIEVE_FD_LOOK = 2,                /* operand-less or a NOP: not with a REX, nor 66 with memory (but NaCl's nopw) */
+    SIEVE_FD_LOOK = 2,                /* operand-less or a NOP with a REX, or a 66 and memory: only NaCl's nopw */
     SIEVE_FD_CALL = 4,                /* a call: it must end its bundle */
     SIEVE_FD_DIRECT = 8,              /* a direct branch: its immediate is the offset */
     SIEVE_FD_NOP66 = 32,              /* NaCl's NOP prefixes are neither invalid nor refused on it (no immediate) */
@@ -135,10 +135,10 @@ enum sieve_fast_bits {
     /* fast_sib[(fast_modrm & SIEVE_FM_NO_BASE5) | (REX & 3) << 8 | SIB]: the index register (bits 0-4; 16: none), and: */
     SIEVE_FS_BAD_BASE = 32            /* a base other than %rsp, %rbp and %r15, or none */
 };
-#define SIEVE_FAST_ENTRIES 0      /* 6144 */
-#define SIEVE_FAST_MODRM 6144     /* 1536 */
-#define SIEVE_FAST_SIB 7680       /* 2048 */
-#define SIEVE_FAST_DESCS 9728
+#define SIEVE_FAST_ENTRIES 0      /* 12288 */
+#define SIEVE_FAST_MODRM 12288    /* 1536 */
+#define SIEVE_FAST_SIB 13824      /* 2048 */
+#define SIEVE_FAST_DESCS 15872
 
 /* Canonical-encoding facts in a form's reg_checks (above the decoder's register checks): a VEX/EVEX/XOP
    bit the CPU ignores must be clear (X86's DecoderTableExport.RegisterCheck has the same values). */
