@@ -307,16 +307,8 @@ size_t sieve_core_patch(const struct sieve_tables *t, uint8_t *code, size_t size
 enum { S_MOD = 0, S_REG = 2, S_RM = 10, S_PFX = 18, S_SIZE = 22, S_ASZ = 25, S_W = 27, S_L = 29, S_REXB = 33 };
 enum { P_LOCK = 1, P_REP = 2, P_REPNE = 4, P_66 = 8, P_67 = 16, P_ES = 32, P_CS = 64, P_SS = 128, P_DS = 256, P_FS = 512,
        P_GS = 1024, P_REX = 2048, P_IGNREX = 4096 };
-#define C_LOCK (1u << 3)
-#define C_OPMASK (1u << 16)
-#define C_OPMASK_REQ (1u << 17)
-#define C_ZEROING (1u << 18)
-#define C_BCST (1u << 19)
-#define C_ER (1u << 20)
-#define C_SAE (1u << 21)
-#define C_FORCE64 (1u << 26)
-#define C_NOP (1u << 24)
-#define C_NO66 (1u << 30)
+enum { C_LOCK = 1 << 3, C_OPMASK = 1 << 16, C_OPMASK_REQ = 1 << 17, C_ZEROING = 1 << 18, C_BCST = 1 << 19, C_ER = 1 << 20,
+       C_SAE = 1 << 21, C_NOP = 1 << 24, C_FORCE64 = 1 << 26, C_NO66 = 1 << 30 };   /* sieve_form.classes (X86 FormClasses) */
 #define C_NOF2F3 (1u << 31)
 
 typedef struct {
@@ -429,6 +421,32 @@ static SIEVE_INLINE int refused_encoding(const insn_t *o, const struct sieve_for
     return (o->vb && !(o->mem ? base : o->has_modrm && (c & SIEVE_RC_RM))) || ((c & SIEVE_RC_IS4) && (o->bytes[o->imm_off] & 15));
 }
 
+/* The form of the first pattern from k whose allowed bits cover key (the list ends in a catch-all whose form is
+   SIEVE_NO_FORM: invalid), or -1: none, or no form of the table. */
+/*@ requires \valid_read(t) && \valid_read(t->patterns + (0 .. t->pattern_count - 1));
+    assigns \nothing;
+    SIEVE_WP(ensures -1 <= \result < t->form_count;) */
+static SIEVE_INLINE int find_form(const struct sieve_tables *t, size_t k, uint64_t key) {
+    int form;
+    /*@ loop assigns k; loop variant t->pattern_count - k; */
+    for (; k < t->pattern_count && (key & ~t->patterns[k].allowed); k++) {}
+    return k < t->pattern_count && (form = t->patterns[k].form) < (int)t->form_count ? form : -1;   /* (form: for EVA, which bounds a variable) */
+}
+
+/* Whether form f is #UD with the prefixes decode found (p, the last F2/F3 last_rep) or the VEX/EVEX/XOP fields it put
+   in o: a LOCK but on a lockable form's memory, a 66 or an F2/F3 the form takes none of, a vvvv, mask, zeroing or
+   broadcast it has no use for. */
+/*@ requires \valid_read(o) && \valid_read(f);
+    assigns \nothing; */
+static SIEVE_INLINE int invalid_for_form(const insn_t *o, const struct sieve_form *f, unsigned p, uint8_t last_rep, int vec, int evex, int taken) {
+    if (((p & P_LOCK) && !((f->classes & C_LOCK) && o->mem)) || ((f->classes & C_NO66) && (p & P_66)) || ((f->classes & C_NOF2F3) && last_rep)) return 1;
+    if (vec && !f->uses_vvvv && (o->vvvv & 15)) return 1;
+    if (!evex) return 0;
+    if ((!f->uses_vvvv && !f->vsib && o->vvvv) || (o->aaa && !(f->classes & C_OPMASK)) || (!o->aaa && (f->classes & C_OPMASK_REQ))) return 1;
+    if (o->z && (!(f->classes & C_ZEROING) || !o->aaa)) return 1;
+    return o->bcst && (o->mem || !taken ? !(f->classes & C_BCST) : !(f->classes & (C_ER | C_SAE)));
+}
+
 /* Decodes the instruction at in[at..limit) into *o. Returns 0 (invalid) or 1. Never reads past limit: the bytes
    are copied into o->bytes, zero-padded near the end, so that no read below needs a bounds check (every index
    stays below 40) and one length check decides truncation (every byte read counts in it). */
@@ -441,7 +459,7 @@ static SIEVE_INLINE int refused_encoding(const insn_t *o, const struct sieve_for
                              o->vr <= 3 && o->vx <= 1 && o->vb <= 1 && o->vvvv <= 31);) */
 static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *in, size_t at, size_t limit, insn_t *o) {
     uint8_t rex = 0, last_rep = 0, b, op = 0, modrm = 0; const uint8_t *code = o->bytes;
-    size_t avail = limit - at, k; unsigned p = 0, bit, sel; const struct sieve_entry *e; const struct sieve_form *f; uint64_t key;
+    size_t avail = limit - at; unsigned p = 0, bit, sel; const struct sieve_entry *e; const struct sieve_form *f; uint64_t key;
     int i = 0, end = avail < 15 ? (int)avail : 15, table = 0, vec = 0, evex = 0, taken, imm, form; fetch(o, in, at, limit);
     /*@ loop unroll 15;
         loop invariant 0 <= i <= 14; loop assigns i, b, bit, rex, last_rep, p; loop variant 14 - i; */
@@ -475,25 +493,14 @@ static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *in, 
     key |= KEY(S_PFX, sel) | KEY(S_ASZ, (p & P_67) ? 0 : 1) | KEY(S_REXB, rex & 1);
     key |= KEY(S_L, evex && o->bcst && taken && !o->mem ? 2 : o->vl);   /* EVEX.b on registers: rounding, the length 512 */
     /* the list ends in a catch-all (SIEVE_NO_FORM: invalid); the bound only keeps a bad table from reading past it */
-    /*@ loop assigns k; loop variant t->pattern_count - k; */
-    for (k = e->start[vec ? o->vw : (rex & 8) ? 2 : (p & P_66) ? 1 : 0]; k < t->pattern_count && (key & ~t->patterns[k].allowed); k++) {}
-    if (k >= t->pattern_count || (form = t->patterns[k].form) >= (int)t->form_count) return 0;
+    if ((form = find_form(t, e->start[vec ? o->vw : (rex & 8) ? 2 : (p & P_66) ? 1 : 0], key)) < 0) return 0;
     f = &t->forms[form];
     imm = f->imm_bytes + (f->moffs ? ((p & P_67) ? 4 : 8) : 0);
     o->imm_off = (uint8_t)i; o->imm_size = (uint8_t)imm;
     if ((i += imm) > end) return 0;
     if (table == 4 && i > 0) { o->imm_off = (uint8_t)(i - 1); o->imm_size = 1; }   /* (i > 0: for the proof) */
-    if (((p & P_LOCK) && !((f->classes & C_LOCK) && o->mem)) || ((f->classes & C_NO66) && (p & P_66)) || ((f->classes & C_NOF2F3) && last_rep)) return 0;
-    if (vec) {
-        if (!f->uses_vvvv && (o->vvvv & 15)) return 0;
-        if (evex) {
-            if (!f->uses_vvvv && !f->vsib && o->vvvv) return 0;
-            if (o->aaa && !(f->classes & C_OPMASK)) return 0;
-            if (!o->aaa && (f->classes & C_OPMASK_REQ)) return 0;
-            if (o->z && (!(f->classes & C_ZEROING) || !o->aaa)) return 0;
-            if (o->bcst && (o->mem || !taken ? !(f->classes & C_BCST) : !(f->classes & (C_ER | C_SAE)))) return 0;
-        }
-    } else { o->vr = (rex >> 2) & 1; o->vx = (rex >> 1) & 1; o->vb = rex & 1; o->vw = (rex >> 3) & 1; }   /* (no REX: 0, as fetch left them) */
+    if (invalid_for_form(o, f, p, last_rep, vec, evex, taken)) return 0;
+    if (!vec) { o->vr = (rex >> 2) & 1; o->vx = (rex >> 1) & 1; o->vb = rex & 1; o->vw = (rex >> 3) & 1; }   /* (no REX: 0, as fetch left them) */
     o->length = i; o->form = form; o->rex = rex; o->prefixes = p; o->opcode = op; o->modrm = modrm; o->has_modrm = (uint8_t)taken; o->table = (uint8_t)table;
     if (((f->reg_checks & 0xFF) || f->distinct) && bad_registers(f, o, modrm, evex)) return 0;
     o->refused = (uint8_t)refused_encoding(o, f, vec, evex);
@@ -850,88 +857,143 @@ static int register_writes(pass_t *s, const insn_t *i, const struct sieve_form *
     return stack >= 0 ? stack : restricts;
 }
 
-/* One instruction under the model; returns the register it restricts (-1 none). prev: the starts of the bundle's
-   instructions before it (nprev of them) and its own (prev[nprev] == at), so that one's length is the next's start minus its own. */
-static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_t *prev, int nprev) {
-    const struct sieve_tables *t = s->t;
-    const struct sieve_form *f = &t->forms[i->form];
-    const uint8_t *c = i->bytes;
+/* The tables check and the functions after it read: their arrays readable to their lengths (CoreTables builds them so; the generated
+   verifier's EVA run checks them as data), the bundle size a power of two at most SIEVE_MAX_BUNDLE. */
+/*@ predicate tables_ok(struct sieve_tables *t) = \valid_read(t) && \valid_read(t->entries + (0 .. 16 * 256 - 1)) &&
+      \valid_read(t->modrm + (0 .. 255)) && \valid_read(t->patterns + (0 .. t->pattern_count - 1)) &&
+      \valid_read(t->forms + (0 .. t->form_count - 1)) && \valid_read(t->conditional + (0 .. t->conditional_count - 1)) &&
+      \valid_read(t->instance_rules + (0 .. t->instance_rule_count - 1)) && \valid_read(t->rule_registers + (0 .. t->rule_register_count - 1)) &&
+      \valid_read(t->implicit_registers + (0 .. t->implicit_register_count - 1)) && \valid_read(t->reason_kinds + (0 .. t->reason_count - 1)) &&
+      (t->bundle_size == 1 || t->bundle_size == 2 || t->bundle_size == 4 || t->bundle_size == 8 || t->bundle_size == 16 ||
+       t->bundle_size == 32 || t->bundle_size == 64 || t->bundle_size == 128); */
+
+/* The facts every part of check reads: the pass (its maps and code), the instruction decode gave and its form. */
+/*@ predicate checkable(pass_t *s, insn_t *i, struct sieve_form *f) = \valid(s) && \valid_read(i) && \valid_read(f) &&
+      \valid(s->valid + (0 .. s->size / 8)) && \valid_read(s->code + (0 .. s->size - 1)) && \valid_read(s->t) &&
+      \separated(s, i) && \separated(s->valid + (0 .. s->size / 8), s, i) && i->vr <= 3 && i->vx <= 1 && i->vb <= 1; */
+
+/* Default deny: every ModRM memory operand unless none is accessed (VSIB forms are refused whole) is based on %rsp,
+   %rbp or %r15 (or RIP-relative), and indexed by nothing or by the register the instruction before restricts
+   (pending), which a jump may then not come between: its start is no place to land. */
+/*@ requires checkable(s, i, f);
+    assigns s->count, s->valid[0 .. s->size / 8]; */
+static void memory_operand(pass_t *s, const insn_t *i, const struct sieve_form *f, size_t at, int pending) {
+    int mod = i->modrm >> 6, rm = i->modrm % 8, base = -1, index = -1;
+    if (i->mem && (f->facts & SIEVE_F_BIT_OFFSET)) REFUSE(SIEVE_UNSAFE_MEMORY_OPERAND);
+    if (!i->mem || (f->facts & SIEVE_F_NO_MEMORY) || f->vsib || (mod == 0 && rm == 5)) return;   /* (RIP-relative: fine) */
+    if (rm == 4) {
+        int sb = i->sib % 8, si = i->sib / 8 % 8 + i->vx * 8;
+        if (!(sb == 5 && mod == 0)) base = sb + i->vb * 8;
+        if (si != 4) index = si;
+    } else base = rm + i->vb * 8;
+    if (base != 15 && base != 4 && base != 5) REFUSE(SIEVE_UNSAFE_MEMORY_OPERAND);   /* (none: -1) */
+    if (base < 0 || index < 0) return;
+    if (index == pending && pending != 4 && pending != 5) mark(s, at, 0);
+    else REFUSE(SIEVE_UNRESTRICTED_INDEX);
+}
+
+/* An indirect jump or call: only NaCl's masked jump (and $-bundle,%reg32; add %r15,%reg; jmp or call *%reg) in one
+   bundle, whose middle and end no jump may land on. prev: the starts of the bundle's instructions (nprev of them)
+   before this one's at prev[nprev]. */
+/*@ requires checkable(s, i, f) && 0 <= nprev <= SIEVE_MAX_BUNDLE && \valid_read(prev + (0 .. nprev));
+    assigns s->count, s->valid[0 .. s->size / 8]; */
+static void indirect_branch(pass_t *s, const insn_t *i, const struct sieve_form *f, size_t at, const size_t *prev, int nprev) {
+    uint8_t mask[4] = {0}, add[4] = {0};   /* the two instructions before it: their first bytes */
+    int reg = i->modrm % 8 + i->vb * 8;
+    if (nprev >= 2) { earlier(s, prev[nprev - 2], mask); earlier(s, prev[nprev - 1], add); }
+    if (i->mem || nprev < 2 || reg == 15 || !is_mask(mask, (int)(prev[nprev - 1] - prev[nprev - 2]), reg, s->t->bundle_size) ||
+        !is_add_r15(add, (int)(at - prev[nprev - 1]), reg)) {
+        REFUSE(SIEVE_UNSAFE_INDIRECT_BRANCH);
+    } else {
+        mark(s, prev[nprev - 1], 0); mark(s, at, 0);
+        if (f->facts & SIEVE_F_CALL) call_alignment(s, at + (size_t)i->length, i, at);
+    }
+}
+
+/* A string instruction: only in NaCl's sequences, each of %rsi and %rdi it uses set up by the two instructions before
+   it (mov %esi,%esi; lea (%r15,%rsi),%rsi), which no jump may land between. */
+/*@ requires checkable(s, i, f) && 0 <= nprev <= SIEVE_MAX_BUNDLE && \valid_read(prev + (0 .. nprev));
+    assigns s->count, s->valid[0 .. s->size / 8]; */
+static void string_sequence(pass_t *s, const insn_t *i, const struct sieve_form *f, size_t at, const size_t *prev, int nprev) {
     unsigned facts = f->facts;
-    int restricts = -1, sp = i->rex ? special(c, i->length) : 0;
-    uint8_t mask[4] = {0}, add[4] = {0}, pc[4] = {0};   /* earlier instructions' bytes (indirect branches, string instructions) */
-    if ((i->refused || f->decision || f->conditional_count) && !policy_check(s, i, at)) return -1;
-    if (f->forbidden) emit_forbidden(s, at, i->length, i->form);
-    if (i->prefixes & (P_FS | P_GS)) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
-    if ((i->prefixes & P_67) && (i->mem || f->implicit_memory)) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
-    /* Legacy prefixes with an effect NaCl knows: not one the instruction ignores, not F2/F3 as hints (BND,
-       XACQUIRE, XRELEASE), not 66 on a near branch whose REX.W fixes the size anyway; 66 on a NOP with
-       memory only in NaCl's padding NOPs (nops.def). */
-    if ((i->prefixes & ~(unsigned)(P_REX | P_IGNREX)) && !nacl_nop(c, i->length) &&
+    uint8_t pc[4] = {0};   /* an earlier instruction's first bytes */
+    int need = ((facts & SIEVE_F_RSI) ? 2 : 0) + ((facts & SIEVE_F_RDI) ? 2 : 0), ok = nprev >= need, q, step = 0;
+    /*@ loop invariant 0 <= step <= 4; loop assigns step, ok, q, pc[0 .. 3]; loop variant need - step; */
+    for (; ok && step < need; step++) {   /* q: the step-th of the need instructions before this one */
+        int rdi = (facts & SIEVE_F_RSI) ? step >= 2 : 1, lea = step % 2, pl;
+        if ((q = nprev - need + step) < 0 || q >= nprev) break;   /* never: nprev >= need (the bound for the proof) */
+        earlier(s, prev[q], pc); pl = (int)(prev[q + 1] - prev[q]);
+        ok = lea ? (pl == 4 && same(pc, rdi ? "\x49\x8D\x3C\x3F" : "\x49\x8D\x34\x37", 4)) : is_mov_self(pc, pl, rdi ? 0xFF : 0xF6);
+    }
+    if (!ok || step < need) REFUSE(SIEVE_STRING_OUTSIDE_SEQUENCE);
+    else {
+        /*@ loop invariant 1 <= step <= 4; loop assigns step, q, s->valid[0 .. s->size / 8]; loop variant need - step; */
+        for (step = 1; step < need; step++) if ((q = nprev - need + step) >= 0 && q < nprev) mark(s, prev[q], 0);
+        mark(s, at, 0);
+    }
+}
+
+/* How many of the sandbox's prefix rules i breaks (each one finding): FS or GS; 67 on memory; a legacy prefix with no
+   effect NaCl knows (one the instruction ignores, F2/F3 as hints: BND, XACQUIRE, XRELEASE; 66 on a near branch whose
+   REX.W fixes the size anyway; 66 on a NOP with memory but in NaCl's padding NOPs, nops.def); a REX on an instruction
+   without operands whose form none of its bits selects (NaCl: pause, ud2). */
+/*@ requires \valid_read(t) && \valid_read(i) && \valid_read(f) && i->form < t->form_count && \valid_read(t->forms + i->form);
+    requires 0 <= i->length <= 15 && i->prefix_count <= 15;
+    assigns \nothing; */
+static int forbidden_prefixes(const struct sieve_tables *t, const insn_t *i, const struct sieve_form *f) {
+    const uint8_t *c = i->bytes;
+    int legacy = (i->prefixes & ~(unsigned)(P_REX | P_IGNREX)) && !nacl_nop(c, i->length) &&
         (has_redundant_prefix(t, i, 1) || ((i->prefixes & (P_REP | P_REPNE)) && !(f->prefix_use & PU_REPEATS)) ||
          ((i->prefixes & P_66) && (f->prefix_use & PU_BRANCH66) && (i->rex & 8)) ||
-         ((i->prefixes & P_66) && (f->classes & C_NOP) && i->mem && !nacl_nopw(c, i->length))))
-        REFUSE(SIEVE_SANDBOX_FORBIDDEN);
-    /* A REX on an instruction without operands whose form none of its bits selects (NaCl: pause, ud2). */
-    if (i->rex && !i->has_modrm && !f->operands[0] && !f->imm_bytes && !rex_bit_used(i, f, i->rex)) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
-    if (sp == 1) {
+         ((i->prefixes & P_66) && (f->classes & C_NOP) && i->mem && !nacl_nopw(c, i->length)));
+    return ((i->prefixes & (P_FS | P_GS)) != 0) + ((i->prefixes & P_67) && (i->mem || f->implicit_memory)) + legacy +
+        (i->rex && !i->has_modrm && !f->operands[0] && !f->imm_bytes && !rex_bit_used(i, f, i->rex));
+}
+
+/* check's first part: the policy (-2 when it refuses the instruction: nothing more to check), the prefixes the sandbox
+   forbids, and the registers written, which restrict one register (returned; -1 none) or re-base the stack. */
+/*@ SIEVE_WP(requires \valid(s) && tables_ok(s->t) && \valid_read(i) && \valid_read(f) && 0 <= i->form < s->t->form_count;
+    requires 1 <= i->length <= 15 && i->prefix_count <= 15 && i->vr <= 3 && i->vx <= 1 && i->vb <= 1 && i->vvvv <= 31;
+    requires \valid(s->valid + (0 .. s->size / 8)) && \separated(s, i) && \separated(s->valid + (0 .. s->size / 8), s, i);)
+    assigns s->count, s->valid[0 .. s->size / 8];
+    ensures -2 <= \result <= 31; */
+static int policy_and_registers(pass_t *s, const insn_t *i, const struct sieve_form *f, size_t at, int pending) {
+    int sp = i->rex ? special(i->bytes, i->length) : 0, n;
+    if ((i->refused || f->decision || f->conditional_count) && !policy_check(s, i, at)) return -2;
+    if (f->forbidden) emit_forbidden(s, at, i->length, i->form);
+    /*@ loop assigns n, s->count; loop variant n; */
+    for (n = forbidden_prefixes(s->t, i, f); n > 0; n--) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
+    if (sp == 1) {   /* a stack move (mov between %rsp and %rbp, and $-n,%rsp); 2, 3: the re-basing of %rsp, %rbp */
         if (pending == 4 || pending == 5) REFUSE(SIEVE_STACK_POINTER_WRITE);
-    } else if (sp) {
+        return -1;
+    }
+    if (sp) {
         if (pending != (sp == 2 ? 4 : 5)) REFUSE(SIEVE_STACK_POINTER_WRITE);
         mark(s, at, 0);
-    } else {
-        if (pending == 4 || pending == 5) REFUSE(SIEVE_STACK_POINTER_WRITE);
-        restricts = register_writes(s, i, f, at);
+        return -1;
     }
-    /* Default deny: every ModRM memory operand unless none is accessed (VSIB forms are refused whole). */
-    if (i->mem && (facts & SIEVE_F_BIT_OFFSET)) REFUSE(SIEVE_UNSAFE_MEMORY_OPERAND);
-    if (i->mem && !(facts & SIEVE_F_NO_MEMORY) && !f->vsib) {
-        int mod = i->modrm >> 6, rm = i->modrm % 8, base = -1, index = -1, rip = 0;
-        if (rm == 4) {
-            int sb = i->sib % 8, si = i->sib / 8 % 8 + i->vx * 8;
-            if (!(sb == 5 && mod == 0)) base = sb + i->vb * 8;
-            if (si != 4) index = si;
-        } else if (mod == 0 && rm == 5) rip = 1;
-        else base = rm + i->vb * 8;
-        if (!rip) {
-            if (base < 0) REFUSE(SIEVE_UNSAFE_MEMORY_OPERAND);
-            else {
-                if (base != 15 && base != 4 && base != 5) REFUSE(SIEVE_UNSAFE_MEMORY_OPERAND);
-                if (index >= 0) {
-                    if (index == pending && pending != 4 && pending != 5) mark(s, at, 0);
-                    else REFUSE(SIEVE_UNRESTRICTED_INDEX);
-                }
-            }
-        }
-    }
-    if (facts & SIEVE_F_INDIRECT) {
-        int reg = i->modrm % 8 + i->vb * 8;
-        if (nprev >= 2) { earlier(s, prev[nprev - 2], mask); earlier(s, prev[nprev - 1], add); }
-        if (i->mem || nprev < 2 || reg == 15 || !is_mask(mask, (int)(prev[nprev - 1] - prev[nprev - 2]), reg, t->bundle_size) ||
-            !is_add_r15(add, (int)(at - prev[nprev - 1]), reg)) {
-            REFUSE(SIEVE_UNSAFE_INDIRECT_BRANCH);
-        } else {
-            mark(s, prev[nprev - 1], 0); mark(s, at, 0);
-            if (facts & SIEVE_F_CALL) call_alignment(s, at + (size_t)i->length, i, at);
-        }
-    }
-    if ((facts & SIEVE_F_DIRECT) && i->imm_size && (facts & SIEVE_F_CALL)) call_alignment(s, at + (size_t)i->length, i, at);
-    if (facts & (SIEVE_F_RSI | SIEVE_F_RDI)) {
-        int need = ((facts & SIEVE_F_RSI) ? 2 : 0) + ((facts & SIEVE_F_RDI) ? 2 : 0), ok = nprev >= need, q, step = 0;
-        /*@ loop invariant 0 <= step <= 4; loop assigns step, ok, q, pc[0 .. 3]; loop variant need - step; */
-        for (; ok && step < need; step++) {   /* q: the step-th of the need instructions before this one */
-            int rdi = (facts & SIEVE_F_RSI) ? step >= 2 : 1, lea = step % 2, pl;
-            if ((q = nprev - need + step) < 0 || q >= nprev) break;   /* never: nprev >= need (the bound for the proof) */
-            earlier(s, prev[q], pc); pl = (int)(prev[q + 1] - prev[q]);
-            ok = lea ? (pl == 4 && same(pc, rdi ? "\x49\x8D\x3C\x3F" : "\x49\x8D\x34\x37", 4)) : is_mov_self(pc, pl, rdi ? 0xFF : 0xF6);
-        }
-        if (!ok || step < need) REFUSE(SIEVE_STRING_OUTSIDE_SEQUENCE);
-        else {
-            /*@ loop invariant 1 <= step <= 4; loop assigns step, q, s->valid[0 .. s->size / 8]; loop variant need - step; */
-            for (step = 1; step < need; step++) if ((q = nprev - need + step) >= 0 && q < nprev) mark(s, prev[q], 0);
-            mark(s, at, 0);
-        }
-    }
+    if (pending == 4 || pending == 5) REFUSE(SIEVE_STACK_POINTER_WRITE);
+    return register_writes(s, i, f, at);
+}
 #undef REFUSE
+
+/* One instruction under the model; returns the register it restricts (-1 none). prev: the starts of the bundle's
+   instructions before it (nprev of them) and its own (prev[nprev] == at), so that one's length is the next's start minus its own. */
+/*@ SIEVE_WP(requires \valid(s) && tables_ok(s->t) && \valid_read(i) && 0 <= i->form < s->t->form_count;
+    requires 1 <= i->length <= 15 && i->prefix_count <= 15 && i->vr <= 3 && i->vx <= 1 && i->vb <= 1 && i->vvvv <= 31;
+    requires \valid(s->valid + (0 .. s->size / 8)) && \valid_read(s->code + (0 .. s->size - 1));
+    requires \separated(s, i) && \separated(s->valid + (0 .. s->size / 8), s, i);
+    requires 0 <= nprev <= SIEVE_MAX_BUNDLE && \valid_read(prev + (0 .. nprev));)
+    assigns s->count, s->valid[0 .. s->size / 8];
+    ensures -1 <= \result <= 31; */
+static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_t *prev, int nprev) {
+    const struct sieve_form *f = &s->t->forms[i->form];
+    int restricts = policy_and_registers(s, i, f, at, pending);
+    if (restricts < -1) return -1;
+    memory_operand(s, i, f, at, pending);
+    if (f->facts & SIEVE_F_INDIRECT) indirect_branch(s, i, f, at, prev, nprev);
+    if ((f->facts & SIEVE_F_DIRECT) && i->imm_size && (f->facts & SIEVE_F_CALL)) call_alignment(s, at + (size_t)i->length, i, at);
+    if (f->facts & (SIEVE_F_RSI | SIEVE_F_RDI)) string_sequence(s, i, f, at, prev, nprev);
     return restricts;
 }
 
@@ -1018,16 +1080,6 @@ static SIEVE_NOINLINE size_t fast_run(fast_t *xp, const uint8_t *code, size_t at
     r = RESTRICTED(pm, pd); *restricted = r == NO_REGISTER ? -1 : (int)r; *nprev = (int)n; *bundle_end = be;
     return at;
 }
-
-/* The tables every function below reads: their arrays readable to their lengths (CoreTables builds them so; the generated
-   verifier's EVA run checks them as data), the bundle size a power of two at most SIEVE_MAX_BUNDLE. */
-/*@ predicate tables_ok(struct sieve_tables *t) = \valid_read(t) && \valid_read(t->entries + (0 .. 16 * 256 - 1)) &&
-      \valid_read(t->modrm + (0 .. 255)) && \valid_read(t->patterns + (0 .. t->pattern_count - 1)) &&
-      \valid_read(t->forms + (0 .. t->form_count - 1)) && \valid_read(t->conditional + (0 .. t->conditional_count - 1)) &&
-      \valid_read(t->instance_rules + (0 .. t->instance_rule_count - 1)) && \valid_read(t->rule_registers + (0 .. t->rule_register_count - 1)) &&
-      \valid_read(t->implicit_registers + (0 .. t->implicit_register_count - 1)) && \valid_read(t->reason_kinds + (0 .. t->reason_count - 1)) &&
-      (t->bundle_size == 1 || t->bundle_size == 2 || t->bundle_size == 4 || t->bundle_size == 8 || t->bundle_size == 16 ||
-       t->bundle_size == 32 || t->bundle_size == 64 || t->bundle_size == 128); */
 
 /* Reports the direct branches that may not land where they do, in the order of the code: a second walk over it, once
    the pass has found that one exists (the first walk keeps the branch targets in a map, not a list). */
