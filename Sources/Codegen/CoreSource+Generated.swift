@@ -1015,6 +1015,12 @@ typedef struct { const uint32_t *fast; uint8_t *valid; size_t size; uint64_t bas
    targets in the map after the valid ones (x.valid + x.size / 8 + 1). Leaves in prev
    the starts of the current bundle's instructions (*nprev of them), in *restricted the register the
    last restricts (-1: none). Returns where it stopped: there the full path judges one instruction. */
+/*@ SIEVE_WP(requires \valid(xp) && \valid(bundle_end) && \valid(restricted) && \valid(nprev) && \valid(count);
+    requires \valid(prev + (0 .. SIEVE_MAX_BUNDLE)) && \valid(xp->valid + (0 .. 2 * (xp->size / 8) + 1));
+    requires \valid_read(code + (0 .. xp->size - 1)) && at <= end && end + 31 <= xp->size <= 0x3fffffffffffffff;
+    requires at < *bundle_end && 0 <= *nprev <= SIEVE_MAX_BUNDLE;)
+    assigns xp->valid[0 .. 2 * (xp->size / 8) + 1], xp->bad_target, *bundle_end, *restricted, prev[0 .. SIEVE_MAX_BUNDLE], *nprev, *count;
+    SIEVE_WP(ensures \old(at) <= \result < \old(end) + 18 && \result < *bundle_end && 0 <= *nprev <= SIEVE_MAX_BUNDLE && -1 <= *restricted <= 31;) */
 static SIEVE_NOINLINE size_t fast_run(fast_t *xp, const uint8_t *code, size_t at, size_t end, size_t *bundle_end, int *restricted,
                                       size_t *prev, int *nprev, size_t *count) {
     const fast_t x = *xp;   /* a copy no store to the maps can alias */
@@ -1104,16 +1110,27 @@ static void report_jumps(pass_t *s) {
 }
 
 /* The sandbox pass over s's code, with s->valid and s->targets (right after it) maps of size / 8 + 1 bytes, all clear. */
+/*@ SIEVE_WP(requires \valid(s) && tables_ok(s->t) && s->size + s->beyond <= 0x3fffffffffffffff;
+    requires \valid_read(s->code + (0 .. s->size + s->beyond - 1)) && \valid(s->valid + (0 .. 2 * (s->size / 8) + 1));
+    requires s->targets == s->valid + s->size / 8 + 1 && \separated(s, s->valid + (0 .. 2 * (s->size / 8) + 1));)
+    assigns s->count, s->instructions, s->valid[0 .. 2 * (s->size / 8) + 1]; */
 static void sandbox_pass(pass_t *s) {
     const struct sieve_tables *t = s->t; const uint8_t *code = s->code;
     const uint64_t base = s->base, bundle_mask = t->bundle_size - 1;
     /* the fast path reads 32 bytes ahead; it needs the bundles aligned (else the layout is refused) */
     const size_t size = s->size, fast_end = t->full_path_only || size < 32 || (base & bundle_mask) ? 0 : size - 31;
-    size_t at = 0, k, prev[SIEVE_MAX_BUNDLE + 1] = {0}, bundle_end = t->bundle_size - (size_t)(base & bundle_mask);
+    size_t at = 0, k, prev[SIEVE_MAX_BUNDLE + 1] = {0}, bundle_end = t->bundle_size - (size_t)(base % t->bundle_size);
     int nprev = 0, restricted = -1; uint8_t any = 0; insn_t i; fast_t x;
     x.fast = t->fast; x.valid = s->valid; x.size = size; x.base = base; x.lo = s->lo; x.hi = s->hi; x.mask = bundle_mask; x.bad_target = 0;
     if (base & bundle_mask) emit(s, SIEVE_LAYOUT, 0, 0, -1, -1, 0);
     if (bundle_end > size) bundle_end = size;
+    /*@ SIEVE_WP(loop invariant 0 <= nprev <= SIEVE_MAX_BUNDLE;
+        loop invariant at <= size && bundle_end <= size;
+        loop invariant at < size ==> at < bundle_end;
+        loop invariant x.valid == s->valid && x.size == size && x.mask == bundle_mask;)
+        loop assigns at, nprev, restricted, bundle_end, i, x.bad_target, prev[0 .. SIEVE_MAX_BUNDLE], s->count, s->instructions,
+                     s->valid[0 .. 2 * (s->size / 8) + 1];
+        loop variant size - at; */
     while (at < size) {
         if (at < fast_end) {
             at = fast_run(&x, code, at, fast_end, &bundle_end, &restricted, prev, &nprev, &s->instructions);
@@ -1127,7 +1144,7 @@ static void sandbox_pass(pass_t *s) {
                 mark(s, at, 1);
                 if ((t->forms[i.form].facts & SIEVE_F_DIRECT) && i.imm_size && !i.refused) {
                     int64_t target = jump_target(at, (size_t)i.length, i.bytes + i.imm_off, i.imm_size);
-                    if (target >= 0 && (uint64_t)target < size) s->targets[target >> 3] |= (uint8_t)(1u << (target & 7));
+                    if (target >= 0 && (uint64_t)target < size) s->targets[(uint64_t)target / 8] |= (uint8_t)(1u << (uint64_t)target % 8);
                     else x.bad_target |= !jump_lands(s->valid, size, base, s->lo, s->hi, bundle_mask, target);
                 }
                 restricted = i.refused ? (policy_check(s, &i, at), -1) : check(s, &i, at, restricted, prev, nprev);
@@ -1138,10 +1155,11 @@ static void sandbox_pass(pass_t *s) {
             s->instructions += (size_t)nprev;
             if ((restricted == 4 || restricted == 5) && nprev)
                 emit(s, SIEVE_STACK_POINTER_WRITE, prev[nprev - 1], (int)(prev[nprev] - prev[nprev - 1]), -1, -1, 0);
-            nprev = 0; restricted = -1; bundle_end = at + t->bundle_size - (size_t)((base + at) & bundle_mask);
+            nprev = 0; restricted = -1; bundle_end = at + t->bundle_size - (size_t)((base + at) % t->bundle_size);   /* (% for the proof) */
             if (bundle_end > size) bundle_end = size;
         }
     }
+    /*@ SIEVE_WP(loop invariant 0 <= k <= size / 8 + 1;) loop assigns k, any; loop variant size / 8 + 1 - k; */
     for (k = 0; k <= size / 8; k++) any |= s->targets[k] & (uint8_t)~s->valid[k];
     if (any || x.bad_target) report_jumps(s);
 }
