@@ -23,6 +23,11 @@ import X86
         return (counts, findings)
     }
 
+    /// Where two lists of findings first differ (nil: nowhere), so that a failure names one finding, not two lists.
+    static func firstDifference(_ a: [Finding], _ b: [Finding]) -> Int? {
+        a.count == b.count ? Array(zip(a, b)).firstIndex { $0.0 != $0.1 } : min(a.count, b.count)
+    }
+
     @Test func validCodeInPiecesIsAcceptedWithTheSameCounts() throws {
         let code = try Self.module(copies: 8)
         let one = Self.run(Repository.nacl, code, base: 0x20000, threads: 1)
@@ -46,7 +51,7 @@ import X86
         let many = Self.run(Repository.nacl, code, base: 0x20000, threads: threads)
         #expect(one.0.findings > 1000 && one.1.contains { $0.kind == .badJumpTarget })
         #expect(many.0 == one.0)
-        let difference = many.1.count == one.1.count ? Array(zip(many.1, one.1)).firstIndex { $0.0 != $0.1 } : min(many.1.count, one.1.count)
+        let difference = Self.firstDifference(many.1, one.1)
         #expect(difference == nil, "the lists differ from finding \(difference ?? 0) on")
     }
 
@@ -71,7 +76,7 @@ import X86
         let many = Self.run(Repository.nacl, code, base: 0x20000, threads: threads)
         #expect(one.1.count > 10 && one.1.allSatisfy { $0.kind == .badJumpTarget })
         #expect(many.0 == one.0)
-        let difference = many.1.count == one.1.count ? Array(zip(many.1, one.1)).firstIndex { $0.0 != $0.1 } : min(many.1.count, one.1.count)
+        let difference = Self.firstDifference(many.1, one.1)
         #expect(difference == nil, "the lists differ from finding \(difference ?? 0) on")
     }
 
@@ -108,7 +113,7 @@ import X86
             for base: UInt64 in [0x20000, 0x20001] {
                 let one = Self.run(verifier, code, base: base, threads: 1), four = Self.run(verifier, code, base: base, threads: 4)
                 #expect(four.0 == one.0)
-                #expect(four.1.count == one.1.count && zip(four.1, one.1).allSatisfy { $0 == $1 })
+                #expect(Self.firstDifference(four.1, one.1) == nil)
             }
         }
     }
