@@ -56,14 +56,9 @@ enum { PU_REPEATS = 8, PU_BRANCH66 = 0x2000 };   /* DecoderTables.PrefixUse: F2/
 static int bad_registers(const struct sieve_form *f, const insn_t *o, uint8_t modrm, int evex) {
     unsigned reg = modrm / 8 % 8, c = f->reg_checks;
     int n[4] = {0}, cnt = 0, a, d;
-    if ((c & 1) && (o->vr & 1) && reg) return 1;
-    if ((c & 2) && (o->vr & 1)) return 1;
-    if ((c & 4) && o->vr) return 1;
-    if ((c & 8) && o->vvvv > 7) return 1;
-    if ((c & 16) && o->vr) return 1;
-    if ((c & 32) && o->vvvv > 7) return 1;
-    if ((c & 64) && o->vb) return 1;
-    if ((c & 128) && evex && (o->vr & 2)) return 1;
+    if (((c & 2) || ((c & 1) && reg)) && (o->vr & 1)) return 1;   /* (bits with the same test, one line) */
+    if (((c & (4 | 16)) && o->vr) || ((c & (8 | 32)) && o->vvvv > 7)) return 1;
+    if (((c & 64) && o->vb) || ((c & 128) && evex && (o->vr & 2))) return 1;
     /*@ loop unroll 4;
         loop invariant 0 <= a <= 4 && 0 <= cnt <= 4; loop assigns a, cnt, n[0 .. 3]; loop variant 4 - a; */
     for (a = 0; f->distinct && a < 4 && cnt < 4 && f->places[a]; a++) {   /* (cnt <= a: for EVA, which keeps no relations) */
@@ -293,8 +288,7 @@ static int same(const uint8_t *a, const char *b, int n) {
 /*@ requires 0 <= n <= 15 && \valid_read(c + (0 .. 14));
     assigns \nothing; */
 static int nacl_nop(const uint8_t *c, int n) {
-    int k = n - 9;
-    return k >= 1 && k <= 6 && same(c, "\x66\x66\x66\x66\x66\x66", k) && same(c + k, "\x2e\x0f\x1f\x84\x00\x00\x00\x00\x00", 9);
+    return n >= 10 && n <= 15 && same(c, "\x66\x66\x66\x66\x66\x66", n - 9) && same(c + n - 9, "\x2e\x0f\x1f\x84\x00\x00\x00\x00\x00", 9);
 }
 
 /* NaCl's other 66-prefixed NOPs with a memory operand (nops.def): nopw 0(%rax,%rax,1), 6 and 9 bytes. */
@@ -308,8 +302,7 @@ static int nacl_nopw(const uint8_t *c, int n) {
     assigns \nothing; */
 static int register_id(int file, int number, int rex) {
     if (file == 1 && number >= 4 && number < 8 && !rex) return 15 * 32 + number;  /* AH..BH */
-    if (file == 5 || file == 9 || file == 10 || file == 11) number &= 7;
-    return file * 32 + number;
+    return file * 32 + (file == 5 || file == 9 || file == 10 || file == 11 ? number & 7 : number);   /* (files of 8 registers) */
 }
 
 /* The prefixes an instance has, as the bits of sieve_instance_rule.prefixes (but 8192, redundant: has_redundant_prefix). */
@@ -436,8 +429,7 @@ static void emit(pass_t *s, int kind, size_t offset, int length, int form, int r
     requires \valid_read(s->t->reason_kinds + (0 .. s->t->reason_count - 1));
     assigns s->count; */
 static void emit_forbidden(pass_t *s, size_t offset, int length, int form) {
-    sieve_finding f;
-    int reason = s->t->forms[form].forbidden - 1;
+    sieve_finding f; int reason = s->t->forms[form].forbidden - 1;
     f.offset = offset; f.length = (size_t)length; f.form = form; f.rule = -1; f.warning = 0; f.reason = reason;
     f.kind = reason >= 0 && (uint32_t)reason < s->t->reason_count ? s->t->reason_kinds[reason] : SIEVE_SANDBOX_FORBIDDEN;
     s->count++;
@@ -453,8 +445,7 @@ static void emit_forbidden(pass_t *s, size_t offset, int length, int form) {
     requires \valid_read(s->t->implicit_registers + (0 .. s->t->implicit_register_count - 1));
     assigns s->count; */
 static int policy_check(pass_t *s, const insn_t *i, size_t at) {
-    const struct sieve_tables *t = s->t;
-    int rule = -1;
+    const struct sieve_tables *t = s->t; int rule = -1;
     if (i->refused) { emit(s, SIEVE_INVALID, at, i->length, i->form, -1, 0); return 0; }
     if (t->forms[i->form].decision == 0 && !t->forms[i->form].conditional_count) return 1;
     if (!policy_accepts(s->t, i, &rule)) emit(s, SIEVE_BANNED, at, i->length, i->form, rule, 0);
@@ -465,9 +456,8 @@ static int policy_check(pass_t *s, const insn_t *i, size_t at) {
 /*@ requires 0 <= n <= 15 && \valid_read(c + (0 .. 14));
     assigns \nothing; */
 static int special(const uint8_t *c, int n) {
-    uint8_t r, o, m;
+    uint8_t r = c[0], o = c[1], m = c[2];   /* (c holds 15 bytes) */
     if (n < 3) return 0;
-    r = c[0]; o = c[1]; m = c[2];
     if (n == 3) {
         if ((r == 0x48 || r == 0x4A) && ((o == 0x89 && (m == 0xE5 || m == 0xEC)) || (o == 0x8B && (m == 0xEC || m == 0xE5)))) return 1;
         if ((r == 0x4C || r == 0x4E) && (o == 0x01 || o == 0x09) && m == 0xFC) return 2;
@@ -581,6 +571,9 @@ static int register_writes(pass_t *s, const insn_t *i, const struct sieve_form *
       \valid_read(t->implicit_registers + (0 .. t->implicit_register_count - 1)) && \valid_read(t->reason_kinds + (0 .. t->reason_count - 1)) &&
       (t->bundle_size == 1 || t->bundle_size == 2 || t->bundle_size == 4 || t->bundle_size == 8 || t->bundle_size == 16 ||
        t->bundle_size == 32 || t->bundle_size == 64 || t->bundle_size == 128); */
+/* The fast path's table (the generator asserts it, CoreTables.invariantViolations): every opcode's row of 32 descriptors. */
+/*@ predicate fast_rows(uint32_t *fast) = \valid_read(fast + (0 .. SIEVE_FAST_DESCS + 31)) &&
+      \forall integer k; 0 <= k < SIEVE_FAST_MODRM ==> \valid_read(fast + (SIEVE_FAST_DESCS + (fast[k] >> 16) .. SIEVE_FAST_DESCS + (fast[k] >> 16) + 31)); */
 
 /* The facts every part of check reads: the pass (its maps and code), the instruction decode gave and its form. */
 /*@ predicate checkable(pass_t *s, insn_t *i, struct sieve_form *f) = \valid(s) && \valid_read(i) && \valid_read(f) &&
@@ -717,88 +710,146 @@ static int check(pass_t *s, const insn_t *i, size_t at, int pending, const size_
    instance the decoder and the policy take outright and the model needs only register writes, memory operand, branch
    target or masked jump for (sieve_tables.fast, enum sieve_fast_bits), all of them fine. The length depends on one table
    per byte read; the checks are off that chain. The table comes in as a local (fast_t): a byte store to the jump-target
-   maps may alias anything else. */
+   maps may alias anything else. Its parts are SIEVE_INLINE: one loop for the compilers, three contracts for WP. */
 typedef struct { const uint32_t *fast; uint8_t *valid; size_t size; uint64_t base, lo, hi, mask; int bad_target; } fast_t;
+typedef struct { unsigned i, rex, e, m, d; } fast_insn_t;   /* the opcode's offset, the REX, its fast_entries, fast_modrm, descriptor */
 
 #define NO_REGISTER 16u   /* restricted: none */
-#define F(section, k) x.fast[SIEVE_FAST_##section + (k)]   /* fast_entries[k], ... */
+#define F(section, k) fast[SIEVE_FAST_##section + (k)]   /* fast_entries[k], ... */
 /* The register an instruction restricts, from its fast_modrm entry m and descriptor d (NO_REGISTER: none). */
-#define RESTRICTED(m, d) ((((m) >> ((d) >> 10 & 31)) & ((d) >> 15 & 31)) | ((d) >> 20 & 31))
+#define RESTRICTED(m, d) ((((m) >> ((d) >> 10) % 32) & ((d) >> 15) % 32) | ((d) >> 20) % 32)   /* (% for WP: & with 31) */
+
+/* The 8 bytes at p, little-endian (one load, for the compilers; bytes, for WP). */
+/*@ requires \valid_read(p + (0 .. 7));
+    assigns \nothing; */
+static SIEVE_INLINE uint64_t load8(const uint8_t *p) {
+    return (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 24 | (uint64_t)p[4] << 32 |
+           (uint64_t)p[5] << 40 | (uint64_t)p[6] << 48 | (uint64_t)p[7] << 56;
+}
+
+/* The length of the instruction at c for the fast path, its fields into *r (a padding NOP it does not take: d 0, m's ONES). */
+/*@ requires fast_rows(fast) && \valid_read(c + (0 .. 30)) && \valid(r) && \separated(r, fast + (0 .. SIEVE_FAST_MODRM - 1));
+    assigns *r;
+    ensures \result <= 26;
+    ensures r->i <= 4; */
+static SIEVE_INLINE size_t fast_decode(const uint32_t *fast, const uint8_t *c, fast_insn_t *r) {
+    unsigned i = 0, rex = 0, b = c[0], o16 = b == 0x66, E = SIEVE_FAST_ENTRIES, M = SIEVE_FAST_MODRM, e, m;   /* E, M: contexts */
+    if (o16 && (c[1] == 0x66 || c[1] == 0x2E)) {   /* NaCl's padding NOP 66{1,6} 2E 0F 1F 84 00 00 00 00 00 */
+        uint64_t w = load8(c + 1) ^ 0x6666666666666666u;   /* w: c[1..8]; i: the 66s it starts with (c[0]: one more) */
+        i = !(w & 0xFF) + !(w & 0xFFFF) + !(w & 0xFFFFFF) + !(w & 0xFFFFFFFF) + !(w & 0xFFFFFFFFFF);
+        /*@ assert i <= 5; */
+        r->i = r->rex = r->e = r->m = 0; r->d = SIEVE_FD_TAKE | NO_REGISTER << 20;   /* then 2E 0F 1F 84 00 00 00 00, and 00 */
+        if (load8(c + i + 1) != 0x841F0F2Eu || c[i + 9] || !(F(DESCS, (F(ENTRIES, 0x31F) >> 16) + 1) & SIEVE_FD_NOP66)) r->m = SIEVE_FM_ONES, r->d = 0;
+        return 10 + i;
+    }   /* the context is a choice of table (E), not arithmetic on the length's chain */
+    if (o16) { b = c[++i]; E += 512; }
+    if (b == 0xF2) { b = c[++i]; E += 2048; } else if (b == 0xF3) { b = c[++i]; E += 4096; }
+    if ((b & 0xF0) == 0x40) { rex = b; b = c[++i]; E += 12 * 512 + rex / 8 % 2 * 1024; M += rex % 2 * 256 + rex / 4 % 2 * 1024; }   /* W; B, R */
+    /*@ assert E <= 12 * 512 + 1024 + 4096 + 512 && M <= SIEVE_FAST_MODRM + 1280; */
+    if (b == 0x0F) { b = c[++i]; E += 256; }   /* b: the opcode, in the one-byte or the 0F map */
+    /*@ assert i <= 4 && E <= SIEVE_FAST_MODRM - 256 && M <= SIEVE_FAST_SIB - 256; */
+    e = fast[E + b]; m = fast[M + c[i + 1]]; r->i = i; r->rex = rex; r->e = e; r->m = m; r->d = F(DESCS, (e >> 16) + (m >> 11) % 32);
+    /*@ assert 0 <= (m & e >> 4); */   /* (facts the provers need spelled out, one per assertion) */
+    /*@ assert 0 <= e % 16 <= 15; */
+    return (size_t)i + e % 16 + (m & e >> 4) % 8;   /* (% for WP: & with 15, 7) */
+}
+
+/* The closer look at a special instruction for fast_checks: a NOP with a prefix, a call, a masked or a direct jump. */
+/*@ SIEVE_WP(requires \valid_read(x) && \valid(x->valid + (0 .. 2 * (x->size / 8) + 1)) && \valid(bad_target) && \valid_read(f);
+    requires \valid_read(code + (0 .. x->size - 1)) && at + 31 <= x->size <= 0x3fffffffffffffff && length <= 26 && f->i <= 4;
+    requires n <= SIEVE_MAX_BUNDLE && \valid_read(prev + (0 .. SIEVE_MAX_BUNDLE)) && 0 <= mark <= 1;
+    requires \separated(x->valid + (0 .. 2 * (x->size / 8) + 1), code + (0 .. x->size - 1), x, bad_target, f, prev + (0 .. SIEVE_MAX_BUNDLE));)
+    assigns x->valid[0 .. 2 * (x->size / 8) + 1], *bad_target;
+    SIEVE_WP(ensures -1 <= \result <= 1;) */
+static SIEVE_INLINE int fast_branch(const fast_t *x, int *bad_target, const uint8_t *code, size_t at, size_t length, const fast_insn_t *f,
+                                    const size_t *prev, size_t n, int mark) {
+    const uint8_t *c = code + at; const uint32_t m = f->m, d = f->d;
+    if ((d & SIEVE_FD_LOOK) && !nacl_nopw(c, (int)length)) return -1;   /* with a REX, or 66 and memory: check's */
+    if ((d & SIEVE_FD_CALL) && ((x->base + at + length) & x->mask)) return -1;   /* a call must end its bundle */
+    if (d & SIEVE_FD_INDIRECT) {   /* the two before it: p2, p1 (below it: for the proof) */
+        size_t p2 = n < 2 ? at : prev[n - 2], p1 = n < 2 ? at : prev[n - 1];
+        if (p1 >= at || p2 >= p1 || !is_add_r15(code + p1, (int)(at - p1), (int)((m >> 20) % 16)) ||
+            !is_mask(code + p2, (int)(p1 - p2), (int)((m >> 20) % 16), (uint32_t)x->mask + 1)) return -1;
+        x->valid[p1 / 8] &= (uint8_t)~(1u << p1 % 8); mark = 0;   /* no jump lands inside it */
+    }
+    if (d & SIEVE_FD_DIRECT) {
+        int64_t target = jump_target(at, length, c + f->i + 1, length - f->i - 1);   /* the offset right after the opcode */
+        if (target >= 0 && (uint64_t)target < x->size) x->valid[x->size / 8 + 1 + (uint64_t)target / 8] |= (uint8_t)(1u << (uint64_t)target % 8);
+        else if (!jump_lands(x->valid, x->size, x->base, x->lo, x->hi, x->mask, target)) *bad_target = 1;
+    }
+    return mark;
+}
+
+/* The closer look at the instruction f of length bytes at code[at] that the fast path decoded (dm: its descriptor's bits
+   against its ModRM entry's): -1, the full path judges it; else whether a jump may land on it. Marks a direct branch's
+   target (in the map after the valid ones, x->valid + x->size / 8 + 1), clears the masked jump's second instruction. */
+/*@ SIEVE_WP(requires \valid_read(x) && fast_rows(x->fast) && \valid(x->valid + (0 .. 2 * (x->size / 8) + 1)) && \valid(bad_target) && \valid_read(f);
+    requires \valid_read(code + (0 .. x->size - 1)) && at + 31 <= x->size <= 0x3fffffffffffffff && length <= 26 && f->i <= 4;
+    requires n <= SIEVE_MAX_BUNDLE && \valid_read(prev + (0 .. SIEVE_MAX_BUNDLE)) && at < be;
+    requires \separated(x->valid + (0 .. 2 * (x->size / 8) + 1), code + (0 .. x->size - 1), x, bad_target, f, prev + (0 .. SIEVE_MAX_BUNDLE));)
+    assigns x->valid[0 .. 2 * (x->size / 8) + 1], *bad_target;
+    SIEVE_WP(ensures -1 <= \result <= 1;
+    ensures \result >= 0 && (dm & (SIEVE_FM_REG_STACK | SIEVE_FM_RM_STACK)) != 0 ==> length + 3 <= be - at;) */
+static SIEVE_INLINE int fast_checks(const fast_t *x, int *bad_target, const uint8_t *code, size_t at, size_t length, size_t be,
+                                    const fast_insn_t *f, uint32_t dm, uint32_t pm, uint32_t pd, const size_t *prev, size_t n) {
+    const uint8_t *c = code + at; const uint32_t *fast = x->fast, m = f->m, d = f->d; int mark = 1;
+    if (dm & SIEVE_FM_CHECK) {   /* a memory operand: based on %rsp, %rbp or %r15, indexed by the register restricted */
+        if (m & SIEVE_FM_SIB) {
+            unsigned sib = F(SIB, m / SIEVE_FM_NO_BASE5 % 2 * 1024 + f->rex % 4 * 256 + c[f->i + 2]), index = sib & 31;
+            if ((sib & SIEVE_FS_BAD_BASE) || (index != NO_REGISTER && index != RESTRICTED(pm, pd))) return -1;
+            mark = index == NO_REGISTER;   /* a jump may not land between the restriction and its use */
+        } else if (m & SIEVE_FM_BAD_BASE) return -1;
+    }
+    /* not taken; a SIB with no base (a disp32 follows: the length above does not count it); no write to %rsp, %rbp,
+       %r15 (check's) but as NaCl's re-basing, the register restricted %esp or %ebp and add %r15,%rsp (or %rbp) next */
+    if ((dm & (SIEVE_FD_TAKE | SIEVE_FM_NO_BASE5 | SIEVE_FM_WRITES)) &&
+        (!(d & SIEVE_FD_TAKE) || (dm & SIEVE_FM_WRITES) || ((f->e & SIEVE_FE_MODRM) && (c[f->i + 2] & 7) == 5))) return -1;
+    if ((dm & (SIEVE_FM_REG_STACK | SIEVE_FM_RM_STACK)) && (length + 3 > be - at || !(F(DESCS, (F(ENTRIES, 12 << 9 | 0x401) >> 16) + 14) & SIEVE_FD_TAKE) ||
+                                                                !same(c + length, RESTRICTED(m, d) == 4 ? "\x4c\x01\xfc" : "\x4c\x01\xfd", 3))) return -1;
+    return d & SIEVE_FD_SPECIAL ? fast_branch(x, bad_target, code, at, length, f, prev, n, mark) : mark;
+}
 
 /* From at, an instruction start in the bundle ending at *bundle_end, while the fast path takes instructions that start
-   before end: across bundles (their instructions added to *count, the restriction dropped at their ends); the jump
-   targets in the map after the valid ones (x.valid + x.size / 8 + 1). Leaves in prev
+   before end: across bundles (their instructions added to *count, the restriction dropped at their ends). Leaves in prev
    the starts of the current bundle's instructions (*nprev of them), in *restricted the register the
    last restricts (-1: none). Returns where it stopped: there the full path judges one instruction. */
-/*@ SIEVE_WP(requires \valid(xp) && \valid(bundle_end) && \valid(restricted) && \valid(nprev) && \valid(count);
+/*@ SIEVE_WP(requires \valid(xp) && fast_rows(xp->fast) && \valid(bundle_end) && \valid(restricted) && \valid(nprev) && \valid(count);
     requires \valid(prev + (0 .. SIEVE_MAX_BUNDLE)) && \valid(xp->valid + (0 .. 2 * (xp->size / 8) + 1));
-    requires \valid_read(code + (0 .. xp->size - 1)) && at <= end && end + 31 <= xp->size <= 0x3fffffffffffffff;
-    requires at < *bundle_end && 0 <= *nprev <= SIEVE_MAX_BUNDLE;)
+    requires \valid_read(code + (0 .. xp->size - 1)) && at <= end && end + 31 <= xp->size <= 0x3fffffffffffffff && xp->mask < 0x3fffffffffffffff;
+    requires at < *bundle_end <= xp->size && 0 <= *nprev <= SIEVE_MAX_BUNDLE;
+    requires \separated(code + (0 .. xp->size - 1), xp->valid + (0 .. 2 * (xp->size / 8) + 1), xp, bundle_end, restricted, nprev, count, prev + (0 .. SIEVE_MAX_BUNDLE));
+    requires \separated(xp->valid + (0 .. 2 * (xp->size / 8) + 1), xp, bundle_end, restricted, nprev, count, prev + (0 .. SIEVE_MAX_BUNDLE));
+    requires \separated(xp, bundle_end, restricted, nprev, count, prev + (0 .. SIEVE_MAX_BUNDLE));
+    requires \separated(bundle_end, restricted, nprev, count, prev + (0 .. SIEVE_MAX_BUNDLE));)
     assigns xp->valid[0 .. 2 * (xp->size / 8) + 1], xp->bad_target, *bundle_end, *restricted, prev[0 .. SIEVE_MAX_BUNDLE], *nprev, *count;
-    SIEVE_WP(ensures \old(at) <= \result < \old(end) + 18 && \result < *bundle_end && 0 <= *nprev <= SIEVE_MAX_BUNDLE && -1 <= *restricted <= 31;) */
+    SIEVE_WP(ensures \old(at) <= \result < \old(end) + 30;
+    ensures \result < *bundle_end;
+    ensures 0 <= *nprev <= SIEVE_MAX_BUNDLE;) */
 static SIEVE_NOINLINE size_t fast_run(fast_t *xp, const uint8_t *code, size_t at, size_t end, size_t *bundle_end, int *restricted,
                                       size_t *prev, int *nprev, size_t *count) {
     const fast_t x = *xp;   /* a copy no store to the maps can alias */
-    size_t be = *bundle_end, n = (size_t)*nprev, length;
-    uint32_t pm = 0, pd = (uint32_t)(*restricted < 0 || *restricted > 15 ? NO_REGISTER : (unsigned)*restricted) << 20, e = 0, d, m, r, dm;
+    size_t be = *bundle_end, n = (size_t)*nprev, length; fast_insn_t f; int mark;
+    uint32_t pm = 0, pd = (uint32_t)(*restricted < 0 || *restricted > 15 ? NO_REGISTER : (unsigned)*restricted) << 20, dm, add, r;
     if (*restricted == 4 || *restricted == 5) end = at;   /* after a write to %esp or %ebp: the re-basing's second half, check's */
+    /*@ SIEVE_WP(loop invariant x.mask < 0x3fffffffffffffff && end + 31 <= x.size <= 0x3fffffffffffffff;
+        loop invariant \at(at, Pre) <= at < end + 30;
+        loop invariant at < be <= x.size + x.mask + 1;
+        loop invariant 0 <= n <= SIEVE_MAX_BUNDLE;)
+        loop assigns at, be, n, length, mark, pm, pd, dm, add, f, xp->valid[0 .. 2 * (xp->size / 8) + 1], xp->bad_target, prev[0 .. SIEVE_MAX_BUNDLE], *count;
+        loop variant (end - at) * (SIEVE_MAX_BUNDLE + 1) + SIEVE_MAX_BUNDLE - n; */   /* (a 0 length, which no table has: n ends it) */
     while (at < end && n < SIEVE_MAX_BUNDLE - 1) {   /* (it takes up to two: room for both) */
-        const uint8_t *c = code + at; const uint32_t *E = x.fast + SIEVE_FAST_ENTRIES, *M = x.fast + SIEVE_FAST_MODRM;
-        unsigned i = 0, rex = 0, b = c[0], o16 = b == 0x66, mark = 1;
-        if (o16 && (c[1] == 0x66 || c[1] == 0x2E)) {   /* NaCl's padding NOP 66{1,6} 2E 0F 1F 84 00 00 00 00 00 */
-            uint64_t w, y; memcpy(&w, c + 1, 8); w ^= 0x6666666666666666u;   /* w: c[1..8]; i: the 66s it starts with (c[0]: one more) */
-            i = !(w & 0xFF) + !(w & 0xFFFF) + !(w & 0xFFFFFF) + !(w & 0xFFFFFFFF) + !(w & 0xFFFFFFFFFF);
-            memcpy(&y, c + i + 1, 8);   /* then 2E 0F 1F 84 00 00 00 00, and 00 */
-            if (y != 0x841F0F2Eu || c[i + 9] || !(F(DESCS, (F(ENTRIES, 0x31F) >> 16) + 1) & SIEVE_FD_NOP66)) break;
-            length = 10 + i; d = SIEVE_FD_TAKE | NO_REGISTER << 20; m = e = 0;
-        } else {   /* the context is a choice of table (E), not arithmetic on the length's chain */
-            if (o16) { b = c[++i]; E += 512; }
-            if (b == 0xF2) { b = c[++i]; E += 2048; } else if (b == 0xF3) { b = c[++i]; E += 4096; }
-            if ((b & 0xF0) == 0x40) { rex = b; b = c[++i]; E += 12 * 512 + ((rex & 8) << 7); M += (rex & 5) << 8; }
-            if (b == 0x0F) { b = c[++i]; E += 256; }   /* b: the opcode, in the one-byte or the 0F map */
-            e = E[b]; m = M[c[i + 1]];
-            length = i + (e & 15) + (m & (e >> 4) & 7);
-            d = F(DESCS, (e >> 16) + (m >> 11 & 31));
-        }
-        if (length > be - at) break;   /* in the bundle */
-        dm = ((d ^ SIEVE_FD_TAKE) | SIEVE_FM_NO_BASE5) & m;   /* (m: SIEVE_FM_ONES) */
-        if (dm & (SIEVE_FM_ONES | SIEVE_FM_NO_BASE5 | SIEVE_FM_WRITES | SIEVE_FM_CHECK | SIEVE_FM_REG_STACK | SIEVE_FM_RM_STACK)) {
-            if (dm & SIEVE_FM_CHECK) {   /* a memory operand: based on %rsp, %rbp or %r15, indexed by the register restricted */
-                if (m & SIEVE_FM_SIB) {
-                    unsigned sib = F(SIB, (m & SIEVE_FM_NO_BASE5) | (rex & 3) << 8 | c[i + 2]), index = sib & 31;
-                    if ((sib & SIEVE_FS_BAD_BASE) || (index != NO_REGISTER && index != RESTRICTED(pm, pd))) break;
-                    mark = index == NO_REGISTER;   /* a jump may not land between the restriction and its use */
-                } else if (m & SIEVE_FM_BAD_BASE) break;
-            }
-            /* not taken; a SIB with no base (a disp32 follows: the length above does not count it); no write to %rsp, %rbp,
-               %r15 (check's) but as NaCl's re-basing, the register restricted %esp or %ebp and add %r15,%rsp (or %rbp) next */
-            if ((dm & (SIEVE_FD_TAKE | SIEVE_FM_NO_BASE5 | SIEVE_FM_WRITES)) &&
-                (!(d & SIEVE_FD_TAKE) || (dm & SIEVE_FM_WRITES) || ((e & SIEVE_FE_MODRM) && (c[i + 2] & 7) == 5))) break;
-            if ((dm & (SIEVE_FM_REG_STACK | SIEVE_FM_RM_STACK)) && (length + 3 > be - at || !(F(DESCS, (F(ENTRIES, 12 << 9 | 0x401) >> 16) + 14) & SIEVE_FD_TAKE) ||
-                                                                        !same(c + length, RESTRICTED(m, d) == 4 ? "\x4c\x01\xfc" : "\x4c\x01\xfd", 3))) break;
-            if (d & SIEVE_FD_SPECIAL) {
-                if ((d & SIEVE_FD_LOOK) && !nacl_nopw(c, (int)length)) break;   /* with a REX, or 66 and memory: check's */
-                if ((d & SIEVE_FD_CALL) && ((x.base + at + length) & x.mask)) break;   /* a call must end its bundle */
-                if (d & SIEVE_FD_INDIRECT) {   /* the two before it: p2, p1 (below it: for the proof) */
-                    size_t p2 = n < 2 ? at : prev[n - 2], p1 = n < 2 ? at : prev[n - 1];
-                    if (p1 >= at || p2 >= p1 || !is_add_r15(code + p1, (int)(at - p1), (int)(m >> 20 & 15)) ||
-                        !is_mask(code + p2, (int)(p1 - p2), (int)(m >> 20 & 15), (uint32_t)x.mask + 1)) break;
-                    x.valid[p1 >> 3] &= (uint8_t)~(1u << (p1 & 7)); mark = 0;   /* no jump lands inside it */
-                }
-                if (d & SIEVE_FD_DIRECT) {
-                    int64_t target = jump_target(at, length, c + i + 1, length - i - 1);   /* the offset right after the opcode */
-                    if (target >= 0 && (uint64_t)target < x.size) x.valid[x.size / 8 + 1 + (size_t)(target >> 3)] |= (uint8_t)(1u << (target & 7));
-                    else if (!jump_lands(x.valid, x.size, x.base, x.lo, x.hi, x.mask, target)) xp->bad_target = 1;
-                }
-            }
-        }
-        x.valid[at >> 3] |= (uint8_t)(mark << (at & 7));   /* a new instruction start: its bit is still clear */
-        prev[n++] = at; pm = m; pd = d;
-        at += length;
-        if (dm & (SIEVE_FM_REG_STACK | SIEVE_FM_RM_STACK)) { prev[n++] = at; at += 3; pd = NO_REGISTER << 20; }   /* the add */
+        if ((length = fast_decode(x.fast, code + at, &f)) > be - at) break;   /* in the bundle */
+        dm = ((f.d ^ SIEVE_FD_TAKE) | SIEVE_FM_NO_BASE5) & f.m &   /* what to look at (m: SIEVE_FM_ONES) */
+             (SIEVE_FM_ONES | SIEVE_FM_NO_BASE5 | SIEVE_FM_WRITES | SIEVE_FM_CHECK | SIEVE_FM_REG_STACK | SIEVE_FM_RM_STACK);
+        if (!dm) mark = 1, add = 0;
+        else if ((mark = fast_checks(&x, &xp->bad_target, code, at, length, be, &f, dm, pm, pd, prev, n)) < 0) break;
+        else add = dm & (SIEVE_FM_REG_STACK | SIEVE_FM_RM_STACK);   /* NaCl's re-basing: add %r15,%rsp (or %rbp) next */
+        x.valid[at / 8] |= (uint8_t)((unsigned)mark << at % 8);   /* a new instruction start: its bit is still clear */
+        prev[n++] = at; pm = f.m; pd = f.d; at += length;
+        if (add) { prev[n++] = at; at += 3; pd = NO_REGISTER << 20; }   /* the add */
         if (at == be) { *count += n; n = 0; pd = NO_REGISTER << 20; be += x.mask + 1; }
     }
-    r = RESTRICTED(pm, pd); *restricted = r == NO_REGISTER ? -1 : (int)r; *nprev = (int)n; *bundle_end = be;
+    r = RESTRICTED(pm, pd); *restricted = r < NO_REGISTER ? (int)r : -1; *nprev = (int)n; *bundle_end = be;
     return at;
 }
 
@@ -827,7 +878,8 @@ static void report_jumps(pass_t *s) {
 /* The sandbox pass over s's code, with s->valid and s->targets (right after it) maps of size / 8 + 1 bytes, all clear. */
 /*@ SIEVE_WP(requires \valid(s) && tables_ok(s->t) && s->size + s->beyond <= 0x3fffffffffffffff;
     requires \valid_read(s->code + (0 .. s->size + s->beyond - 1)) && \valid(s->valid + (0 .. 2 * (s->size / 8) + 1));
-    requires s->targets == s->valid + s->size / 8 + 1 && \separated(s, s->valid + (0 .. 2 * (s->size / 8) + 1));)
+    requires s->targets == s->valid + s->size / 8 + 1 && \separated(s, s->valid + (0 .. 2 * (s->size / 8) + 1));
+    requires (s->t->full_path_only || fast_rows(s->t->fast)) && \separated(s->code + (0 .. s->size + s->beyond - 1), s, s->valid + (0 .. 2 * (s->size / 8) + 1));)
     assigns s->count, s->instructions, s->valid[0 .. 2 * (s->size / 8) + 1]; */
 static void sandbox_pass(pass_t *s) {
     const struct sieve_tables *t = s->t; const uint8_t *code = s->code;
@@ -888,8 +940,7 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
     if (t->model_none) {
         while (at < size) {
             if (!decode(t, code, at, size, &i)) { emit(&s, SIEVE_INVALID, at, 1, -1, -1, 0); at++; continue; }
-            policy_check(&s, &i, at);
-            at += (size_t)i.length; s.instructions++;
+            policy_check(&s, &i, at); at += (size_t)i.length; s.instructions++;
         }
         if (instructions) *instructions = s.instructions;
         return s.count;

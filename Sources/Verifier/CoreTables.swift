@@ -126,8 +126,9 @@ public struct CoreTables: Sendable {
 
     // MARK: - What the core assumes of its tables
 
-    /// The facts about the tables that the core's verdicts rely on (Scripts/prove's proof needs none of them: the core
-    /// checks every index against the counts in `sieve_tables`; these make those checks never fail). Empty: all hold.
+    /// The facts about the tables that the core's verdicts rely on. Empty: all hold. Scripts/prove's proof needs one of
+    /// them, the fast path's rows (the ACSL predicate `fast_rows` in core.c): on its hot path the core checks no index.
+    /// For the rest the core checks every index against the counts in `sieve_tables`; these make those checks never fail.
     ///  - 16 opcode maps of 256 entries; every entry's pattern lists start inside the patterns and end in a catch-all
     ///    (allowed: every bit) at or before the last pattern; every pattern's form is a form or SIEVE_NO_FORM;
     ///  - a ModRM entry counts at most 5 bytes after it (SIB and disp32: the core reads it with & 7);
