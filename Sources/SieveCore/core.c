@@ -5,7 +5,6 @@
 #include "sieve_core.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 #ifndef SIEVE_CORE_API
 #define SIEVE_CORE_API
@@ -45,8 +44,9 @@ static const uint16_t prefix_bit[256] = {
 enum { PU_REPEATS = 8, PU_BRANCH66 = 0x2000 };   /* DecoderTables.PrefixUse: F2/F3 select or repeat; 66 on a branch */
 
 /* The bytes after a ModRM byte whose sieve_modrm entry is m and whose SIB (if any) is sib (the entry's count is at most 5:
-   & 7 keeps every read within 32 bytes also for a proof that does not know the table). */
-#define MODRM_BYTES(m, sib) ((int)(((m) >> 24) & 7) + (((m) & SIEVE_M_SIB_NO_BASE5) && ((sib) & 7) == 5 ? 4 : 0))
+   % 8 keeps every read within 32 bytes also for a proof that does not know the table). */
+/*@ assigns \nothing; SIEVE_WP(ensures 0 <= \result <= 11;) */
+static SIEVE_INLINE int modrm_bytes(uint32_t m, uint8_t sib) { return (int)((m >> 24) % 8) + ((m & SIEVE_M_SIB_NO_BASE5) && sib % 8 == 5 ? 4 : 0); }
 
 /* Whether the registers an instance of form f names break its form's rules (f->reg_checks, f->distinct: encodings the CPU
    refuses), from its ModRM byte and the fields decode has put in o (vr, vx, vb, vvvv within their bits: then the sums
@@ -54,8 +54,7 @@ enum { PU_REPEATS = 8, PU_BRANCH66 = 0x2000 };   /* DecoderTables.PrefixUse: F2/
 /*@ requires \valid_read(f) && \valid_read(o);
     assigns \nothing; */
 static int bad_registers(const struct sieve_form *f, const insn_t *o, uint8_t modrm, int evex) {
-    unsigned reg = modrm / 8 % 8, c = f->reg_checks;
-    int n[4] = {0}, cnt = 0, a, d;
+    unsigned reg = modrm / 8 % 8, c = f->reg_checks; int n[4] = {0}, cnt = 0, a, d;
     if (((c & 2) || ((c & 1) && reg)) && (o->vr & 1)) return 1;   /* (bits with the same test, one line) */
     if (((c & (4 | 16)) && o->vr) || ((c & (8 | 32)) && o->vvvv > 7)) return 1;
     if (((c & 64) && o->vb) || ((c & 128) && evex && (o->vr & 2))) return 1;
@@ -143,18 +142,84 @@ static SIEVE_INLINE int find_form(const struct sieve_tables *t, size_t k, uint64
     return k < t->pattern_count && (form = t->patterns[k].form) < (int)t->form_count ? form : -1;   /* (form: for EVA, which bounds a variable) */
 }
 
-/* Whether form f is #UD with the prefixes decode found (p, the last F2/F3 last_rep) or the VEX/EVEX/XOP fields it put
+/* Whether form f is #UD with the prefixes decode found (p) or the VEX/EVEX/XOP fields it put
    in o: a LOCK but on a lockable form's memory, a 66 or an F2/F3 the form takes none of, a vvvv, mask, zeroing or
    broadcast it has no use for. */
 /*@ requires \valid_read(o) && \valid_read(f);
     assigns \nothing; */
-static SIEVE_INLINE int invalid_for_form(const insn_t *o, const struct sieve_form *f, unsigned p, uint8_t last_rep, int vec, int evex, int taken) {
-    if (((p & P_LOCK) && !((f->classes & C_LOCK) && o->mem)) || ((f->classes & C_NO66) && (p & P_66)) || ((f->classes & C_NOF2F3) && last_rep)) return 1;
+static SIEVE_INLINE int invalid_for_form(const insn_t *o, const struct sieve_form *f, unsigned p, int vec, int evex, int taken) {
+    if (((p & P_LOCK) && !((f->classes & C_LOCK) && o->mem)) || ((f->classes & C_NO66) && (p & P_66)) || ((f->classes & C_NOF2F3) && (p & (P_REP | P_REPNE)))) return 1;
     if (vec && !f->uses_vvvv && (o->vvvv & 15)) return 1;
     if (!evex) return 0;
     if ((!f->uses_vvvv && !f->vsib && o->vvvv) || (o->aaa && !(f->classes & C_OPMASK)) || (!o->aaa && (f->classes & C_OPMASK_REQ))) return 1;
     if (o->z && (!(f->classes & C_ZEROING) || !o->aaa)) return 1;
     return o->bcst && (o->mem || !taken ? !(f->classes & C_BCST) : !(f->classes & (C_ER | C_SAE)));
+}
+
+/* The legacy and REX prefixes from code[0]: their P_ bits in *p, the REX byte that counts in *rex (0: none, or one a
+   legacy prefix after it makes the CPU ignore), in *sel the last of F3 (2) and F2 (3), else 66 (1), else 0. Returns how
+   many there are, -1 when they reach end (the bytes there are, at most 15): no instruction follows. */
+/*@ requires \valid_read(code + (0 .. 39)) && end <= 15 && \valid(p) && \valid(rex) && \valid(sel) && \separated(p, rex, sel, code + (0 .. 39));
+    assigns *p, *rex, *sel;
+    SIEVE_WP(ensures -1 <= \result <= 14 && *sel <= 3;) */
+static SIEVE_INLINE int prefixes(const uint8_t *code, int end, unsigned *p, uint8_t *rex, unsigned *sel) {
+    unsigned bit; uint8_t b; int i;
+    /*@ loop unroll 15;
+        loop invariant 0 <= i <= 14 && *sel <= 3; loop assigns i, b, bit, *p, *rex, *sel; loop variant 14 - i; */
+    for (*p = *rex = 0, *sel = 0, i = 0; (bit = prefix_bit[b = code[i]]) != 0; i++) {
+        if (bit == P_REX) { if (*rex) *p |= P_IGNREX; *rex = b; }
+        else { if ((b & 0xFE) == 0xF2) *sel = b == 0xF3 ? 2 : 3; if (*rex) { *p |= P_IGNREX; *rex = 0; } }
+        *p |= bit; if (i + 1 >= end) return -1;
+    }
+    if (!*sel && (*p & P_66)) *sel = 1;
+    return i;
+}
+
+/* The opcode map at o->bytes[*i], after the prefixes: 0 (one-byte), 1 to 3 (0F, 0F 38, 0F 3A), 4 (0F 0F: 3DNow!, whose
+   opcode comes last) or a VEX/EVEX/XOP map (vector_prefix: 5 to 15, its fields into o and *sel, EVEX 8 to 12), with *i
+   past the bytes that select it; -1 when the vector prefix is invalid. */
+/*@ requires \valid(o) && \valid(i) && \valid(sel) && \separated(o, i, sel) && 0 <= *i <= 14 && *sel <= 3;
+    assigns *i, *sel, o->vr, o->vx, o->vb, o->vw, o->vvvv, o->vl, o->z, o->aaa, o->bcst;
+    SIEVE_WP(ensures -1 <= \result <= 15 && \old(*i) <= *i <= \old(*i) + 4;
+             ensures \result >= 0 ==> o->vvvv <= 31 && o->vl <= 3 && *sel <= 3;
+             ensures \result >= 5 ==> o->vr <= 3 && o->vx <= 1 && o->vb <= 1 && o->vw <= 1;) */
+static SIEVE_INLINE int opcode_map(insn_t *o, int *i, unsigned *sel) {
+    const uint8_t *code = o->bytes + *i; uint8_t b = code[0]; int table;
+    o->vvvv = o->vl = 0;   /* (0 as fetch left them, for the proof; a VEX/EVEX/XOP prefix sets them) */
+    if (b == 0x0F) { table = code[1] == 0x38 ? 2 : code[1] == 0x3A ? 3 : code[1] == 0x0F ? 4 : 1; *i += table > 1 ? 2 : 1; return table; }
+    if (b != 0xC5 && b != 0xC4 && !(b == 0x8F && (code[1] & 0x1F) >= 8) && b != 0x62) return 0;
+    table = vector_prefix(o, b, code[1], code[2], code[3], sel); *i += b == 0xC5 ? 2 : b == 0x62 ? 4 : 3;
+    return table ? table : -1;
+}
+
+/* The form of the instruction decode has read up to its immediate (o: its prefixes, map, opcode, ModRM and vector
+   fields; e: its opcode's entry; i: where the immediate starts; sel: F3/F2/66 or the vector pp), checked against what
+   the form allows, with the rest of o: the immediate, the REX fields, length and form. Returns 0 (invalid) or 1. */
+/*@ SIEVE_WP(requires \valid(o) && \valid_read(t) && \valid_read(e) && \valid_read(t->modrm + (0 .. 255));
+    requires \valid_read(t->patterns + (0 .. t->pattern_count - 1)) && \valid_read(t->forms + (0 .. t->form_count - 1));
+    requires \separated(o, t) && \separated(o, e) && 1 <= i <= 32 && end <= 15 && sel <= 3 && o->vl <= 3 && o->vvvv <= 31;
+    requires o->table >= 5 ==> o->vr <= 3 && o->vx <= 1 && o->vb <= 1 && o->vw <= 1;)
+    assigns o->imm_off, o->imm_size, o->vr, o->vx, o->vb, o->vw, o->length, o->form, o->refused;
+    SIEVE_WP(ensures \result == 0 || 1 <= o->length <= 15; ensures \result == 0 || 0 <= o->form < t->form_count;
+             ensures \result == 0 || o->imm_off + o->imm_size <= 15; ensures \result == 0 || (o->vr <= 3 && o->vx <= 1 && o->vb <= 1);) */
+static SIEVE_INLINE int decode_form(const struct sieve_tables *t, insn_t *o, const struct sieve_entry *e, int i, int end, unsigned sel) {
+    const unsigned p = o->prefixes, rex = o->rex; const int vec = o->table >= 5, evex = o->table >= 8 && o->table <= 12;
+    const struct sieve_form *f; int imm, form;
+    /* The instance's fields, one bit each, against the patterns of its context (operand size and W folded in). */
+    uint64_t key = (t->modrm[o->has_modrm ? o->modrm : 0xC0] & 0x3FFFF) | KEY(S_PFX, sel) | KEY(S_ASZ, (p & P_67) ? 0 : 1) | KEY(S_REXB, rex & 1);
+    key |= KEY(S_L, evex && o->bcst && o->has_modrm && !o->mem ? 2 : o->vl);   /* EVEX.b on registers: rounding, the length 512 */
+    /* the list ends in a catch-all (SIEVE_NO_FORM: invalid); the bound only keeps a bad table from reading past it */
+    if ((form = find_form(t, e->start[vec ? o->vw : (rex & 8) ? 2 : (p & P_66) ? 1 : 0], key)) < 0) return 0;
+    f = &t->forms[form]; imm = f->imm_bytes + (f->moffs ? ((p & P_67) ? 4 : 8) : 0);
+    o->imm_off = (uint8_t)i; o->imm_size = (uint8_t)imm;
+    if ((i += imm) > end) return 0;
+    if (o->table == 4 && i > 0) { o->imm_off = (uint8_t)(i - 1); o->imm_size = 1; }   /* (i > 0: for EVA, which relates no two variables) */
+    if (invalid_for_form(o, f, p, vec, evex, o->has_modrm)) return 0;
+    if (!vec) { o->vr = rex / 4 % 2; o->vx = rex / 2 % 2; o->vb = rex % 2; o->vw = rex / 8 % 2; }   /* (no REX: 0, as fetch left them) */
+    o->length = i; o->form = form;
+    if (((f->reg_checks & 0xFF) || f->distinct) && bad_registers(f, o, o->modrm, evex)) return 0;
+    o->refused = (uint8_t)refused_encoding(o, f, vec, evex);
+    return 1;
 }
 
 /* Decodes the instruction at in[at..limit) into *o. Returns 0 (invalid) or 1. Never reads past limit: the bytes
@@ -163,58 +228,27 @@ static SIEVE_INLINE int invalid_for_form(const insn_t *o, const struct sieve_for
 /*@ SIEVE_WP(requires \valid_read(t) && \valid(o) && at <= limit <= 0x3fffffffffffffff && \valid_read(in + (at .. limit - 1));
     requires \valid_read(t->entries + (0 .. 16 * 256 - 1)) && \valid_read(t->modrm + (0 .. 255));
     requires \valid_read(t->patterns + (0 .. t->pattern_count - 1)) && \valid_read(t->forms + (0 .. t->form_count - 1));
-    requires \separated(o, t) && \separated(o, in + (at .. limit - 1));)
+    requires \separated(o, t) && \separated(o, t->entries + (0 .. 16 * 256 - 1)) && \separated(o, in + (at .. limit - 1));)
     assigns *o;
-    SIEVE_WP(ensures \result == 0 || (1 <= o->length <= 15 && 0 <= o->form < t->form_count && o->prefix_count <= 15 && o->imm_off + o->imm_size <= 15 &&
-                             o->vr <= 3 && o->vx <= 1 && o->vb <= 1 && o->vvvv <= 31);) */
+    SIEVE_WP(ensures \result == 0 || 1 <= o->length <= 15; ensures \result == 0 || 0 <= o->form < t->form_count;
+             ensures \result == 0 || o->imm_off + o->imm_size <= 15; ensures \result == 0 || (o->vr <= 3 && o->vx <= 1 && o->vb <= 1);
+             ensures \result == 0 || (o->prefix_count <= 15 && o->vvvv <= 31);) */
 static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *in, size_t at, size_t limit, insn_t *o) {
-    uint8_t rex = 0, last_rep = 0, b, op = 0, modrm = 0; const uint8_t *code = o->bytes;
-    size_t avail = limit - at; unsigned p = 0, bit, sel; const struct sieve_entry *e; const struct sieve_form *f; uint64_t key;
-    int i = 0, end = avail < 15 ? (int)avail : 15, table = 0, vec = 0, evex = 0, taken, imm, form; fetch(o, in, at, limit);
-    /*@ loop unroll 15;
-        loop invariant 0 <= i <= 14; loop assigns i, b, bit, rex, last_rep, p; loop variant 14 - i; */
-    for (; (bit = prefix_bit[b = code[i]]) != 0; i++) {
-        if (bit == P_REX) { if (rex) p |= P_IGNREX; rex = b; }
-        else { if ((b & 0xFE) == 0xF2) last_rep = b; if (rex) { p |= P_IGNREX; rex = 0; } }
-        p |= bit; if (i + 1 >= end) return 0;
-    }
-    o->prefix_count = (uint8_t)i; o->vvvv = o->vl = 0;   /* (0 as fetch left them, for the proof; a VEX/EVEX/XOP prefix sets them) */
-    sel = last_rep ? (last_rep == 0xF3 ? 2 : 3) : (p & P_66) ? 1 : 0;
-    if (b == 0x0F) {
-        b = code[++i]; table = b == 0x38 ? 2 : b == 0x3A ? 3 : b == 0x0F ? 4 : 1;
-        i += table > 1;
-    } else if (b == 0xC5 || b == 0xC4 || (b == 0x8F && (code[i + 1] & 0x1F) >= 8) || b == 0x62) {
-        if (!(table = vector_prefix(o, b, code[i + 1], code[i + 2], code[i + 3], &sel))) return 0;
-        vec = 1; evex = b == 0x62; i += b == 0xC5 ? 2 : evex ? 4 : 3;
-    }
-    if (vec && ((p & (P_66 | P_REP | P_REPNE | P_LOCK)) || rex)) return 0;
+    uint8_t rex, op = 0, modrm = 0; const uint8_t *code = o->bytes; size_t avail = limit - at; unsigned p, sel;
+    const struct sieve_entry *e; int i, end = avail < 15 ? (int)avail : 15, table, taken; fetch(o, in, at, limit);
+    if ((i = prefixes(code, end, &p, &rex, &sel)) < 0) return 0;
+    o->prefix_count = (uint8_t)i;
+    if ((table = opcode_map(o, &i, &sel)) < 0 || (table >= 5 && ((p & (P_66 | P_REP | P_REPNE | P_LOCK)) || rex))) return 0;
     if (table != 4) op = code[i++];
     e = &t->entries[table * 256 + op];
-    taken = table == 4 || e->has_modrm;
-    if (taken) {
-        o->modrm_at = (uint8_t)i; modrm = code[i++] | (e->mod_ignored ? 0xC0 : 0);
-        o->mem = modrm < 0xC0;
-        if (o->mem && (modrm & 7) == 4) o->sib = code[i];
-        i += MODRM_BYTES(t->modrm[modrm], o->sib);
+    if ((taken = table == 4 || e->has_modrm)) {
+        o->modrm_at = (uint8_t)i; modrm = (uint8_t)(e->mod_ignored ? 0xC0 + code[i] % 64 : code[i]); i++;   /* (mod ignored: 3, registers) */
+        if ((o->mem = modrm < 0xC0) && (modrm & 7) == 4) o->sib = code[i];
+        i += modrm_bytes(t->modrm[modrm], o->sib);
     }
     if (table == 4) { op = code[i++]; e = &t->entries[4 * 256 + op]; }
-    /* The instance's fields, one bit each, against the patterns of its context (operand size and W folded in). */
-    key = t->modrm[taken ? modrm : 0xC0] & 0x3FFFF;
-    key |= KEY(S_PFX, sel) | KEY(S_ASZ, (p & P_67) ? 0 : 1) | KEY(S_REXB, rex & 1);
-    key |= KEY(S_L, evex && o->bcst && taken && !o->mem ? 2 : o->vl);   /* EVEX.b on registers: rounding, the length 512 */
-    /* the list ends in a catch-all (SIEVE_NO_FORM: invalid); the bound only keeps a bad table from reading past it */
-    if ((form = find_form(t, e->start[vec ? o->vw : (rex & 8) ? 2 : (p & P_66) ? 1 : 0], key)) < 0) return 0;
-    f = &t->forms[form];
-    imm = f->imm_bytes + (f->moffs ? ((p & P_67) ? 4 : 8) : 0);
-    o->imm_off = (uint8_t)i; o->imm_size = (uint8_t)imm;
-    if ((i += imm) > end) return 0;
-    if (table == 4 && i > 0) { o->imm_off = (uint8_t)(i - 1); o->imm_size = 1; }   /* (i > 0: for the proof) */
-    if (invalid_for_form(o, f, p, last_rep, vec, evex, taken)) return 0;
-    if (!vec) { o->vr = (rex >> 2) & 1; o->vx = (rex >> 1) & 1; o->vb = rex & 1; o->vw = (rex >> 3) & 1; }   /* (no REX: 0, as fetch left them) */
-    o->length = i; o->form = form; o->rex = rex; o->prefixes = p; o->opcode = op; o->modrm = modrm; o->has_modrm = (uint8_t)taken; o->table = (uint8_t)table;
-    if (((f->reg_checks & 0xFF) || f->distinct) && bad_registers(f, o, modrm, evex)) return 0;
-    o->refused = (uint8_t)refused_encoding(o, f, vec, evex);
-    return 1;
+    o->rex = rex; o->prefixes = p; o->opcode = op; o->modrm = modrm; o->has_modrm = (uint8_t)taken; o->table = (uint8_t)table;
+    return decode_form(t, o, e, i, end, sel);
 }
 
 /* ---- policy: the per-form decision, instance rules for the rest ---------------------------- */
@@ -226,8 +260,7 @@ static int rex_bit_used(const insn_t *i, const struct sieve_form *f, uint8_t rex
     if ((u & 0x1000) && ((!i->has_modrm && (i->opcode & 7) >= 4 && (u & 0x800)) ||
                          (i->has_modrm && ((((i->modrm >> 3) & 7) >= 4 && (u & 0x200)) || (!i->mem && (i->modrm & 7) >= 4)))))
         return 1;
-    if ((rex & 8) && ((u & 0x100) || ((u & 0x2000) && (i->prefixes & P_66)))) return 1;
-    if ((rex & 4) && (u & 0x200)) return 1;
+    if (((rex & 8) && ((u & 0x100) || ((u & 0x2000) && (i->prefixes & P_66)))) || ((rex & 4) && (u & 0x200))) return 1;
     if ((rex & 2) && i->has_modrm && i->mem && (i->modrm & 7) == 4) return 1;
     if ((rex & 1) && (i->mem || (i->has_modrm && (u & 0x400)) || (u & 0x800))) return 1;
     return 0;
@@ -237,8 +270,7 @@ static int rex_bit_used(const insn_t *i, const struct sieve_form *f, uint8_t rex
 /*@ requires \valid_read(i) && \valid_read(f);
     assigns \nothing; */
 static int prefix_effective(const insn_t *i, const struct sieve_form *f, uint8_t b) {
-    unsigned u = f->prefix_use;
-    int memory = i->mem || (u & 4);
+    unsigned u = f->prefix_use; int memory = i->mem || (u & 4);
     switch (b) {
     case 0xF0: return 1;
     case 0x66: return (u & 1) != 0;
@@ -259,9 +291,7 @@ static int prefix_effective(const insn_t *i, const struct sieve_form *f, uint8_t
 /*@ requires \valid_read(t) && \valid_read(i) && i->form < t->form_count && \valid_read(t->forms + i->form) && i->prefix_count <= 15;
     assigns \nothing; */
 static int has_redundant_prefix(const struct sieve_tables *t, const insn_t *i, int legacy_only) {
-    const struct sieve_form *f = &t->forms[i->form];
-    unsigned seen = 0, g;
-    int k;
+    const struct sieve_form *f = &t->forms[i->form]; unsigned seen = 0, g; int k;
     /*@ loop invariant -1 <= k < 15;
         loop assigns k, seen, g;
         loop variant k + 1; */
@@ -381,8 +411,7 @@ static int instance_matches(const struct sieve_tables *t, const struct sieve_ins
     requires \valid(rule) && \separated(rule, i);
     assigns *rule; */
 static int policy_accepts(const struct sieve_tables *t, const insn_t *i, int *rule) {
-    const struct sieve_form *f = &t->forms[i->form];
-    int k;
+    const struct sieve_form *f = &t->forms[i->form]; int k;
     /*@ loop invariant -1 <= k <= 254; loop assigns k; loop variant k + 1; */
     for (k = (int)f->conditional_count - 1; k >= 0; k--) {   /* an index past a table's end (never made) matches nothing */
         unsigned c = f->conditional_start + (unsigned)k, r = c < t->conditional_count ? t->conditional[c] : t->instance_rule_count;
@@ -420,8 +449,7 @@ static void report(const pass_t *s, const sieve_finding *f) { if (s->report) s->
     assigns s->count; */
 static void emit(pass_t *s, int kind, size_t offset, int length, int form, int rule, int warning) {
     sieve_finding f = {offset, (size_t)length, kind, form, rule, warning, -1};   /* (reason: none) */
-    if (!warning) s->count++;
-    report(s, &f);
+    s->count += !warning; report(s, &f);
 }
 
 /* The model refuses the form outright: its reason, and the kind of finding that reason is. */
@@ -432,8 +460,7 @@ static void emit_forbidden(pass_t *s, size_t offset, int length, int form) {
     sieve_finding f; int reason = s->t->forms[form].forbidden - 1;
     f.offset = offset; f.length = (size_t)length; f.form = form; f.rule = -1; f.warning = 0; f.reason = reason;
     f.kind = reason >= 0 && (uint32_t)reason < s->t->reason_count ? s->t->reason_kinds[reason] : SIEVE_SANDBOX_FORBIDDEN;
-    s->count++;
-    report(s, &f);
+    s->count++; report(s, &f);
 }
 
 /*@ requires \valid(s) && \valid_read(s->t) && \valid_read(i) && \separated(s, i);
@@ -623,8 +650,7 @@ static void indirect_branch(pass_t *s, const insn_t *i, const struct sieve_form 
 /*@ requires checkable(s, i, f) && 0 <= nprev <= SIEVE_MAX_BUNDLE && \valid_read(prev + (0 .. nprev));
     assigns s->count, s->valid[0 .. s->size / 8]; */
 static void string_sequence(pass_t *s, const insn_t *i, const struct sieve_form *f, size_t at, const size_t *prev, int nprev) {
-    unsigned facts = f->facts;
-    uint8_t pc[4] = {0};   /* an earlier instruction's first bytes */
+    unsigned facts = f->facts; uint8_t pc[4] = {0};   /* pc: an earlier instruction's first bytes */
     int need = ((facts & SIEVE_F_RSI) ? 2 : 0) + ((facts & SIEVE_F_RDI) ? 2 : 0), ok = nprev >= need, q, step = 0;
     /*@ loop invariant 0 <= step <= 4; loop assigns step, ok, q, pc[0 .. 3]; loop variant need - step; */
     for (; ok && step < need; step++) {   /* q: the step-th of the need instructions before this one */
@@ -677,8 +703,7 @@ static int policy_and_registers(pass_t *s, const insn_t *i, const struct sieve_f
     }
     if (sp) {
         if (pending != (sp == 2 ? 4 : 5)) REFUSE(SIEVE_STACK_POINTER_WRITE);
-        mark(s, at, 0);
-        return -1;
+        mark(s, at, 0); return -1;
     }
     if (pending == 4 || pending == 5) REFUSE(SIEVE_STACK_POINTER_WRITE);
     return register_writes(s, i, f, at);
@@ -931,34 +956,56 @@ static void sandbox_pass(pass_t *s) {
     if (any || x.bad_target) report_jumps(s);
 }
 
-SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
-                                     const struct sieve_place *place, sieve_report_fn report, void *ctx, size_t *instructions) {
-    const size_t room = size < 1024 ? 1024 : size;   /* below 1 KiB of code, one size to allocate (also for the proof) */
-    pass_t s; insn_t i; size_t at = 0; uint8_t *maps;
-    if (instructions) *instructions = 0;
-    s.t = t; s.code = code; s.instructions = 0; s.size = size; s.base = base; s.report = report; s.ctx = ctx; s.count = 0;
-    if (t->model_none) {
-        while (at < size) {
-            if (!decode(t, code, at, size, &i)) { emit(&s, SIEVE_INVALID, at, 1, -1, -1, 0); at++; continue; }
-            policy_check(&s, &i, at); at += (size_t)i.length; s.instructions++;
-        }
-        if (instructions) *instructions = s.instructions;
-        return s.count;
+/* The policy and the decoder alone (model none): every instruction against the policy, past an invalid byte to the next. */
+/*@ SIEVE_WP(requires \valid(s) && tables_ok(s->t) && s->size <= 0x3fffffffffffffff && \valid_read(s->code + (0 .. s->size - 1));
+    requires \separated(s->code + (0 .. s->size - 1), s);)
+    assigns s->count, s->instructions; */
+static void policy_pass(pass_t *s) {
+    size_t at = 0; insn_t i;
+    /*@ loop assigns at, i, s->count, s->instructions; loop variant s->size - at; */
+    while (at < s->size) {
+        if (!decode(s->t, s->code, at, s->size, &i)) { emit(s, SIEVE_INVALID, at, 1, -1, -1, 0); at++; continue; }
+        policy_check(s, &i, at); at += (size_t)i.length; s->instructions++;
     }
+}
+
+/*@ SIEVE_WP(requires tables_ok(t) && (t->full_path_only || fast_rows(t->fast)) && (place == \null || \valid_read(place));
+    requires size + (place != \null ? place->beyond : 0) <= 0x3fffffffffffffff && \valid_read(code + (0 .. size + (place != \null ? place->beyond : 0) - 1));
+    requires place == \null || place->targets == \null || (\valid(place->targets + (0 .. size / 8)) && \separated(place->targets + (0 .. size / 8), place));
+    requires maps == \null || (\valid(maps + (0 .. 2 * (size / 8) + 1)) && \separated(maps + (0 .. 2 * (size / 8) + 1), code + (0 .. size + (place != \null ? place->beyond : 0) - 1)));
+    requires maps == \null || place == \null || place->targets == \null || \separated(maps + (0 .. 2 * (size / 8) + 1), place->targets + (0 .. size / 8), place);
+    requires instructions == \null || \valid(instructions);)
+    assigns *instructions, place->targets[0 .. size / 8], maps[0 .. 2 * (size / 8) + 1]; */
+SIEVE_CORE_API size_t sieve_core_run_maps(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, const struct sieve_place *place,
+                                          sieve_report_fn report, void *ctx, size_t *instructions, uint8_t *maps) {
+    pass_t s; size_t k;
+    s.t = t; s.code = code; s.instructions = 0; s.size = size; s.base = base; s.report = report; s.ctx = ctx; s.count = 0;
     s.lo = place ? place->lo : 0; s.hi = place ? place->hi : ~(uint64_t)0; s.beyond = place ? place->beyond : 0;
-    maps = (uint8_t *)calloc(room / 8 + 1, 2);   /* where jumps may land, where they do */
-    if (!maps) { emit(&s, SIEVE_INVALID, 0, 0, -1, -1, 0); return s.count; }
-    s.valid = maps; s.targets = maps + size / 8 + 1;
-    sandbox_pass(&s);
-    if (place && place->targets) memcpy(place->targets, s.valid, size / 8 + 1);
-    free(maps);
+    if (t->model_none) policy_pass(&s);
+    else if (!maps) emit(&s, SIEVE_INVALID, 0, 0, -1, -1, 0);   /* (sieve_core_run: the allocation failed) */
+    else {
+        s.valid = maps; s.targets = maps + size / 8 + 1; sandbox_pass(&s);
+        /*@ loop invariant 0 <= k <= size / 8 + 1; loop assigns k, place->targets[0 .. size / 8]; loop variant size / 8 + 1 - k; */
+        for (k = 0; place && place->targets && k <= size / 8; k++) place->targets[k] = maps[k];   /* (a loop WP proves, not memcpy) */
+    }
     if (instructions) *instructions = s.instructions;
     return s.count;
 }
 
+SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
+                                     const struct sieve_place *place, sieve_report_fn report, void *ctx, size_t *instructions) {
+    /* below 1 KiB of code, one size to allocate (EVA's harness: one allocation for every size) */
+    uint8_t *maps = t->model_none ? NULL : (uint8_t *)calloc((size < 1024 ? 1024 : size) / 8 + 1, 2);
+    size_t count = sieve_core_run_maps(t, code, size, base, place, report, ctx, instructions, maps);
+    free(maps);
+    return count;
+}
+
 /* The decoder alone (dyncode.c and the tests' decoder differential); the generated verifier uses it for patching. */
+/*@ SIEVE_WP(requires tables_ok(t) && size <= 0x3fffffffffffffff && \valid_read(code + (0 .. size - 1)) && \valid(l);)
+    assigns *l; */
 SIEVE_CORE_API int sieve_core_decode(const struct sieve_tables *t, const uint8_t *code, size_t size, sieve_layout *l) {
-    insn_t i; int vec, end; memset(l, 0, sizeof *l); l->form = -1;
+    insn_t i; int vec, end; *l = (sieve_layout){0}; l->form = -1;
     if (!decode(t, code, 0, size, &i)) return 0;
     vec = i.table >= 5; end = i.has_modrm ? i.modrm_at : i.imm_off;   /* the opcode byte is just before */
     l->length = i.length; l->form = i.form; l->refused = i.refused; l->prefixes = i.prefix_count; l->imm_at = i.imm_off;

@@ -563,3 +563,47 @@ enum DynamicCodeHarness {
         #expect(differ.isEmpty, "\(differ.count) of \(script.count):\n\(differ.prefix(8).joined(separator: "\n"))")
     }
 }
+
+/// `sieve_core_run_maps` (the verification in the caller's memory: for a runtime without a heap, and the entry point WP
+/// proves for every size) is `sieve_core_run`: the same findings in the same order and the same jump-target map, on
+/// the NaCl executables' code and on mutations of it; with no maps (the caller's allocation failed), one invalid finding.
+@Suite struct CallerMemoryTests {
+    static func run(_ code: [UInt8], base: UInt64, maps: Bool) -> (findings: [Finding], targets: [UInt8]) {
+        var targets = [UInt8](repeating: 0, count: code.count / 8 + 1)
+        var scratch = [UInt8](repeating: 0, count: maps ? 2 * (code.count / 8 + 1) : 0)
+        let report = targets.withUnsafeMutableBufferPointer { targets in
+            scratch.withUnsafeMutableBufferPointer { scratch in
+                code.withUnsafeBytes { bytes in
+                    Repository.nacl.collect(bytes, base: base) { tables, report, ctx in
+                        let start = bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                        var place = sieve_place(lo: 0, hi: ~0, targets: targets.baseAddress, beyond: 0)
+                        return maps ? sieve_core_run_maps(tables, start, bytes.count, base, &place, report, ctx, nil, scratch.baseAddress)
+                            : sieve_core_run(tables, start, bytes.count, base, &place, report, ctx, nil)
+                    }
+                }
+            }
+        }
+        return (report.findings, targets)
+    }
+
+    @Test func theCallersMapsGiveWhatTheCoresAllocationGives() throws {
+        let code = try ThreadedVerificationTests.module(copies: 1)
+        var random = SplitMix(seed: 0xCA11E2)
+        for mutations in [0, 20, 2000] {
+            var mutated = code
+            for _ in 0..<mutations { mutated[random.below(code.count)] = UInt8(truncatingIfNeeded: random.next()) }
+            let core = Self.run(mutated, base: 0x20000, maps: false), caller = Self.run(mutated, base: 0x20000, maps: true)
+            #expect(mutations == 0 ? core.findings.isEmpty : core.findings.count > mutations / 4, "\(mutations) mutations: \(core.findings.count) findings")
+            #expect(caller.findings == core.findings, "\(mutations) mutations")
+            #expect(caller.targets == core.targets && core.targets.contains { $0 != 0 })
+        }
+    }
+
+    @Test func noMapsIsOneInvalidFinding() {
+        let findings = Repository.nacl.collect(UnsafeRawBufferPointer(start: nil, count: 0), base: 0) { tables, report, ctx in
+            let nop: [UInt8] = [0x90]
+            return nop.withUnsafeBufferPointer { sieve_core_run_maps(tables, $0.baseAddress!, 1, 0, nil, report, ctx, nil, nil) }
+        }.findings
+        #expect(findings.map(\.kind) == [.invalid] && findings.first?.offset == 0)
+    }
+}
