@@ -4,6 +4,7 @@
  * unknown content and any length up to SIEVE_PROOF_MAX verified into it at any address; a replacement of unknown
  * content validated there and copied over live code; the code patched in place; and the code split into pieces,
  * each verified on its own and joined. EVA then reports every possible runtime error (alarm) on the way.
+ * Not yet run by Scripts/prove: on today's dyncode.c it raises alarms (README, "What is proven, what is not").
  */
 #include "__fc_builtin.h"
 #include "sieve_verifier.h"
@@ -29,7 +30,7 @@ static void count_site(const sieve_site *site, void *ctx) {
 }
 
 int main(void) {
-    sieve_module m;
+    sieve_module m = {0, 0, loaded};   /* (set before sieve_module_init: EVA's states do not relate m to its result) */
     size_t size, n, k, seen = 0;
     uint64_t base, address;
     Frama_C_make_unknown((char *)code, SIEVE_PROOF_MAX);
