@@ -119,7 +119,8 @@ public struct CVerifierGenerator {
            non-temporal move becomes its temporal twin, a prefetch NOPs, a form a policy `rewrite` names what it says;
            with stub_with_hlt, HLTs where nothing else is accepted. Calls site (if not NULL) for each refused
            instruction: rule -1 derived from the database, -2 stubbed with HLT, -3 left as it was, else the policy's
-           rewrite rule. Returns the number left as they were. Verify the result again before running it. */
+           rewrite rule (site->bytes: readable during the call only). Returns the number left as they were, (size_t)-1
+           when memory runs out (nothing patched). Verify the result again before running it. */
         size_t sieve_patch(uint8_t *code, size_t size, uint64_t base, int stub_with_hlt, sieve_site_fn site, void *ctx);
 
         /* ---- one module on several threads (the runtime's own) ------------------------------------------------ */
@@ -127,7 +128,8 @@ public struct CVerifierGenerator {
         /* sieve_split cuts code into at most n pieces of whole bundles (returns how many; one when the base is not
            bundle-aligned); sieve_verify_piece verifies one piece, on any thread, each piece once; sieve_join then reports
            the findings exactly as sieve_verify would, in the same order, with the jumps between pieces judged, frees what
-           the pieces hold and returns the number of findings. */
+           the pieces hold and returns the number of findings. Pieces that are not sieve_split's for this code (a bundle
+           in none, a piece past the code, a piece not verified) refuse it: one SIEVE_INVALID finding. */
         size_t sieve_split(size_t size, uint64_t base, sieve_piece *pieces, size_t n);
         void sieve_verify_piece(const uint8_t *code, size_t size, uint64_t base, sieve_piece *piece);
         size_t sieve_join(const uint8_t *code, size_t size, uint64_t base, sieve_piece *pieces, size_t n,

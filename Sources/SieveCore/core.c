@@ -426,7 +426,7 @@ static int policy_accepts(const struct sieve_tables *t, const insn_t *i, int *ru
 typedef struct {
     const struct sieve_tables *t;
     const uint8_t *code;
-    size_t size, count, instructions, beyond;
+    size_t size, count, instructions;
     uint64_t base, lo, hi;   /* a direct jump leaving the code lands on a bundle start in [lo, hi] */
     sieve_report_fn report;
     void *ctx;
@@ -880,8 +880,8 @@ static SIEVE_NOINLINE size_t fast_run(fast_t *xp, const uint8_t *code, size_t at
 
 /* Reports the direct branches that may not land where they do, in the order of the code: a second walk over it, once
    the pass has found that one exists (the first walk keeps the branch targets in a map, not a list). */
-/*@ requires \valid(s) && tables_ok(s->t) && s->size + s->beyond <= 0x3fffffffffffffff;
-    requires \valid_read(s->code + (0 .. s->size + s->beyond - 1)) && \valid_read(s->valid + (0 .. s->size / 8));
+/*@ requires \valid(s) && tables_ok(s->t) && s->size <= 0x3fffffffffffffff;
+    requires \valid_read(s->code + (0 .. s->size - 1)) && \valid_read(s->valid + (0 .. s->size / 8));
     assigns s->count; */
 static void report_jumps(pass_t *s) {
     const uint64_t mask = s->t->bundle_size - 1; size_t at = 0, bundle_end; insn_t i;
@@ -890,7 +890,7 @@ static void report_jumps(pass_t *s) {
         bundle_end = at + s->t->bundle_size - (size_t)((s->base + at) % s->t->bundle_size);
         if (bundle_end > s->size) bundle_end = s->size;
         /*@ loop assigns at, i, s->count; loop variant bundle_end - at; */
-        while (at < bundle_end && decode(s->t, s->code, at, s->size + s->beyond, &i) && at + (size_t)i.length <= bundle_end) {
+        while (at < bundle_end && decode(s->t, s->code, at, s->size, &i) && at + (size_t)i.length <= bundle_end) {
             if ((s->t->forms[i.form].facts & SIEVE_F_DIRECT) && i.imm_size && !i.refused &&
                 !jump_lands(s->valid, s->size, s->base, s->lo, s->hi, mask, jump_target(at, (size_t)i.length, i.bytes + i.imm_off, i.imm_size)))
                 emit(s, SIEVE_BAD_JUMP_TARGET, at, i.length, i.form, -1, 0);
@@ -901,10 +901,10 @@ static void report_jumps(pass_t *s) {
 }
 
 /* The sandbox pass over s's code, with s->valid and s->targets (right after it) maps of size / 8 + 1 bytes, all clear. */
-/*@ SIEVE_WP(requires \valid(s) && tables_ok(s->t) && s->size + s->beyond <= 0x3fffffffffffffff;
-    requires \valid_read(s->code + (0 .. s->size + s->beyond - 1)) && \valid(s->valid + (0 .. 2 * (s->size / 8) + 1));
+/*@ SIEVE_WP(requires \valid(s) && tables_ok(s->t) && s->size <= 0x3fffffffffffffff;
+    requires \valid_read(s->code + (0 .. s->size - 1)) && \valid(s->valid + (0 .. 2 * (s->size / 8) + 1));
     requires s->targets == s->valid + s->size / 8 + 1 && \separated(s, s->valid + (0 .. 2 * (s->size / 8) + 1));
-    requires (s->t->full_path_only || fast_rows(s->t->fast)) && \separated(s->code + (0 .. s->size + s->beyond - 1), s, s->valid + (0 .. 2 * (s->size / 8) + 1));)
+    requires (s->t->full_path_only || fast_rows(s->t->fast)) && \separated(s->code + (0 .. s->size - 1), s, s->valid + (0 .. 2 * (s->size / 8) + 1));)
     assigns s->count, s->instructions, s->valid[0 .. 2 * (s->size / 8) + 1]; */
 static void sandbox_pass(pass_t *s) {
     const struct sieve_tables *t = s->t; const uint8_t *code = s->code;
@@ -930,7 +930,7 @@ static void sandbox_pass(pass_t *s) {
         }
         if (at < bundle_end && nprev < SIEVE_MAX_BUNDLE) {   /* the full path, one instruction (a bundle has at most SIEVE_MAX_BUNDLE) */
             prev[nprev] = at;
-            if (!decode(t, code, at, size + s->beyond, &i)) { emit(s, SIEVE_INVALID, at, 1, -1, -1, 0); at = bundle_end; }
+            if (!decode(t, code, at, size, &i)) { emit(s, SIEVE_INVALID, at, 1, -1, -1, 0); at = bundle_end; }
             else if (at + (size_t)i.length > bundle_end) { emit(s, SIEVE_BUNDLE_CROSSING, at, i.length, i.form, -1, 0); at = bundle_end; }
             else {
                 mark(s, at, 1);
@@ -970,9 +970,9 @@ static void policy_pass(pass_t *s) {
 }
 
 /*@ SIEVE_WP(requires tables_ok(t) && (t->full_path_only || fast_rows(t->fast)) && (place == \null || \valid_read(place));
-    requires size + (place != \null ? place->beyond : 0) <= 0x3fffffffffffffff && \valid_read(code + (0 .. size + (place != \null ? place->beyond : 0) - 1));
+    requires size <= 0x3fffffffffffffff && \valid_read(code + (0 .. size - 1));
     requires place == \null || place->targets == \null || (\valid(place->targets + (0 .. size / 8)) && \separated(place->targets + (0 .. size / 8), place));
-    requires maps == \null || (\valid(maps + (0 .. 2 * (size / 8) + 1)) && \separated(maps + (0 .. 2 * (size / 8) + 1), code + (0 .. size + (place != \null ? place->beyond : 0) - 1)));
+    requires maps == \null || (\valid(maps + (0 .. 2 * (size / 8) + 1)) && \separated(maps + (0 .. 2 * (size / 8) + 1), code + (0 .. size - 1)));
     requires maps == \null || place == \null || place->targets == \null || \separated(maps + (0 .. 2 * (size / 8) + 1), place->targets + (0 .. size / 8), place);
     requires instructions == \null || \valid(instructions);)
     assigns *instructions, place->targets[0 .. size / 8], maps[0 .. 2 * (size / 8) + 1]; */
@@ -980,12 +980,12 @@ SIEVE_CORE_API size_t sieve_core_run_maps(const struct sieve_tables *t, const ui
                                           sieve_report_fn report, void *ctx, size_t *instructions, uint8_t *maps) {
     pass_t s; size_t k;
     s.t = t; s.code = code; s.instructions = 0; s.size = size; s.base = base; s.report = report; s.ctx = ctx; s.count = 0;
-    s.lo = place ? place->lo : 0; s.hi = place ? place->hi : ~(uint64_t)0; s.beyond = place ? place->beyond : 0;
+    s.lo = place ? place->lo : 0; s.hi = place ? place->hi : ~(uint64_t)0;
     if (t->model_none) policy_pass(&s);
     else if (!maps) emit(&s, SIEVE_INVALID, 0, 0, -1, -1, 0);   /* (sieve_core_run: the allocation failed) */
     else {
         s.valid = maps; s.targets = maps + size / 8 + 1; sandbox_pass(&s);
-        /*@ loop invariant 0 <= k <= size / 8 + 1; loop assigns k, place->targets[0 .. size / 8]; loop variant size / 8 + 1 - k; */
+        /*@ SIEVE_WP(loop invariant 0 <= k <= size / 8 + 1;) loop assigns k, place->targets[0 .. size / 8]; loop variant size / 8 + 1 - k; */
         for (k = 0; place && place->targets && k <= size / 8; k++) place->targets[k] = maps[k];   /* (a loop WP proves, not memcpy) */
     }
     if (instructions) *instructions = s.instructions;

@@ -26,6 +26,16 @@ static size_t report_one(sieve_report_fn report, void *ctx, int kind, size_t off
     return 1;
 }
 
+/* Copies the instruction at code[at] (size bytes of code) into b: its first bytes, 15 at most, all the decoder reads.
+   Returns how many. (For EVA, whose intervals do not relate at + 15 to size: every read of an instruction's bytes is
+   then in b, a buffer of INSN bytes, zeroed past them.) */
+#define INSN 32
+static size_t take(const uint8_t *code, size_t at, size_t size, uint8_t *b) {
+    size_t k, p;
+    for (k = 0, p = at; k < 15 && p < size; k++, p++) b[k] = code[p];
+    return k;
+}
+
 #ifndef SIEVE_EMBEDDED
 SIEVE_CORE_API size_t sieve_core_verify(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
                                         sieve_report_fn report, void *ctx) {
@@ -56,7 +66,8 @@ static int region_fits(const struct sieve_tables *t, const sieve_module *m, uint
         address - m->base >= m->size || size > m->size - (address - m->base))
         return 0;
     first = (address - m->base) / t->bundle_size;
-    for (k = first; k < first + size / t->bundle_size; k++)
+    /* (k below the module's bundles: the same as below the region's end, which EVA's intervals do not relate to m) */
+    for (k = first; k < first + size / t->bundle_size && k < m->size / t->bundle_size; k++)
         if ((int)((m->loaded[k >> 3] >> (k & 7)) & 1) != loaded) return 0;
     return 1;
 }
@@ -65,7 +76,7 @@ static int region_fits(const struct sieve_tables *t, const sieve_module *m, uint
    every bundle start of verified code is an instruction start, and unverified code never runs. */
 static struct sieve_place module_place(const sieve_module *m, uint8_t *targets) {
     struct sieve_place p;
-    p.lo = m->base; p.hi = m->base + (m->size - 1); p.targets = targets; p.beyond = 0;
+    p.lo = m->base; p.hi = m->base + (m->size - 1); p.targets = targets;
     return p;
 }
 
@@ -79,7 +90,8 @@ SIEVE_CORE_API size_t sieve_core_verify_region(const struct sieve_tables *t, sie
     count = sieve_core_run(t, code, size, address, &place, report, ctx, NULL);
     if (count) return count;
     first = (address - m->base) / t->bundle_size;
-    for (k = first; k < first + size / t->bundle_size; k++) m->loaded[k >> 3] |= (uint8_t)(1u << (k & 7));
+    for (k = first; k < first + size / t->bundle_size && k < m->size / t->bundle_size; k++)   /* (the bound: as in region_fits) */
+        m->loaded[k >> 3] |= (uint8_t)(1u << (k & 7));
     return 0;
 }
 
@@ -87,17 +99,17 @@ SIEVE_CORE_API size_t sieve_core_verify_region(const struct sieve_tables *t, sie
 
 static int bit(const uint8_t *map, size_t at) { return (map[at >> 3] >> (at & 7)) & 1; }
 
-/* Whether the instruction at `at` (length n, layouts a old and b new) may change: a form NaCl marks modifiable,
-   the same form, only its displacement, immediate or branch offset bytes changed, and in no sanctioned sequence
-   (a jump may land on it and on the instruction after it, in the old code and in the new). */
-static int may_change(const struct sieve_tables *t, const sieve_layout *a, const sieve_layout *b, const uint8_t *old_code,
-                      const uint8_t *new_code, size_t at, size_t size, const uint8_t *old_targets, const uint8_t *new_targets) {
+/* Whether the instruction at `at` (length n, layouts a old and b new, its bytes old_bytes and new_bytes) may change: a
+   form NaCl marks modifiable, the same form, only its displacement, immediate or branch offset bytes changed, and in no
+   sanctioned sequence (a jump may land on it and on the instruction after it, in the old code and in the new). */
+static int may_change(const struct sieve_tables *t, const sieve_layout *a, const sieve_layout *b, const uint8_t *old_bytes,
+                      const uint8_t *new_bytes, size_t at, size_t size, const uint8_t *old_targets, const uint8_t *new_targets) {
     int k, n = a->length;
     if (a->form != b->form || a->form < 0 || !(t->forms[a->form].facts & SIEVE_F_MODIFIABLE)) return 0;
     for (k = 0; k < n; k++) {
         int in_disp = b->disp_size && k >= b->disp_at && k < b->disp_at + b->disp_size;
         int in_imm = b->imm_size && k >= b->imm_at && k < b->imm_at + b->imm_size;
-        if (old_code[at + (size_t)k] != new_code[at + (size_t)k] && !in_disp && !in_imm) return 0;
+        if (old_bytes[k] != new_bytes[k] && !in_disp && !in_imm) return 0;
     }
     if (!bit(old_targets, at) || !bit(new_targets, at)) return 0;
     return at + (size_t)n >= size || (bit(old_targets, at + (size_t)n) && bit(new_targets, at + (size_t)n));
@@ -107,27 +119,31 @@ SIEVE_CORE_API size_t sieve_core_validate_replacement(const struct sieve_tables 
                                                       const uint8_t *old_code, const uint8_t *new_code, size_t size,
                                                       uint64_t address, sieve_report_fn report, void *ctx) {
     struct sieve_place place;
-    uint8_t *old_targets, *new_targets;
-    size_t count = 0, at = 0, k, n = size / 8 + 1;
+    uint8_t *old_targets, *new_targets, old_bytes[INSN] = {0}, new_bytes[INSN] = {0};
+    size_t count = 0, at = 0, k, n = size / 8 + 1, maps = 2 * ((size < 1024 ? 1024 : size) / 8 + 1);
     if (!region_fits(t, m, address, size, 1)) return report_one(report, ctx, SIEVE_LAYOUT, 0, 0, -1);
-    /* zeroed: the core leaves them so under model none, which has no jump-target facts (every change is refused) */
-    old_targets = (uint8_t *)calloc(n, 1); new_targets = (uint8_t *)calloc(n, 1);
+    /* the core's maps (sieve_core_run_maps), whose first half is the jump-target map (rather than its copy into
+       place->targets, a loop whose invariant EVA's intervals cannot check); zeroed: the core leaves them so under model
+       none, which has no jump-target facts (every change is refused); below 1 KiB of code one size, as in sieve_core_run
+       (EVA's harness: one allocation for every size) */
+    old_targets = (uint8_t *)calloc(maps, 1); new_targets = (uint8_t *)calloc(maps, 1);
     if (!old_targets || !new_targets) {
         free(old_targets); free(new_targets);
         return report_one(report, ctx, SIEVE_INVALID, 0, 0, -1);
     }
     /* the old code (the live bytes, as the caller reads them) must verify, the new code must verify where it will run */
-    place = module_place(m, old_targets);
-    if (sieve_core_run(t, old_code, size, address, &place, NULL, NULL, NULL)) count += report_one(report, ctx, SIEVE_REPLACEMENT, 0, 0, -1);
-    place = module_place(m, new_targets);
-    count += sieve_core_run(t, new_code, size, address, &place, report, ctx, NULL);
+    place = module_place(m, NULL);
+    if (sieve_core_run_maps(t, old_code, size, address, &place, NULL, NULL, NULL, old_targets))
+        count += report_one(report, ctx, SIEVE_REPLACEMENT, 0, 0, -1);
+    count += sieve_core_run_maps(t, new_code, size, address, &place, report, ctx, NULL, new_targets);
     /* instruction by instruction, both at once: the same boundaries, and only modifiable fields changed */
     while (at < size) {
         sieve_layout a, b;
-        int la = sieve_core_decode(t, old_code + at, size - at, &a), lb = sieve_core_decode(t, new_code + at, size - at, &b);
+        int la = sieve_core_decode(t, old_bytes, take(old_code, at, size, old_bytes), &a);
+        int lb = sieve_core_decode(t, new_bytes, take(new_code, at, size, new_bytes), &b);
         if (!la || la != lb) { count += report_one(report, ctx, SIEVE_REPLACEMENT, at, lb ? lb : 1, b.form); break; }
-        if (memcmp(old_code + at, new_code + at, (size_t)la) &&
-            !may_change(t, &a, &b, old_code, new_code, at, size, old_targets, new_targets))
+        if (memcmp(old_bytes, new_bytes, (size_t)la) &&
+            !may_change(t, &a, &b, old_bytes, new_bytes, at, size, old_targets, new_targets))
             count += report_one(report, ctx, SIEVE_REPLACEMENT, at, la, b.form);
         at += (size_t)la;
     }
@@ -143,7 +159,7 @@ SIEVE_CORE_API size_t sieve_core_validate_replacement(const struct sieve_tables 
 /* A fence, then the caller's cross-core serialisation (Linux: membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE)),
    so that every thread sees the bytes written so far before it next fetches them (Intel's cross-modifying code protocol). */
 static void publish(void (*serialize)(void *), void *ctx) {
-#if defined(__GNUC__)
+#if defined(__GNUC__) && !defined(__FRAMAC__)   /* (Frama-C: one thread) */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
 #endif
     if (serialize) serialize(ctx);
@@ -152,26 +168,28 @@ static void publish(void (*serialize)(void *), void *ctx) {
 SIEVE_CORE_API long sieve_core_copy(const struct sieve_tables *t, uint8_t *live, const uint8_t *code, size_t size,
                                     void (*serialize)(void *), void *ctx) {
     volatile uint8_t *out = live;   /* a running thread may fetch any of these bytes at any time */
-    size_t at;
-    long changed = 0;
+    uint8_t old_bytes[INSN] = {0}, new_bytes[INSN] = {0};
+    size_t at, p, changed = 0;   /* (unsigned: one per instruction, fewer than size; EVA's widening does not know it) */
     int pass, n = 0, k;
     sieve_layout l;
     for (pass = 0; pass < 2; pass++) {   /* first that both have the same boundaries, then the writes */
         for (at = 0; at < size; at += (size_t)n) {
-            n = sieve_core_decode(t, code + at, size - at, &l);
-            if (pass == 0 && (!n || sieve_core_decode(t, live + at, size - at, &l) != n)) return -1;
-            if (pass == 0 || !memcmp(live + at, code + at, (size_t)n)) continue;
+            n = sieve_core_decode(t, new_bytes, take(code, at, size, new_bytes), &l);
+            if (pass == 0 && (!n || sieve_core_decode(t, old_bytes, take(live, at, size, old_bytes), &l) != n)) return -1;
+            if (pass == 0) continue;
+            take(live, at, size, old_bytes);
+            if (!memcmp(old_bytes, new_bytes, (size_t)n)) continue;
             /* HLT over the first byte: a thread that arrives now traps instead of running a mix of old and new */
             out[at] = HLT;
             publish(serialize, ctx);
-            for (k = 1; k < n; k++) out[at + (size_t)k] = code[at + (size_t)k];
+            for (k = 1, p = at + 1; k < n && p < size; k++, p++) out[p] = new_bytes[k];   /* (p < size: k < n, for EVA) */
             publish(serialize, ctx);
-            out[at] = code[at];
+            out[at] = new_bytes[0];
             publish(serialize, ctx);
             changed++;
         }
     }
-    return changed;
+    return (long)changed;
 }
 
 /* ---- patching: refused instructions rewritten to same-length replacements ---------------------- */
@@ -179,7 +197,7 @@ SIEVE_CORE_API long sieve_core_copy(const struct sieve_tables *t, uint8_t *live,
 static const struct sieve_rewrite *rewrite_for(const struct sieve_tables *t, int form) {
     uint32_t lo = 0, hi = t->rewrite_count;
     while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
+        uint32_t mid = (uint32_t)(((uint64_t)lo + hi) / 2);   /* (not lo + (hi - lo) / 2: EVA bounds this one by lo < hi) */
         if (t->rewrites[mid].form == form) return &t->rewrites[mid];
         if (t->rewrites[mid].form < form) lo = mid + 1; else hi = mid;
     }
@@ -192,9 +210,10 @@ static const struct sieve_rewrite *rewrite_for(const struct sieve_tables *t, int
    the instruction after it are unchanged). NaCl's loader rewrote MOVNTI the same way. */
 static int rewrite(const struct sieve_tables *t, const struct sieve_rewrite *r, const uint8_t *c, const sieve_layout *l,
                    uint8_t *out) {
-    uint8_t body[32];
-    int n, tail = l->length - l->opcode_at - 1, escape = r->map == 0 ? 0 : r->map == 1 ? 1 : 2;
+    uint8_t body[32] = {0}, padded[32];
+    int n, k, at, tail = l->length - l->opcode_at - 1, escape = r->map == 0 ? 0 : r->map == 1 ? 1 : 2;
     sieve_layout check;
+    if (l->length > 15 || l->opcode_at >= l->length || l->prefixes > l->opcode_at) return 0;   /* (never: for EVA) */
     if (r->action == SIEVE_RW_NOP) { memset(out, NOP, (size_t)l->length); return 1; }
     if (r->action != SIEVE_RW_OPCODE || l->encoding == 4 || (l->encoding && l->map != r->map) || r->map > 3) return 0;
     if (l->encoding) { memcpy(body, c, (size_t)l->length); body[l->opcode_at] = r->opcode; n = l->length; }
@@ -205,12 +224,14 @@ static int rewrite(const struct sieve_tables *t, const struct sieve_rewrite *r, 
         if (escape == 2) body[n++] = r->map == 2 ? 0x38 : 0x3A;
         body[n++] = r->opcode;
         if (n + tail > l->length) return 0;
-        memcpy(body + n, c + l->opcode_at + 1, (size_t)tail);
-        n += tail;
+        for (k = l->opcode_at + 1; k < l->length && n < 32; k++) body[n++] = c[k];   /* the tail (n < 32: for EVA) */
     }
     if (sieve_core_decode(t, body, (size_t)n, &check) != n || check.form != r->to) return 0;
-    memset(out, NOP, (size_t)l->length);
-    memcpy(out + (l->index ? 0 : l->length - n), body, (size_t)n);
+    at = l->index ? 0 : l->length - n;   /* where the re-encoding goes in the instruction's bytes, NOPs around it */
+    if (at < 0 || at > 15) return 0;    /* (never: n <= l->length; for EVA, as the bounds below) */
+    memset(padded, NOP, sizeof padded);
+    for (k = 0; k < n && k < 16; k++) padded[at + k] = body[k];
+    memcpy(out, padded, (size_t)l->length);
     return 1;
 }
 
@@ -226,48 +247,55 @@ static void collect(const sieve_finding *f, void *ctx) {
     }
 }
 
-/* Marks the bundle of each refused instruction (ctx: a bit per bundle, indexed by offset / bundle size after
-   the first, possibly partial, bundle). */
-typedef struct { uint8_t *bundles; uint64_t base; uint32_t bundle_size; } flags_t;
+/* Marks the bundle of each refused instruction (ctx: a bit per bundle, the first possibly partial, counted from the
+   first bundle's start, head bytes before the code: in offsets, which base + offset passing 2^64 does not disturb). */
+typedef struct { uint8_t *bundles; size_t head; uint32_t bundle_size; } flags_t;
 static void flag(const sieve_finding *f, void *ctx) {
     flags_t *b = (flags_t *)ctx;
-    uint64_t k = (b->base + f->offset) / b->bundle_size - b->base / b->bundle_size;
+    size_t k = (b->head + f->offset) / b->bundle_size;
     if (!f->warning && f->kind == SIEVE_BANNED) b->bundles[k >> 3] |= (uint8_t)(1u << (k & 7));
 }
 
 /* Patches one bundle, code[from, to): every refused instruction rewritten (or stubbed with HLT when asked and none
    applies, or in the second attempt when the rewrites do not verify together), kept only if the bundle's findings
    (but for jumps out of it) are then its old ones less one per patched site. Returns the refused instructions left. */
-static size_t patch_bundle(const struct sieve_tables *t, uint8_t *code, size_t from, size_t to, uint64_t base, int stub,
-                           sieve_site_fn site, void *ctx) {
-    uint8_t buf[SIEVE_MAX_BUNDLE];
-    int rule[SIEVE_MAX_BUNDLE], attempt, k, patched;
+static size_t patch_bundle(const struct sieve_tables *t, uint8_t *code, size_t size, size_t from, size_t to, uint64_t base,
+                           int stub, sieve_site_fn site, void *ctx) {
+    /* the bundle as it was and as patched, zeroed past it, and the sites' rules (for EVA: buffers of known size and
+       contents; buf's 16 more bytes hold an instruction's 15 at any offset of a bundle, as EVA's intervals see it) */
+    uint8_t old[SIEVE_MAX_BUNDLE] = {0}, buf[SIEVE_MAX_BUNDLE + 16] = {0};
+    int rule[SIEVE_MAX_BUNDLE] = {0}, attempt, k, sites;
     sites_t before, after;
-    size_t n = to - from, left = 0;
+    size_t n, p, left = 0, patched;   /* (patched unsigned: at most before.count, which EVA's widening does not know) */
+    /* (p < size and n < SIEVE_MAX_BUNDLE: the same as p < to, for EVA) */
+    for (n = 0, p = from; p < to && p < size && n < SIEVE_MAX_BUNDLE; n++, p++) old[n] = code[p];
     memset(&before, 0, sizeof before);
-    sieve_core_run(t, code + from, n, base + from, NULL, collect, &before, NULL);
+    sieve_core_run(t, old, n, base + from, NULL, collect, &before, NULL);
+    sites = before.count < SIEVE_MAX_BUNDLE ? before.count : SIEVE_MAX_BUNDLE;   /* (collect's bound, which EVA's widening loses) */
     for (attempt = 0; attempt < 2; attempt++) {
-        memcpy(buf, code + from, n);
-        for (k = 0, patched = 0; k < before.count; k++) {
+        memcpy(buf, old, n);
+        for (k = 0, patched = 0; k < sites; k++) {
             sieve_layout l;
             const struct sieve_rewrite *r = attempt ? NULL : rewrite_for(t, before.form[k]);
             uint8_t *at = buf + before.offset[k];
+            size_t avail = n - before.offset[k];
             rule[k] = -3;
-            if (sieve_core_decode(t, at, n - before.offset[k], &l) != before.length[k]) continue;
+            /* (15 bytes at most: all the decoder reads, and buf has them, for EVA) */
+            if (sieve_core_decode(t, at, avail < 15 ? avail : 15, &l) != before.length[k]) continue;
             if (r && rewrite(t, r, at, &l, at)) rule[k] = r->rule;
             else if (stub) { memset(at, HLT, (size_t)l.length); rule[k] = -2; }
             patched += rule[k] != -3;
         }
         memset(&after, 0, sizeof after);
         sieve_core_run(t, buf, n, base + from, NULL, collect, &after, NULL);
-        if (after.other + (size_t)patched == before.other && after.count == before.count - patched) break;
-        if (!stub || attempt) { memcpy(buf, code + from, n); for (k = 0; k < before.count; k++) rule[k] = -3; break; }
+        if (after.other + patched == before.other && (size_t)after.count + patched == (size_t)before.count) break;
+        if (!stub || attempt) { memcpy(buf, old, n); for (k = 0; k < sites; k++) rule[k] = -3; break; }
     }
-    memcpy(code + from, buf, n);
-    for (k = 0; k < before.count; k++) {
+    for (k = 0, p = from; (size_t)k < n && p < size; k++, p++) code[p] = buf[k];   /* (p < size: as above) */
+    for (k = 0; k < sites; k++) {
         sieve_site s;
         s.offset = from + before.offset[k]; s.length = before.length[k]; s.form = before.form[k]; s.rule = rule[k];
-        s.bytes = code + s.offset;
+        s.bytes = buf + before.offset[k];   /* (code + s.offset's bytes, in the buffer EVA knows) */
         left += rule[k] == -3;
         if (site) site(&s, ctx);
     }
@@ -277,18 +305,18 @@ static size_t patch_bundle(const struct sieve_tables *t, uint8_t *code, size_t f
 SIEVE_CORE_API size_t sieve_core_patch(const struct sieve_tables *t, uint8_t *code, size_t size, uint64_t base, int stub_with_hlt,
                                        sieve_site_fn site, void *ctx) {
     flags_t flags;
-    uint64_t bundles, k, mask = t->bundle_size - 1;
-    size_t left = 0;
+    size_t bundles, k, left = 0;
     if (!size) return 0;
-    bundles = (base + (size - 1)) / t->bundle_size - base / t->bundle_size + 1;
-    flags.base = base; flags.bundle_size = t->bundle_size;
-    flags.bundles = (uint8_t *)calloc((size_t)(bundles / 8 + 1), 1);
+    /* the bundles the code touches, in offsets from the first one's start (base + size may pass 2^64) */
+    flags.head = (size_t)(base & (t->bundle_size - 1)); flags.bundle_size = t->bundle_size;
+    bundles = (flags.head + (size - 1)) / t->bundle_size + 1;
+    /* below 1024 bundles one size, as in sieve_core_run (EVA's harness: one allocation for every size) */
+    flags.bundles = (uint8_t *)calloc((bundles < 1024 ? 1024 : bundles) / 8 + 1, 1);
     if (!flags.bundles) return (size_t)-1;
     sieve_core_run(t, code, size, base, NULL, flag, &flags, NULL);
     for (k = 0; k < bundles; k++) {
-        uint64_t start = ((base & ~mask) + k * t->bundle_size);
-        size_t from = k ? (size_t)(start - base) : 0, to = k + 1 < bundles ? (size_t)(start + t->bundle_size - base) : size;
-        if ((flags.bundles[k >> 3] >> (k & 7)) & 1) left += patch_bundle(t, code, from, to, base, stub_with_hlt, site, ctx);
+        size_t from = k ? k * t->bundle_size - flags.head : 0, to = k + 1 < bundles ? (k + 1) * t->bundle_size - flags.head : size;
+        if ((flags.bundles[k >> 3] >> (k & 7)) & 1) left += patch_bundle(t, code, size, from, to, base, stub_with_hlt, site, ctx);
     }
     free(flags.bundles);
     return left;
@@ -301,54 +329,55 @@ SIEVE_CORE_API size_t sieve_core_patch(const struct sieve_tables *t, uint8_t *co
    than the bundle). Returns the number of pieces. */
 #define SIEVE_MIN_PIECE 65536
 SIEVE_CORE_API size_t sieve_core_split(const struct sieve_tables *t, size_t size, uint64_t base, sieve_piece *pieces, size_t n) {
-    size_t bundles = size / t->bundle_size, k, from = 0, most = size / SIEVE_MIN_PIECE;
+    size_t bundles = size / t->bundle_size, k, most = size / SIEVE_MIN_PIECE;
     if (!n) return 0;
     if ((base & (t->bundle_size - 1)) || t->model_none || !bundles || most < 2) n = 1;
     else if (n > most) n = most;
-    for (k = 0; k < n; k++) {
-        size_t to = k + 1 == n ? size : from + (bundles / n + (k < bundles % n)) * t->bundle_size;
+    for (k = 0; k < n; k++) {   /* piece k starts after k pieces of bundles / n bundles, the first bundles % n one more */
         memset(&pieces[k], 0, sizeof pieces[k]);
-        pieces[k].from = from; pieces[k].to = to;
-        from = to;
+        pieces[k].from = (k * (bundles / n) + (k < bundles % n ? k : bundles % n)) * t->bundle_size;
+        pieces[k].to = k + 1 == n ? size : ((k + 1) * (bundles / n) + (k + 1 < bundles % n ? k + 1 : bundles % n)) * t->bundle_size;
     }
     return n;
 }
 
-/* Keeps a piece's finding, offset from the start of the module (the piece's context). */
+/* Keeps a piece's finding, offset from the start of the module (the piece's context); past SIEVE_PIECE_FINDINGS of
+   them, none (the join then verifies the module whole). */
 static void keep(const sieve_finding *f, void *ctx) {
     sieve_piece *p = (sieve_piece *)ctx;
-    if (p->failed) return;
-    if (p->nfindings == p->capacity) {
-        size_t capacity = p->capacity ? 2 * p->capacity : 16;
-        sieve_finding *grown = (sieve_finding *)realloc(p->findings, capacity * sizeof *grown);
-        if (!grown) { p->failed = 1; return; }
-        p->findings = grown; p->capacity = capacity;
-    }
+    if (p->failed || p->overflowed || !p->findings) return;
+    if (p->nfindings >= SIEVE_PIECE_FINDINGS) { p->overflowed = 1; return; }
     p->findings[p->nfindings] = *f;
-    p->findings[p->nfindings++].offset += p->from;
+    p->findings[p->nfindings].offset = f->offset + p->from; p->nfindings++;
 }
 
 /* Verifies one piece (any thread; each piece once). A direct jump that leaves the piece for a bundle's start passes, as
    it does out of the module: when no piece finds fault with the code, every bundle starts an instruction (the join checks
    that no piece did). Any other jump that leaves the piece is kept as a bad jump target for sieve_core_join to judge
-   against the module. */
+   against the module. An instruction that crosses the piece's end is refused, as it is in the module (it crosses a
+   bundle's end), though perhaps as another kind of finding: the join verifies the module whole when a piece refuses
+   code. A piece that is not one of the module's (from <= to <= size) fails, and the join refuses the module. */
 SIEVE_CORE_API void sieve_core_verify_piece(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
                                             sieve_piece *p) {
     struct sieve_place place;
+    size_t n = p->to - p->from;
+    p->findings = NULL; p->targets = NULL; p->nfindings = 0; p->overflowed = 0;
+    if (p->from > p->to || p->to > size) { p->failed = 1; return; }
     place.lo = 0; place.hi = ~(uint64_t)0;   /* as sieve_core_run without a place: every bundle's start */
-    place.beyond = size - p->to;
-    place.targets = p->targets = (uint8_t *)malloc((p->to - p->from) / 8 + 1);
-    if (!p->targets) { p->failed = 1; return; }
-    p->count = sieve_core_run(t, code + p->from, p->to - p->from, base + p->from, &place, keep, p, &p->instructions);
+    p->findings = (sieve_finding *)calloc(SIEVE_PIECE_FINDINGS, sizeof *p->findings);
+    place.targets = p->targets = (uint8_t *)calloc((n < 1024 ? 1024 : n) / 8 + 1, 1);   /* (one size below 1 KiB: for EVA) */
+    if (!p->findings || !p->targets) { p->failed = 1; return; }
+    p->count = sieve_core_run(t, code + p->from, n, base + p->from, &place, keep, p, &p->instructions);
 }
 
 /* The target of the direct branch at code[at] (its displacement ends the instruction). */
 static int64_t branch_target(const struct sieve_tables *t, const uint8_t *code, size_t size, size_t at) {
     sieve_layout l;
+    uint8_t b[INSN] = {0};
     const uint8_t *d;
-    int n = sieve_core_decode(t, code + at, size - at, &l);
-    if (!n || !l.imm_size) return -1;
-    d = code + at + l.imm_at;
+    int n = sieve_core_decode(t, b, take(code, at, size, b), &l);
+    if (!n || !l.imm_size || at >= size || l.imm_at + l.imm_size > n) return -1;   /* (the last two: never, for EVA) */
+    d = b + l.imm_at;
     return (int64_t)at + n + (l.imm_size == 1 ? (int8_t)d[0] : l.imm_size == 2 ? (int16_t)(uint16_t)(d[0] | d[1] << 8)
         : (int32_t)((uint32_t)d[0] | (uint32_t)d[1] << 8 | (uint32_t)d[2] << 16 | (uint32_t)d[3] << 24));
 }
@@ -358,26 +387,29 @@ static int lands(const struct sieve_tables *t, const sieve_piece *pieces, size_t
     size_t lo = 0, hi = n;
     if (target < 0 || (uint64_t)target >= size) return !((base + (uint64_t)target) & (t->bundle_size - 1));
     while (hi - lo > 1) { size_t mid = lo + (hi - lo) / 2; if (pieces[mid].from <= (size_t)target) lo = mid; else hi = mid; }
-    return bit(pieces[lo].targets, (size_t)target - pieces[lo].from);
+    return pieces[lo].targets && pieces[lo].from <= (size_t)target && (size_t)target < pieces[lo].to && bit(pieces[lo].targets, (size_t)target - pieces[lo].from);
 }
 
 /* Reports the pieces' findings in the order one sieve_core_run over the module reports them (its sweep in offset order,
    then the bad jump targets in branch order), with the jumps between pieces judged; frees the pieces' memory. Returns
    the number of findings. Where a piece refuses code, a bundle may start with no instruction for a jump from another
-   piece to land on: the module is then verified again whole, on this thread (refused code is the rare case). */
+   piece to land on: the module is then verified again whole, on this thread (refused code is the rare case), as it is
+   when a piece had more findings than it keeps. Pieces that are not the module's, each once, all verified, refuse it. */
 SIEVE_CORE_API size_t sieve_core_join(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
                                       sieve_piece *pieces, size_t n, sieve_report_fn report, void *ctx) {
     size_t count = 0, k, j;
-    int pass, failed = 0, whole = 0;
+    int pass, failed = !n, refused = 0, whole = 0;
     for (k = 0; k < n; k++) {
-        failed |= pieces[k].failed;
-        for (j = 0; j < pieces[k].nfindings; j++) whole |= !pieces[k].findings[j].warning && pieces[k].findings[j].kind != SIEVE_BAD_JUMP_TARGET;
+        failed |= pieces[k].failed || !pieces[k].targets || pieces[k].from != (k ? pieces[k - 1].to : 0) || (k + 1 == n && pieces[k].to != size);
+        whole |= pieces[k].overflowed;
+        for (j = 0; j < pieces[k].nfindings && j < SIEVE_PIECE_FINDINGS && pieces[k].findings; j++)
+            refused |= !pieces[k].findings[j].warning && pieces[k].findings[j].kind != SIEVE_BAD_JUMP_TARGET;
     }
-    whole = whole && n > 1 && !failed;
+    whole = (whole || (refused && n > 1)) && !failed;
     if (whole) count = sieve_core_run(t, code, size, base, NULL, report, ctx, NULL);
     for (pass = 0; pass < 2 && !failed && !whole; pass++) {
         for (k = 0; k < n; k++) {
-            for (j = 0; j < pieces[k].nfindings; j++) {
+            for (j = 0; j < pieces[k].nfindings && j < SIEVE_PIECE_FINDINGS && pieces[k].findings; j++) {
                 sieve_finding *f = &pieces[k].findings[j];
                 int jump = f->kind == SIEVE_BAD_JUMP_TARGET && !f->warning;
                 if (jump != pass) continue;
@@ -391,7 +423,7 @@ SIEVE_CORE_API size_t sieve_core_join(const struct sieve_tables *t, const uint8_
             }
         }
     }
-    if (failed) count = report_one(report, ctx, SIEVE_INVALID, 0, 0, -1);   /* out of memory: refused, as the core does */
+    if (failed) count = report_one(report, ctx, SIEVE_INVALID, 0, 0, -1);   /* out of memory, or not the module's pieces */
     for (k = 0; k < n; k++) { free(pieces[k].findings); free(pieces[k].targets); pieces[k].findings = NULL; pieces[k].targets = NULL; }
     return count;
 }

@@ -4,7 +4,6 @@
  * unknown content and any length up to SIEVE_PROOF_MAX verified into it at any address; a replacement of unknown
  * content validated there and copied over live code; the code patched in place; and the code split into pieces,
  * each verified on its own and joined. EVA then reports every possible runtime error (alarm) on the way.
- * Not yet run by Scripts/prove: on today's dyncode.c it raises alarms (README, "What is proven, what is not").
  */
 #include "__fc_builtin.h"
 #include "sieve_verifier.h"

@@ -408,6 +408,25 @@ enum DynamicCodeHarness {
         let c = try DynamicCodeHarness.run(try Self.binary.get(), ["patch \(DynamicCodeHarness.address(segment.virtualAddress)) 0 \(DynamicCodeHarness.hex(segment.bytes))"])
         #expect(c == [DynamicCodeHarness.patchLine(sites, left: 0, code: code)])
     }
+
+    /// Code whose address range ends at 2^64: `sieve_patch` counts bundles from the first bundle's start, not
+    /// from addresses that wrap (it once found ~2^61 bundles there, failed to allocate, and patched nothing).
+    /// Two bundles that each hold a refused instruction are patched as they are at an ordinary base.
+    @Test func patchAtTheTopOfTheAddressSpace() throws {
+        let segment = try NaClExecutableTests.code("x64_fib_array_v2.nexe")
+        var copy = segment.bytes
+        let site = try #require(Self.verifier.patch(&copy, base: segment.virtualAddress, stubWithHLT: false).first)
+        let bundle = site.offset / 32 * 32
+        let code = Array(segment.bytes[bundle..<bundle + 32]) + Array(segment.bytes[bundle..<bundle + 32])
+        let bases: [UInt64] = [0x20000, 0xFFFF_FFFF_FFFF_FFE0, 0xFFFF_FFFF_FFFF_FFC0]
+        let script = bases.map { "patch \(DynamicCodeHarness.address($0)) 0 \(DynamicCodeHarness.hex(code))" }
+        let lines = try DynamicCodeHarness.run(try Self.binary.get(), script)
+        try #require(lines.count == 3)
+        #expect(lines[0].split(separator: " ").filter { $0.contains(":") }.count == 2, "both bundles patched: \(lines[0])")
+        #expect(lines[0].hasSuffix(" #0 =" + DynamicCodeHarness.hex(Array(copy[bundle..<bundle + 32]) + Array(copy[bundle..<bundle + 32]))))
+        #expect(lines[1] == lines[0])
+        #expect(lines[2] == lines[0])
+    }
 }
 
 /// The replacement rules restated in Swift, over the Swift decoder's instruction fields, against
@@ -430,7 +449,7 @@ enum DynamicCodeHarness {
         let report = map.withUnsafeMutableBufferPointer { targets in
             code.withUnsafeBytes { bytes in
                 verifier.collect(bytes, base: address) { tables, report, ctx in
-                    var place = sieve_place(lo: lo, hi: hi, targets: targets.baseAddress, beyond: 0)
+                    var place = sieve_place(lo: lo, hi: hi, targets: targets.baseAddress)
                     return sieve_core_run(tables, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), bytes.count, address, &place, report, ctx, nil)
                 }
             }
@@ -576,7 +595,7 @@ enum DynamicCodeHarness {
                 code.withUnsafeBytes { bytes in
                     Repository.nacl.collect(bytes, base: base) { tables, report, ctx in
                         let start = bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
-                        var place = sieve_place(lo: 0, hi: ~0, targets: targets.baseAddress, beyond: 0)
+                        var place = sieve_place(lo: 0, hi: ~0, targets: targets.baseAddress)
                         return maps ? sieve_core_run_maps(tables, start, bytes.count, base, &place, report, ctx, nil, scratch.baseAddress)
                             : sieve_core_run(tables, start, bytes.count, base, &place, report, ctx, nil)
                     }

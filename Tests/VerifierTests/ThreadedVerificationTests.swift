@@ -1,6 +1,7 @@
 import Policy
+import SieveCore
 import Testing
-import Verifier
+@testable import Verifier
 import X86
 
 /// One module verified in pieces on several threads (`sieve_core_split`, `_verify_piece`,
@@ -103,6 +104,44 @@ import X86
         let split = try CVerifierHarness.run(try CVerifierHarness.build(compiled, driver: pieces), inputs)
         #expect(whole.count == 4 && whole.last!.count > 1000)
         #expect(split == whole)
+    }
+
+    /// More findings in a piece than it keeps (SIEVE_PIECE_FINDINGS): every bundle sixteen short jumps, each into the
+    /// middle of the next. The join verifies the module whole: the same findings, in the same order, as one thread.
+    @Test func aPieceWithMoreFindingsThanItKeepsIsVerifiedWhole() {
+        let code: [UInt8] = (0..<256 * 1024).map { $0 % 2 == 0 ? 0xEB : 0x01 }
+        let one = Self.run(Repository.nacl, code, base: 0x20000, threads: 1)
+        let four = Self.run(Repository.nacl, code, base: 0x20000, threads: 4)
+        #expect(one.1.count == code.count / 2 && one.1.allSatisfy { $0.kind == .badJumpTarget })
+        #expect(four.0 == one.0)
+        #expect(Self.firstDifference(four.1, one.1) == nil)
+    }
+
+    /// The C API's pieces are the caller's: pieces that do not tile the module, a piece not verified, a piece past
+    /// the code or none at all are refused (one invalid finding), never a module accepted with code unverified.
+    @Test func piecesThatAreNotTheModulesAreRefused() throws {
+        let code = try Self.module(copies: 8)
+        func join(_ change: (inout [sieve_piece]) -> Void, verify: (Int) -> Bool = { _ in true }) -> [FindingKind] {
+            code.withUnsafeBytes { bytes in
+                Repository.nacl.collect(bytes, base: 0x20000) { tables, report, context in
+                    let start = bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                    var pieces = [sieve_piece](repeating: sieve_piece(), count: 4)
+                    let n = sieve_core_split(tables, code.count, 0x20000, &pieces, 4)
+                    change(&pieces)
+                    for k in pieces.indices where verify(k) { sieve_core_verify_piece(tables, start, code.count, 0x20000, &pieces[k]) }
+                    #expect(n == 4)
+                    return sieve_core_join(tables, start, code.count, 0x20000, &pieces, pieces.count, report, context)
+                }.findings.map(\.kind)
+            }
+        }
+        let invalid: [FindingKind] = [.invalid]
+        #expect(join { _ in }.isEmpty, "the split's own pieces: accepted")
+        #expect(join { $0[1].from += 32 } == invalid, "a bundle in no piece")
+        #expect(join { $0[2].to -= 32 } == invalid, "a bundle in no piece")
+        #expect(join { $0[3].to += 32 } == invalid, "a piece past the code")
+        #expect(join { $0[1].from = $0[1].to + 32 } == invalid, "a piece that ends before it starts")
+        #expect(join({ _ in }, verify: { $0 != 2 }) == invalid, "a piece not verified")
+        #expect(join { $0.removeLast(4) } == invalid, "no piece")
     }
 
     /// A base that is not bundle-aligned, and model none, are verified in one piece (the verdict

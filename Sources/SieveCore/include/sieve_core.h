@@ -154,9 +154,8 @@ enum sieve_reg_check {
 /* Where code runs (sieve_core_run; NULL: a whole static module, whose direct jumps may leave it for any bundle
    start). Dynamic code: a direct jump that leaves the code must land on a bundle start in [lo, hi], the module.
    targets, when not NULL, receives the core's jump-target map: a bit per byte of code (size / 8 + 1 bytes), set
-   where a jump may land (an instruction start outside a sanctioned sequence). beyond: bytes readable after the code (a
-   piece of a module: an instruction that crosses the piece's end decodes as it does in the whole module). */
-struct sieve_place { uint64_t lo, hi; uint8_t *targets; size_t beyond; };
+   where a jump may land (an instruction start outside a sanctioned sequence). */
+struct sieve_place { uint64_t lo, hi; uint8_t *targets; };
 
 /* Where one instruction's fields are (sieve_core_decode): offsets from its first byte, 0 when absent. */
 typedef struct {
@@ -173,17 +172,19 @@ typedef struct {
 typedef struct { uint64_t base, size; uint8_t *loaded; } sieve_module;
 
 /* One instruction `sieve_patch` found refused: where, its form, the rewrite rule (-1: derived from the database,
-   -2: stubbed with HLT, -3: left as it was), and its new bytes (length of them). */
+   -2: stubbed with HLT, -3: left as it was), and its new bytes (length of them, readable during the callback only). */
 typedef struct { size_t offset; int length, form, rule; const uint8_t *bytes; } sieve_site;
 typedef void (*sieve_site_fn)(const sieve_site *site, void *ctx);
 
 /* One piece of a module verified on its own thread (sieve_split, sieve_verify_piece, sieve_join): its bytes
-   [from, to), and what its verification left for the join. */
+   [from, to), and what its verification left for the join: its findings (up to SIEVE_PIECE_FINDINGS; more, and the
+   join verifies the module whole), its jump-target map, and whether memory ran out or the piece was not one. */
+#define SIEVE_PIECE_FINDINGS 1024
 typedef struct {
-    size_t from, to, count, instructions, nfindings, capacity;
+    size_t from, to, count, instructions, nfindings;
     sieve_finding *findings;
     uint8_t *targets;
-    int failed;
+    int failed, overflowed;
 } sieve_piece;
 
 #define SIEVE_NO_FORM 65535
