@@ -257,8 +257,8 @@ size_t sieve_core_verify(const struct sieve_tables *t, const uint8_t *code, size
    `place` (NULL: a whole static module). */
 size_t sieve_core_run(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
                       const struct sieve_place *place, sieve_report_fn report, void *ctx, size_t *instructions);
-/* The same in the caller's memory: maps, 2 * (size / 8 + 1) zeroed bytes (a runtime without a heap, and the proof: WP has
-   no model of one), whose first half is the jump-target map; NULL: the caller's allocation failed, one SIEVE_INVALID. */
+/* The same in the caller's memory: maps, 3 * (size / 8 + 1) zeroed bytes (a runtime without a heap, and the proof: WP has
+   no model of one), whose first third is the jump-target map; NULL: the caller's allocation failed, one SIEVE_INVALID. */
 size_t sieve_core_run_maps(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, const struct sieve_place *place,
                            sieve_report_fn report, void *ctx, size_t *instructions, uint8_t *maps);
 /* The core's own name for a finding kind ("banned", "sandbox-forbidden", ...). */
@@ -1070,11 +1070,11 @@ static SIEVE_INLINE size_t fast_decode(const uint32_t *fast, const uint8_t *c, f
 }
 
 /* The closer look at a special instruction for fast_checks: a NOP with a prefix, a call, a masked or a direct jump. */
-/*@ SIEVE_WP(requires \valid_read(x) && \valid(x->valid + (0 .. 2 * (x->size / 8) + 1)) && \valid(bad_target) && \valid_read(f);
+/*@ SIEVE_WP(requires \valid_read(x) && \valid(x->valid + (0 .. 3 * (x->size / 8) + 2)) && \valid(bad_target) && \valid_read(f);
     requires \valid_read(code + (0 .. x->size - 1)) && at + 31 <= x->size <= 0x3fffffffffffffff && length <= 26 && f->i <= 4;
     requires n <= SIEVE_MAX_BUNDLE && \valid_read(prev + (0 .. SIEVE_MAX_BUNDLE)) && 0 <= mark <= 1;
-    requires \separated(x->valid + (0 .. 2 * (x->size / 8) + 1), code + (0 .. x->size - 1), x, bad_target, f, prev + (0 .. SIEVE_MAX_BUNDLE));)
-    assigns x->valid[0 .. 2 * (x->size / 8) + 1], *bad_target;
+    requires \separated(x->valid + (0 .. 3 * (x->size / 8) + 2), code + (0 .. x->size - 1), x, bad_target, f, prev + (0 .. SIEVE_MAX_BUNDLE));)
+    assigns x->valid[0 .. 3 * (x->size / 8) + 2], *bad_target;
     SIEVE_WP(ensures -1 <= \result <= 1;) */
 static SIEVE_INLINE int fast_branch(const fast_t *x, int *bad_target, const uint8_t *code, size_t at, size_t length, const fast_insn_t *f,
                                     const size_t *prev, size_t n, int mark) {
@@ -1089,6 +1089,7 @@ static SIEVE_INLINE int fast_branch(const fast_t *x, int *bad_target, const uint
     }
     if (d & SIEVE_FD_DIRECT) {
         int64_t target = jump_target(at, length, c + f->i + 1, length - f->i - 1);   /* the offset right after the opcode */
+        x->valid[2 * (x->size / 8 + 1) + at / 8] |= (uint8_t)(1u << at % 8);   /* a direct branch starts here (report_jumps) */
         if (target >= 0 && (uint64_t)target < x->size) x->valid[x->size / 8 + 1 + (uint64_t)target / 8] |= (uint8_t)(1u << (uint64_t)target % 8);
         else if (!jump_lands(x->valid, x->size, x->base, x->lo, x->hi, x->mask, target)) *bad_target = 1;
     }
@@ -1098,11 +1099,11 @@ static SIEVE_INLINE int fast_branch(const fast_t *x, int *bad_target, const uint
 /* The closer look at the instruction f of length bytes at code[at] that the fast path decoded (dm: its descriptor's bits
    against its ModRM entry's): -1, the full path judges it; else whether a jump may land on it. Marks a direct branch's
    target (in the map after the valid ones, x->valid + x->size / 8 + 1), clears the masked jump's second instruction. */
-/*@ SIEVE_WP(requires \valid_read(x) && fast_rows(x->fast) && \valid(x->valid + (0 .. 2 * (x->size / 8) + 1)) && \valid(bad_target) && \valid_read(f);
+/*@ SIEVE_WP(requires \valid_read(x) && fast_rows(x->fast) && \valid(x->valid + (0 .. 3 * (x->size / 8) + 2)) && \valid(bad_target) && \valid_read(f);
     requires \valid_read(code + (0 .. x->size - 1)) && at + 31 <= x->size <= 0x3fffffffffffffff && length <= 26 && f->i <= 4;
     requires n <= SIEVE_MAX_BUNDLE && \valid_read(prev + (0 .. SIEVE_MAX_BUNDLE)) && at < be;
-    requires \separated(x->valid + (0 .. 2 * (x->size / 8) + 1), code + (0 .. x->size - 1), x, bad_target, f, prev + (0 .. SIEVE_MAX_BUNDLE));)
-    assigns x->valid[0 .. 2 * (x->size / 8) + 1], *bad_target;
+    requires \separated(x->valid + (0 .. 3 * (x->size / 8) + 2), code + (0 .. x->size - 1), x, bad_target, f, prev + (0 .. SIEVE_MAX_BUNDLE));)
+    assigns x->valid[0 .. 3 * (x->size / 8) + 2], *bad_target;
     SIEVE_WP(ensures -1 <= \result <= 1;
     ensures \result >= 0 && (dm & (SIEVE_FM_REG_STACK | SIEVE_FM_RM_STACK)) != 0 ==> length + 3 <= be - at;) */
 static SIEVE_INLINE int fast_checks(const fast_t *x, int *bad_target, const uint8_t *code, size_t at, size_t length, size_t be,
@@ -1129,14 +1130,14 @@ static SIEVE_INLINE int fast_checks(const fast_t *x, int *bad_target, const uint
    the starts of the current bundle's instructions (*nprev of them), in *restricted the register the
    last restricts (-1: none). Returns where it stopped: there the full path judges one instruction. */
 /*@ SIEVE_WP(requires \valid(xp) && fast_rows(xp->fast) && \valid(bundle_end) && \valid(restricted) && \valid(nprev) && \valid(count);
-    requires \valid(prev + (0 .. SIEVE_MAX_BUNDLE)) && \valid(xp->valid + (0 .. 2 * (xp->size / 8) + 1));
+    requires \valid(prev + (0 .. SIEVE_MAX_BUNDLE)) && \valid(xp->valid + (0 .. 3 * (xp->size / 8) + 2));
     requires \valid_read(code + (0 .. xp->size - 1)) && at <= end && end + 31 <= xp->size <= 0x3fffffffffffffff && xp->mask < 0x3fffffffffffffff;
     requires at < *bundle_end <= xp->size && 0 <= *nprev <= SIEVE_MAX_BUNDLE;
-    requires \separated(code + (0 .. xp->size - 1), xp->valid + (0 .. 2 * (xp->size / 8) + 1), xp, bundle_end, restricted, nprev, count, prev + (0 .. SIEVE_MAX_BUNDLE));
-    requires \separated(xp->valid + (0 .. 2 * (xp->size / 8) + 1), xp, bundle_end, restricted, nprev, count, prev + (0 .. SIEVE_MAX_BUNDLE));
+    requires \separated(code + (0 .. xp->size - 1), xp->valid + (0 .. 3 * (xp->size / 8) + 2), xp, bundle_end, restricted, nprev, count, prev + (0 .. SIEVE_MAX_BUNDLE));
+    requires \separated(xp->valid + (0 .. 3 * (xp->size / 8) + 2), xp, bundle_end, restricted, nprev, count, prev + (0 .. SIEVE_MAX_BUNDLE));
     requires \separated(xp, bundle_end, restricted, nprev, count, prev + (0 .. SIEVE_MAX_BUNDLE));
     requires \separated(bundle_end, restricted, nprev, count, prev + (0 .. SIEVE_MAX_BUNDLE));)
-    assigns xp->valid[0 .. 2 * (xp->size / 8) + 1], xp->bad_target, *bundle_end, *restricted, prev[0 .. SIEVE_MAX_BUNDLE], *nprev, *count;
+    assigns xp->valid[0 .. 3 * (xp->size / 8) + 2], xp->bad_target, *bundle_end, *restricted, prev[0 .. SIEVE_MAX_BUNDLE], *nprev, *count;
     SIEVE_WP(ensures \old(at) <= \result < \old(end) + 30;
     ensures \result < *bundle_end;
     ensures 0 <= *nprev <= SIEVE_MAX_BUNDLE;) */
@@ -1150,7 +1151,7 @@ static SIEVE_NOINLINE size_t fast_run(fast_t *xp, const uint8_t *code, size_t at
         loop invariant \at(at, Pre) <= at < end + 30;
         loop invariant at < be <= x.size + x.mask + 1;
         loop invariant 0 <= n <= SIEVE_MAX_BUNDLE;)
-        loop assigns at, be, n, length, mark, pm, pd, dm, add, f, xp->valid[0 .. 2 * (xp->size / 8) + 1], xp->bad_target, prev[0 .. SIEVE_MAX_BUNDLE], *count;
+        loop assigns at, be, n, length, mark, pm, pd, dm, add, f, xp->valid[0 .. 3 * (xp->size / 8) + 2], xp->bad_target, prev[0 .. SIEVE_MAX_BUNDLE], *count;
         loop variant (end - at) * (SIEVE_MAX_BUNDLE + 1) + SIEVE_MAX_BUNDLE - n; */   /* (a 0 length, which no table has: n ends it) */
     while (at < end && n < SIEVE_MAX_BUNDLE - 1) {   /* (it takes up to two: room for both) */
         if ((length = fast_decode(x.fast, code + at, &f)) > be - at) break;   /* in the bundle */
@@ -1168,34 +1169,31 @@ static SIEVE_NOINLINE size_t fast_run(fast_t *xp, const uint8_t *code, size_t at
     return at;
 }
 
-/* Reports the direct branches that may not land where they do, in the order of the code: a second walk over it, once
-   the pass has found that one exists (the first walk keeps the branch targets in a map, not a list). */
+/* Reports the direct branches that may not land where they do, in the order of the code, once the pass has found that
+   one exists: the pass marks where each direct branch it judged starts (the third map), and only those are decoded
+   again (a second walk that decoded every instruction cost code with a bad jump ten times the pass). */
 /*@ requires \valid(s) && tables_ok(s->t) && s->size <= 0x3fffffffffffffff;
-    requires \valid_read(s->code + (0 .. s->size - 1)) && \valid_read(s->valid + (0 .. s->size / 8));
+    requires \valid_read(s->code + (0 .. s->size - 1)) && \valid_read(s->valid + (0 .. 3 * (s->size / 8) + 2));
     assigns s->count; */
 static void report_jumps(pass_t *s) {
-    const uint64_t mask = s->t->bundle_size - 1; size_t at = 0, bundle_end; insn_t i;
-    /*@ loop assigns at, bundle_end, i, s->count; loop variant s->size - at; */
-    while (at < s->size) {   /* (% here, & in the hot loops: the same for a power of two, and the provers bound a %) */
-        bundle_end = at + s->t->bundle_size - (size_t)((s->base + at) % s->t->bundle_size);
-        if (bundle_end > s->size) bundle_end = s->size;
-        /*@ loop assigns at, i, s->count; loop variant bundle_end - at; */
-        while (at < bundle_end && decode(s->t, s->code, at, s->size, &i) && at + (size_t)i.length <= bundle_end) {
-            if ((s->t->forms[i.form].facts & SIEVE_F_DIRECT) && i.imm_size && !i.refused &&
-                !jump_lands(s->valid, s->size, s->base, s->lo, s->hi, mask, jump_target(at, (size_t)i.length, i.bytes + i.imm_off, i.imm_size)))
-                emit(s, SIEVE_BAD_JUMP_TARGET, at, i.length, i.form, -1, 0);
-            at += (size_t)i.length;
-        }
-        at = bundle_end;
+    const uint64_t mask = s->t->bundle_size - 1; const uint8_t *branches = s->valid + 2 * (s->size / 8 + 1); size_t at; insn_t i;
+    /*@ loop assigns at, i, s->count; loop variant s->size - at; */
+    for (at = 0; at < s->size; at++) {
+        if (!branches[at / 8]) at += 7 - at % 8;   /* no branch in these 8 bytes */
+        else if ((branches[at / 8] >> at % 8) % 2 && decode(s->t, s->code, at, s->size, &i) && (s->t->forms[i.form].facts & SIEVE_F_DIRECT) &&
+                 i.imm_size && !i.refused && !jump_lands(s->valid, s->size, s->base, s->lo, s->hi, mask,
+                                                         jump_target(at, (size_t)i.length, i.bytes + i.imm_off, i.imm_size)))
+            emit(s, SIEVE_BAD_JUMP_TARGET, at, i.length, i.form, -1, 0);
     }
 }
 
-/* The sandbox pass over s's code, with s->valid and s->targets (right after it) maps of size / 8 + 1 bytes, all clear. */
+/* The sandbox pass over s's code, with three maps of size / 8 + 1 bytes, all clear: s->valid, s->targets right after it,
+   and the direct branches' starts after that. */
 /*@ SIEVE_WP(requires \valid(s) && tables_ok(s->t) && s->size <= 0x3fffffffffffffff;
-    requires \valid_read(s->code + (0 .. s->size - 1)) && \valid(s->valid + (0 .. 2 * (s->size / 8) + 1));
-    requires s->targets == s->valid + s->size / 8 + 1 && \separated(s, s->valid + (0 .. 2 * (s->size / 8) + 1));
-    requires (s->t->full_path_only || fast_rows(s->t->fast)) && \separated(s->code + (0 .. s->size - 1), s, s->valid + (0 .. 2 * (s->size / 8) + 1));)
-    assigns s->count, s->instructions, s->valid[0 .. 2 * (s->size / 8) + 1]; */
+    requires \valid_read(s->code + (0 .. s->size - 1)) && \valid(s->valid + (0 .. 3 * (s->size / 8) + 2));
+    requires s->targets == s->valid + s->size / 8 + 1 && \separated(s, s->valid + (0 .. 3 * (s->size / 8) + 2));
+    requires (s->t->full_path_only || fast_rows(s->t->fast)) && \separated(s->code + (0 .. s->size - 1), s, s->valid + (0 .. 3 * (s->size / 8) + 2));)
+    assigns s->count, s->instructions, s->valid[0 .. 3 * (s->size / 8) + 2]; */
 static void sandbox_pass(pass_t *s) {
     const struct sieve_tables *t = s->t; const uint8_t *code = s->code;
     const uint64_t base = s->base, bundle_mask = t->bundle_size - 1;
@@ -1211,7 +1209,7 @@ static void sandbox_pass(pass_t *s) {
         loop invariant at < size ==> at < bundle_end;
         loop invariant x.valid == s->valid && x.size == size && x.mask == bundle_mask;)
         loop assigns at, nprev, restricted, bundle_end, i, x.bad_target, prev[0 .. SIEVE_MAX_BUNDLE], s->count, s->instructions,
-                     s->valid[0 .. 2 * (s->size / 8) + 1];
+                     s->valid[0 .. 3 * (s->size / 8) + 2];
         loop variant size - at; */
     while (at < size) {
         if (at < fast_end) {
@@ -1226,6 +1224,7 @@ static void sandbox_pass(pass_t *s) {
                 mark(s, at, 1);
                 if ((t->forms[i.form].facts & SIEVE_F_DIRECT) && i.imm_size && !i.refused) {
                     int64_t target = jump_target(at, (size_t)i.length, i.bytes + i.imm_off, i.imm_size);
+                    s->valid[2 * (size / 8 + 1) + at / 8] |= (uint8_t)(1u << at % 8);   /* a direct branch starts here */
                     if (target >= 0 && (uint64_t)target < size) s->targets[(uint64_t)target / 8] |= (uint8_t)(1u << (uint64_t)target % 8);
                     else x.bad_target |= !jump_lands(s->valid, size, base, s->lo, s->hi, bundle_mask, target);
                 }
@@ -1262,10 +1261,10 @@ static void policy_pass(pass_t *s) {
 /*@ SIEVE_WP(requires tables_ok(t) && (t->full_path_only || fast_rows(t->fast)) && (place == \null || \valid_read(place));
     requires size <= 0x3fffffffffffffff && \valid_read(code + (0 .. size - 1));
     requires place == \null || place->targets == \null || (\valid(place->targets + (0 .. size / 8)) && \separated(place->targets + (0 .. size / 8), place));
-    requires maps == \null || (\valid(maps + (0 .. 2 * (size / 8) + 1)) && \separated(maps + (0 .. 2 * (size / 8) + 1), code + (0 .. size - 1)));
-    requires maps == \null || place == \null || place->targets == \null || \separated(maps + (0 .. 2 * (size / 8) + 1), place->targets + (0 .. size / 8), place);
+    requires maps == \null || (\valid(maps + (0 .. 3 * (size / 8) + 2)) && \separated(maps + (0 .. 3 * (size / 8) + 2), code + (0 .. size - 1)));
+    requires maps == \null || place == \null || place->targets == \null || \separated(maps + (0 .. 3 * (size / 8) + 2), place->targets + (0 .. size / 8), place);
     requires instructions == \null || \valid(instructions);)
-    assigns *instructions, place->targets[0 .. size / 8], maps[0 .. 2 * (size / 8) + 1]; */
+    assigns *instructions, place->targets[0 .. size / 8], maps[0 .. 3 * (size / 8) + 2]; */
 SIEVE_CORE_API size_t sieve_core_run_maps(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, const struct sieve_place *place,
                                           sieve_report_fn report, void *ctx, size_t *instructions, uint8_t *maps) {
     pass_t s; size_t k;
@@ -1285,7 +1284,7 @@ SIEVE_CORE_API size_t sieve_core_run_maps(const struct sieve_tables *t, const ui
 SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
                                      const struct sieve_place *place, sieve_report_fn report, void *ctx, size_t *instructions) {
     /* below 1 KiB of code, one size to allocate (EVA's harness: one allocation for every size) */
-    uint8_t *maps = t->model_none ? NULL : (uint8_t *)calloc((size < 1024 ? 1024 : size) / 8 + 1, 2);
+    uint8_t *maps = t->model_none ? NULL : (uint8_t *)calloc((size < 1024 ? 1024 : size) / 8 + 1, 3);
     size_t count = sieve_core_run_maps(t, code, size, base, place, report, ctx, instructions, maps);
     free(maps);
     return count;
@@ -1433,9 +1432,9 @@ SIEVE_CORE_API size_t sieve_core_validate_replacement(const struct sieve_tables 
                                                       uint64_t address, sieve_report_fn report, void *ctx) {
     struct sieve_place place;
     uint8_t *old_targets, *new_targets, old_bytes[INSN] = {0}, new_bytes[INSN] = {0};
-    size_t count = 0, at = 0, k, n = size / 8 + 1, maps = 2 * ((size < 1024 ? 1024 : size) / 8 + 1);
+    size_t count = 0, at = 0, k, n = size / 8 + 1, maps = 3 * ((size < 1024 ? 1024 : size) / 8 + 1);
     if (!region_fits(t, m, address, size, 1)) return report_one(report, ctx, SIEVE_LAYOUT, 0, 0, -1);
-    /* the core's maps (sieve_core_run_maps), whose first half is the jump-target map (rather than its copy into
+    /* the core's maps (sieve_core_run_maps), whose first third is the jump-target map (rather than its copy into
        place->targets, a loop whose invariant EVA's intervals cannot check); zeroed: the core leaves them so under model
        none, which has no jump-target facts (every change is refused); below 1 KiB of code one size, as in sieve_core_run
        (EVA's harness: one allocation for every size) */

@@ -120,9 +120,9 @@ SIEVE_CORE_API size_t sieve_core_validate_replacement(const struct sieve_tables 
                                                       uint64_t address, sieve_report_fn report, void *ctx) {
     struct sieve_place place;
     uint8_t *old_targets, *new_targets, old_bytes[INSN] = {0}, new_bytes[INSN] = {0};
-    size_t count = 0, at = 0, k, n = size / 8 + 1, maps = 2 * ((size < 1024 ? 1024 : size) / 8 + 1);
+    size_t count = 0, at = 0, k, n = size / 8 + 1, maps = 3 * ((size < 1024 ? 1024 : size) / 8 + 1);
     if (!region_fits(t, m, address, size, 1)) return report_one(report, ctx, SIEVE_LAYOUT, 0, 0, -1);
-    /* the core's maps (sieve_core_run_maps), whose first half is the jump-target map (rather than its copy into
+    /* the core's maps (sieve_core_run_maps), whose first third is the jump-target map (rather than its copy into
        place->targets, a loop whose invariant EVA's intervals cannot check); zeroed: the core leaves them so under model
        none, which has no jump-target facts (every change is refused); below 1 KiB of code one size, as in sieve_core_run
        (EVA's harness: one allocation for every size) */

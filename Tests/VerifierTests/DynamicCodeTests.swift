@@ -589,7 +589,7 @@ enum DynamicCodeHarness {
 @Suite struct CallerMemoryTests {
     static func run(_ code: [UInt8], base: UInt64, maps: Bool) -> (findings: [Finding], targets: [UInt8]) {
         var targets = [UInt8](repeating: 0, count: code.count / 8 + 1)
-        var scratch = [UInt8](repeating: 0, count: maps ? 2 * (code.count / 8 + 1) : 0)
+        var scratch = [UInt8](repeating: 0, count: maps ? 3 * (code.count / 8 + 1) : 0)
         let report = targets.withUnsafeMutableBufferPointer { targets in
             scratch.withUnsafeMutableBufferPointer { scratch in
                 code.withUnsafeBytes { bytes in

@@ -81,6 +81,32 @@ import X86
         #expect(difference == nil, "the lists differ from finding \(difference ?? 0) on")
     }
 
+    /// The bad jumps the core reports (its second look, at the branches the pass marked): the rel32 jumps whose target
+    /// its jump-target map does not hold, each once, in order; and that map holds only instruction starts of the Swift
+    /// decoder's (so a jump sent between instructions is always reported).
+    @Test func badJumpsAreTheJumpsThatMissTheMap() throws {
+        var code = try Self.module(copies: 2), starts: [Int] = [], jumps: [Int] = [], at = 0
+        while at < code.count, case .instruction(let i) = Decoder.shared.decode(code, at: at) {
+            starts.append(at)
+            if i.length == 5 && code[at] == 0xE9 { jumps.append(at) }
+            at += i.length
+        }
+        var random = SplitMix(seed: 0xBAD), targets: [Int] = []
+        for jump in jumps {
+            let start = starts[random.below(starts.count)], target = random.next() % 2 == 0 ? start : start + 1
+            code.replaceSubrange(jump + 1..<jump + 5, with: withUnsafeBytes(of: Int32(target - jump - 5).littleEndian, Array.init))
+            targets.append(target)
+        }
+        let run = CallerMemoryTests.run(code, base: 0x20000, maps: false)
+        func lands(_ k: Int) -> Bool { run.targets[k / 8] >> (k % 8) & 1 == 1 }
+        let isStart = Set(starts)
+        #expect((0..<code.count).allSatisfy { !lands($0) || isStart.contains($0) }, "the map holds instruction starts only")
+        let expected = jumps.indices.filter { !lands(targets[$0]) }.map { jumps[$0] }
+        #expect(run.findings.allSatisfy { $0.kind == .badJumpTarget })
+        #expect(run.findings.map(\.offset) == expected)
+        #expect(jumps.indices.filter { !isStart.contains(targets[$0]) }.count > 100, "jumps between instructions")
+    }
+
     /// The generated C API (sieve_split, sieve_verify_piece, sieve_join) reports what sieve_verify
     /// reports, in its order, on refused code cut into eight pieces.
     @Test func generatedPiecesAgreeWithSieveVerify() throws {

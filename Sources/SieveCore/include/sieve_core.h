@@ -252,8 +252,8 @@ size_t sieve_core_verify(const struct sieve_tables *t, const uint8_t *code, size
    `place` (NULL: a whole static module). */
 size_t sieve_core_run(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
                       const struct sieve_place *place, sieve_report_fn report, void *ctx, size_t *instructions);
-/* The same in the caller's memory: maps, 2 * (size / 8 + 1) zeroed bytes (a runtime without a heap, and the proof: WP has
-   no model of one), whose first half is the jump-target map; NULL: the caller's allocation failed, one SIEVE_INVALID. */
+/* The same in the caller's memory: maps, 3 * (size / 8 + 1) zeroed bytes (a runtime without a heap, and the proof: WP has
+   no model of one), whose first third is the jump-target map; NULL: the caller's allocation failed, one SIEVE_INVALID. */
 size_t sieve_core_run_maps(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, const struct sieve_place *place,
                            sieve_report_fn report, void *ctx, size_t *instructions, uint8_t *maps);
 /* The core's own name for a finding kind ("banned", "sandbox-forbidden", ...). */
