@@ -182,11 +182,12 @@ typedef struct { size_t offset; int length, form, rule; const uint8_t *bytes; } 
 typedef void (*sieve_site_fn)(const sieve_site *site, void *ctx);
 
 /* One piece of a module verified on its own thread (sieve_split, sieve_verify_piece, sieve_join): its bytes
-   [from, to), and what its verification left for the join: its findings (up to SIEVE_PIECE_FINDINGS; more, and the
-   join verifies the module whole), its jump-target map, and whether memory ran out or the piece was not one. */
+   [from, to), and what its verification left for the join: its findings (up to capacity: one per 64 bytes, and
+   SIEVE_PIECE_FINDINGS at least; more, and the join verifies the module whole), its pass's maps (targets: the
+   jump-target map, then sieve_core_run_maps's other two), and whether memory ran out or the piece was not one. */
 #define SIEVE_PIECE_FINDINGS 1024
 typedef struct {
-    size_t from, to, count, instructions, nfindings;
+    size_t from, to, count, instructions, nfindings, capacity;
     sieve_finding *findings;
     uint8_t *targets;
     int failed, overflowed;
@@ -261,6 +262,10 @@ size_t sieve_core_run(const struct sieve_tables *t, const uint8_t *code, size_t 
    no model of one), whose first third is the jump-target map; NULL: the caller's allocation failed, one SIEVE_INVALID. */
 size_t sieve_core_run_maps(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, const struct sieve_place *place,
                            sieve_report_fn report, void *ctx, size_t *instructions, uint8_t *maps);
+/* The bad jump targets alone (the last findings of sieve_core_run_maps without a place), judged on the maps such a run
+   left (the join's: its pieces' maps laid end to end, each piece's third at its offset / 8 in the module's third). */
+size_t sieve_core_report_jumps(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, const uint8_t *maps,
+                               sieve_report_fn report, void *ctx);
 /* The core's own name for a finding kind ("banned", "sandbox-forbidden", ...). */
 const char *sieve_core_kind_name(int kind);
 /* Decodes one instruction: its length (0 when the bytes are not an instruction) and its layout
@@ -316,8 +321,7 @@ enum { C_LOCK = 1 << 3, C_OPMASK = 1 << 16, C_OPMASK_REQ = 1 << 17, C_ZEROING = 
 #define C_NOF2F3 (1u << 31)
 
 typedef struct {
-    int length, form;
-    unsigned prefixes;
+    int length, form; unsigned prefixes;
     uint8_t prefix_count, refused, rex, opcode, modrm, sib, has_modrm, mem, imm_off, imm_size, table, modrm_at;
     uint8_t vr, vx, vb, vvvv, vw, vl, aaa, z, bcst;
     uint8_t bytes[40];   /* the code from the instruction's start, zero past the readable end: every later read is here */
@@ -548,8 +552,7 @@ static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *in, 
 static int rex_bit_used(const insn_t *i, const struct sieve_form *f, uint8_t rex) {
     unsigned u = f->prefix_use;
     if ((u & 0x1000) && ((!i->has_modrm && (i->opcode & 7) >= 4 && (u & 0x800)) ||
-                         (i->has_modrm && ((((i->modrm >> 3) & 7) >= 4 && (u & 0x200)) || (!i->mem && (i->modrm & 7) >= 4)))))
-        return 1;
+                         (i->has_modrm && ((((i->modrm >> 3) & 7) >= 4 && (u & 0x200)) || (!i->mem && (i->modrm & 7) >= 4))))) return 1;
     if (((rex & 8) && ((u & 0x100) || ((u & 0x2000) && (i->prefixes & P_66)))) || ((rex & 4) && (u & 0x200))) return 1;
     if ((rex & 2) && i->has_modrm && i->mem && (i->modrm & 7) == 4) return 1;
     if ((rex & 1) && (i->mem || (i->has_modrm && (u & 0x400)) || (u & 0x800))) return 1;
@@ -714,15 +717,11 @@ static int policy_accepts(const struct sieve_tables *t, const insn_t *i, int *ru
 /* ---- the sandbox: NaCl's x86-64 rules (model none: the policy and the decoder only) --------- */
 
 typedef struct {
-    const struct sieve_tables *t;
-    const uint8_t *code;
+    const struct sieve_tables *t; const uint8_t *code;
     size_t size, count, instructions;
     uint64_t base, lo, hi;   /* a direct jump leaving the code lands on a bundle start in [lo, hi] */
-    sieve_report_fn report;
-    void *ctx;
-    uint8_t *valid;   /* a bit per byte of code, 1: a direct jump may land here */
-    uint8_t *targets; /* a bit per byte of code, 1: a direct jump lands here */
-    int bad_target;   /* a direct jump leaves the code for a place it may not land */
+    sieve_report_fn report; void *ctx;
+    uint8_t *valid, *targets;   /* a bit per byte of code, 1: a direct jump may land here (valid), lands here (targets) */
 } pass_t;
 /* (at is in the code: the bound is for the proof) */
 /*@ requires \valid_read(s) && \valid(s->valid + (0 .. s->size / 8));
@@ -747,9 +746,8 @@ static void emit(pass_t *s, int kind, size_t offset, int length, int form, int r
     requires \valid_read(s->t->reason_kinds + (0 .. s->t->reason_count - 1));
     assigns s->count; */
 static void emit_forbidden(pass_t *s, size_t offset, int length, int form) {
-    sieve_finding f; int reason = s->t->forms[form].forbidden - 1;
-    f.offset = offset; f.length = (size_t)length; f.form = form; f.rule = -1; f.warning = 0; f.reason = reason;
-    f.kind = reason >= 0 && (uint32_t)reason < s->t->reason_count ? s->t->reason_kinds[reason] : SIEVE_SANDBOX_FORBIDDEN;
+    const int reason = s->t->forms[form].forbidden - 1;
+    sieve_finding f = {offset, (size_t)length, reason >= 0 && (uint32_t)reason < s->t->reason_count ? s->t->reason_kinds[reason] : SIEVE_SANDBOX_FORBIDDEN, form, -1, 0, reason};
     s->count++; report(s, &f);
 }
 
@@ -1165,24 +1163,36 @@ static SIEVE_NOINLINE size_t fast_run(fast_t *xp, const uint8_t *code, size_t at
         if (add) { prev[n++] = at; at += 3; pd = NO_REGISTER << 20; }   /* the add */
         if (at == be) { *count += n; n = 0; pd = NO_REGISTER << 20; be += x.mask + 1; }
     }
-    r = RESTRICTED(pm, pd); *restricted = r < NO_REGISTER ? (int)r : -1; *nprev = (int)n; *bundle_end = be;
-    return at;
+    r = RESTRICTED(pm, pd); *restricted = r < NO_REGISTER ? (int)r : -1; *nprev = (int)n; *bundle_end = be; return at;
+}
+
+/* Whether the direct branch at s->code[at] (31 bytes of code from it) is one the fast path takes (the fast decoder: as
+   in the pass) and lands. */
+/*@ requires \valid_read(s) && \valid_read(s->t) && (s->t->full_path_only || fast_rows(s->t->fast)) && s->size <= 0x3fffffffffffffff;
+    requires \valid_read(s->code + (0 .. s->size - 1)) && \valid_read(s->valid + (0 .. s->size / 8)) SIEVE_WP(&& at + 31 <= s->size);
+    assigns \nothing; */
+static SIEVE_INLINE int fast_lands(const pass_t *s, size_t at) {
+    fast_insn_t f = {0, 0, 0, 0, 0}; const size_t n = s->t->full_path_only ? 0 : fast_decode(s->t->fast, s->code + at, &f);
+    return n && (f.d & (SIEVE_FD_TAKE | SIEVE_FD_DIRECT)) == (SIEVE_FD_TAKE | SIEVE_FD_DIRECT) &&
+           jump_lands(s->valid, s->size, s->base, s->lo, s->hi, s->t->bundle_size - 1, jump_target(at, n, s->code + at + f.i + 1, n - f.i - 1));
 }
 
 /* Reports the direct branches that may not land where they do, in the order of the code, once the pass has found that
-   one exists: the pass marks where each direct branch it judged starts (the third map), and only those are decoded
-   again (a second walk that decoded every instruction cost code with a bad jump ten times the pass). */
-/*@ requires \valid(s) && tables_ok(s->t) && s->size <= 0x3fffffffffffffff;
+   one exists: the pass marks where each direct branch it judged starts (the third map), and only those are looked at
+   again (a second walk that decoded every instruction cost code with a bad jump ten times the pass), by the fast
+   decoder where it can (the full one costs ten times as much), by the full one where a jump misses (for its form). */
+/*@ requires \valid(s) && tables_ok(s->t) && s->size <= 0x3fffffffffffffff && (s->t->full_path_only || fast_rows(s->t->fast));
     requires \valid_read(s->code + (0 .. s->size - 1)) && \valid_read(s->valid + (0 .. 3 * (s->size / 8) + 2));
     assigns s->count; */
 static void report_jumps(pass_t *s) {
-    const uint64_t mask = s->t->bundle_size - 1; const uint8_t *branches = s->valid + 2 * (s->size / 8 + 1); size_t at; insn_t i;
-    /*@ loop assigns at, i, s->count; loop variant s->size - at; */
-    for (at = 0; at < s->size; at++) {
-        if (!branches[at / 8]) at += 7 - at % 8;   /* no branch in these 8 bytes */
-        else if ((branches[at / 8] >> at % 8) % 2 && decode(s->t, s->code, at, s->size, &i) && (s->t->forms[i.form].facts & SIEVE_F_DIRECT) &&
-                 i.imm_size && !i.refused && !jump_lands(s->valid, s->size, s->base, s->lo, s->hi, mask,
-                                                         jump_target(at, (size_t)i.length, i.bytes + i.imm_off, i.imm_size)))
+    const uint64_t mask = s->t->bundle_size - 1; const uint8_t *branches = s->valid + 2 * (s->size / 8 + 1); size_t at; unsigned b; insn_t i;
+    /*@ loop assigns at, b, i, s->count; loop variant s->size - at; */
+    for (at = 0; at < s->size; at++) {   /* (the next branch in 8 bytes: its bit's index, the low bits of b that are clear) */
+        if (at % 64 == 0 && at / 8 + 8 <= s->size / 8 + 1 && !load8(branches + at / 8)) at += 63;   /* no branch in these 64 bytes */
+        else if (!(b = branches[at / 8] >> at % 8)) at += 7 - at % 8;   /* none in the rest of these 8 */
+        else if ((at += !(b % 2) + !(b % 4) + !(b % 8) + !(b % 16) + !(b % 32) + !(b % 64) + !(b % 128)) < s->size && (at + 31 > s->size || !fast_lands(s, at)) &&
+                 decode(s->t, s->code, at, s->size, &i) && (s->t->forms[i.form].facts & SIEVE_F_DIRECT) && i.imm_size && !i.refused &&
+                 !jump_lands(s->valid, s->size, s->base, s->lo, s->hi, mask, jump_target(at, (size_t)i.length, i.bytes + i.imm_off, i.imm_size)))
             emit(s, SIEVE_BAD_JUMP_TARGET, at, i.length, i.form, -1, 0);
     }
 }
@@ -1286,8 +1296,18 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
     /* below 1 KiB of code, one size to allocate (EVA's harness: one allocation for every size) */
     uint8_t *maps = t->model_none ? NULL : (uint8_t *)calloc((size < 1024 ? 1024 : size) / 8 + 1, 3);
     size_t count = sieve_core_run_maps(t, code, size, base, place, report, ctx, instructions, maps);
-    free(maps);
-    return count;
+    free(maps); return count;
+}
+
+/* The bad jumps alone, over the maps of a sandbox pass over the code (sieve_core_run_maps's, or pieces' laid end to end:
+   sieve_core_join's), as that pass reports them after its findings (without a place: every bundle start outside). */
+/*@ SIEVE_WP(requires tables_ok(t) && (t->full_path_only || fast_rows(t->fast)) && size <= 0x3fffffffffffffff;
+    requires \valid_read(code + (0 .. size - 1)) && \valid_read(maps + (0 .. 3 * (size / 8) + 2));)
+    assigns \nothing; */
+SIEVE_CORE_API size_t sieve_core_report_jumps(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, const uint8_t *maps,
+                                              sieve_report_fn report, void *ctx) {
+    pass_t s = {0}; s.t = t; s.code = code; s.size = size; s.base = base; s.hi = ~(uint64_t)0; s.report = report; s.ctx = ctx;
+    s.valid = (uint8_t *)maps; report_jumps(&s); return s.count;   /* (report_jumps only reads the maps) */
 }
 
 /* The decoder alone (dyncode.c and the tests' decoder differential); the generated verifier uses it for patching. */
@@ -1653,12 +1673,12 @@ SIEVE_CORE_API size_t sieve_core_split(const struct sieve_tables *t, size_t size
     return n;
 }
 
-/* Keeps a piece's finding, offset from the start of the module (the piece's context); past SIEVE_PIECE_FINDINGS of
-   them, none (the join then verifies the module whole). */
+/* Keeps a piece's finding, offset from the start of the module (the piece's context); past its capacity, none (the join
+   then verifies the module whole). */
 static void keep(const sieve_finding *f, void *ctx) {
     sieve_piece *p = (sieve_piece *)ctx;
     if (p->failed || p->overflowed || !p->findings) return;
-    if (p->nfindings >= SIEVE_PIECE_FINDINGS) { p->overflowed = 1; return; }
+    if (p->nfindings >= p->capacity) { p->overflowed = 1; return; }
     p->findings[p->nfindings] = *f;
     p->findings[p->nfindings].offset = f->offset + p->from; p->nfindings++;
 }
@@ -1668,18 +1688,35 @@ static void keep(const sieve_finding *f, void *ctx) {
    that no piece did). Any other jump that leaves the piece is kept as a bad jump target for sieve_core_join to judge
    against the module. An instruction that crosses the piece's end is refused, as it is in the module (it crosses a
    bundle's end), though perhaps as another kind of finding: the join verifies the module whole when a piece refuses
-   code. A piece that is not one of the module's (from <= to <= size) fails, and the join refuses the module. */
+   code that close to its end. The piece keeps the pass's three maps (the join judges every jump on them when a piece
+   refuses code), and room for a finding per 64 bytes (SIEVE_PIECE_FINDINGS at least). A piece that is not one of the
+   module's (from <= to <= size) fails, and the join refuses the module. */
 SIEVE_CORE_API void sieve_core_verify_piece(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
                                             sieve_piece *p) {
     struct sieve_place place;
     size_t n = p->to - p->from;
     p->findings = NULL; p->targets = NULL; p->nfindings = 0; p->overflowed = 0;
     if (p->from > p->to || p->to > size) { p->failed = 1; return; }
-    place.lo = 0; place.hi = ~(uint64_t)0;   /* as sieve_core_run without a place: every bundle's start */
-    p->findings = (sieve_finding *)calloc(SIEVE_PIECE_FINDINGS, sizeof *p->findings);
-    place.targets = p->targets = (uint8_t *)calloc((n < 1024 ? 1024 : n) / 8 + 1, 1);   /* (one size below 1 KiB: for EVA) */
+    place.lo = 0; place.hi = ~(uint64_t)0; place.targets = NULL;   /* as sieve_core_run without a place: every bundle's start */
+    p->capacity = n / 64 < SIEVE_PIECE_FINDINGS ? SIEVE_PIECE_FINDINGS : n / 64;
+    p->findings = (sieve_finding *)calloc(p->capacity, sizeof *p->findings);
+    p->targets = (uint8_t *)calloc((n < 1024 ? 1024 : n) / 8 + 1, 3);   /* (one size below 1 KiB: for EVA) */
     if (!p->findings || !p->targets) { p->failed = 1; return; }
-    p->count = sieve_core_run(t, code + p->from, n, base + p->from, &place, keep, p, &p->instructions);
+    p->count = sieve_core_run_maps(t, code + p->from, n, base + p->from, &place, keep, p, &p->instructions, p->targets);
+}
+
+/* The module's maps from its pieces' (each a whole number of bundles, so of bytes of map): the valid and the branch
+   thirds, for sieve_core_report_jumps. NULL: out of memory. */
+static uint8_t *module_maps(const sieve_piece *pieces, size_t n, size_t size) {
+    const size_t third = size / 8 + 1;
+    uint8_t *maps = (uint8_t *)calloc((size < 1024 ? 1024 : size) / 8 + 1, 3);   /* (one size below 1 KiB: for EVA) */
+    size_t k, b;
+    /*@ loop unroll 4; */   /* (EVA: the pieces apart, not merged) */
+    for (k = 0; maps && k < n; k++) {
+        const size_t from = pieces[k].from / 8, bytes = (pieces[k].to - pieces[k].from + 7) / 8, piece_third = (pieces[k].to - pieces[k].from) / 8 + 1;
+        for (b = 0; pieces[k].targets && b < bytes && from + b < third; b++) { maps[from + b] = pieces[k].targets[b]; maps[2 * third + from + b] = pieces[k].targets[2 * piece_third + b]; }
+    }
+    return maps;
 }
 
 /* The target of the direct branch at code[at] (its displacement ends the instruction). */
@@ -1696,32 +1733,47 @@ static int64_t branch_target(const struct sieve_tables *t, const uint8_t *code, 
 
 /* Whether a jump to target (from the start of the code) lands where the whole module's verification would let it. */
 static int lands(const struct sieve_tables *t, const sieve_piece *pieces, size_t n, size_t size, uint64_t base, int64_t target) {
-    size_t lo = 0, hi = n;
-    if (target < 0 || (uint64_t)target >= size) return !((base + (uint64_t)target) & (t->bundle_size - 1));
-    while (hi - lo > 1) { size_t mid = lo + (hi - lo) / 2; if (pieces[mid].from <= (size_t)target) lo = mid; else hi = mid; }
-    return pieces[lo].targets && pieces[lo].from <= (size_t)target && (size_t)target < pieces[lo].to && bit(pieces[lo].targets, (size_t)target - pieces[lo].from);
+    size_t lo = 0, hi = n, at = (size_t)target, from, to;
+    const uint8_t *map;
+    if (target < 0 || at >= size) return !((base + (uint64_t)target) & (t->bundle_size - 1));
+    while (hi - lo > 1) { size_t mid = lo + (hi - lo) / 2; if (pieces[mid].from <= at) lo = mid; else hi = mid; }
+    map = pieces[lo].targets; from = pieces[lo].from; to = pieces[lo].to;   /* (% for EVA, which does not relate at to from: never changes it) */
+    return map && from <= at && at < to && bit(map, (at - from) % ((to - from) | 1));
 }
 
 /* Reports the pieces' findings in the order one sieve_core_run over the module reports them (its sweep in offset order,
    then the bad jump targets in branch order), with the jumps between pieces judged; frees the pieces' memory. Returns
    the number of findings. Where a piece refuses code, a bundle may start with no instruction for a jump from another
-   piece to land on: the module is then verified again whole, on this thread (refused code is the rare case), as it is
-   when a piece had more findings than it keeps. Pieces that are not the module's, each once, all verified, refuse it. */
+   piece to land on: every branch is then judged again on the module's maps, which are its pieces' (a bundle starts each
+   piece's pass as it starts the module's), but where an instruction may cross a piece's end, a piece starts within a
+   bundle or the model is none (the pass does not restart at a bundle): there, as when a piece had more findings than it
+   keeps, the module is verified again whole, on this thread. Pieces that are not the module's, each once, all
+   verified, refuse it. */
 SIEVE_CORE_API size_t sieve_core_join(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
                                       sieve_piece *pieces, size_t n, sieve_report_fn report, void *ctx) {
     size_t count = 0, k, j;
-    int pass, failed = !n, refused = 0, whole = 0;
+    int pass, failed = !n, refused = 0, overflowed = 0, exact = !t->model_none, whole;
+    uint8_t *maps = NULL;
+    /*@ loop unroll 4; */   /* (EVA: the pieces apart, not merged) */
     for (k = 0; k < n; k++) {
         failed |= pieces[k].failed || !pieces[k].targets || pieces[k].from != (k ? pieces[k - 1].to : 0) || (k + 1 == n && pieces[k].to != size);
-        whole |= pieces[k].overflowed;
-        for (j = 0; j < pieces[k].nfindings && j < SIEVE_PIECE_FINDINGS && pieces[k].findings; j++)
-            refused |= !pieces[k].findings[j].warning && pieces[k].findings[j].kind != SIEVE_BAD_JUMP_TARGET;
+        overflowed |= pieces[k].overflowed;
+        exact &= !((base + pieces[k].from) & (t->bundle_size - 1)) && pieces[k].from % 8 == 0;   /* bundles, bytes of map */
+        for (j = 0; j < pieces[k].nfindings && j < pieces[k].capacity && pieces[k].findings; j++) {
+            const sieve_finding *f = &pieces[k].findings[j];
+            int refuses = !f->warning && f->kind != SIEVE_BAD_JUMP_TARGET;
+            refused |= refuses;
+            exact &= !(refuses && k + 1 < n && f->offset + 15 > pieces[k].to);   /* an instruction that may cross the piece's end */
+        }
     }
-    whole = (whole || (refused && n > 1)) && !failed;
+    if (refused && n > 1 && exact && !overflowed && !failed) maps = module_maps(pieces, n, size);
+    whole = !failed && (overflowed || (refused && n > 1 && !maps));
     if (whole) count = sieve_core_run(t, code, size, base, NULL, report, ctx, NULL);
     for (pass = 0; pass < 2 && !failed && !whole; pass++) {
+        if (pass && maps) { count += sieve_core_report_jumps(t, code, size, base, maps, report, ctx); break; }
+        /*@ loop unroll 4; */
         for (k = 0; k < n; k++) {
-            for (j = 0; j < pieces[k].nfindings && j < SIEVE_PIECE_FINDINGS && pieces[k].findings; j++) {
+            for (j = 0; j < pieces[k].nfindings && j < pieces[k].capacity && pieces[k].findings; j++) {
                 sieve_finding *f = &pieces[k].findings[j];
                 int jump = f->kind == SIEVE_BAD_JUMP_TARGET && !f->warning;
                 if (jump != pass) continue;
@@ -1736,6 +1788,8 @@ SIEVE_CORE_API size_t sieve_core_join(const struct sieve_tables *t, const uint8_
         }
     }
     if (failed) count = report_one(report, ctx, SIEVE_INVALID, 0, 0, -1);   /* out of memory, or not the module's pieces */
+    free(maps);
+    /*@ loop unroll 4; */
     for (k = 0; k < n; k++) { free(pieces[k].findings); free(pieces[k].targets); pieces[k].findings = NULL; pieces[k].targets = NULL; }
     return count;
 }

@@ -26,8 +26,7 @@ enum { C_LOCK = 1 << 3, C_OPMASK = 1 << 16, C_OPMASK_REQ = 1 << 17, C_ZEROING = 
 #define C_NOF2F3 (1u << 31)
 
 typedef struct {
-    int length, form;
-    unsigned prefixes;
+    int length, form; unsigned prefixes;
     uint8_t prefix_count, refused, rex, opcode, modrm, sib, has_modrm, mem, imm_off, imm_size, table, modrm_at;
     uint8_t vr, vx, vb, vvvv, vw, vl, aaa, z, bcst;
     uint8_t bytes[40];   /* the code from the instruction's start, zero past the readable end: every later read is here */
@@ -258,8 +257,7 @@ static SIEVE_INLINE int decode(const struct sieve_tables *t, const uint8_t *in, 
 static int rex_bit_used(const insn_t *i, const struct sieve_form *f, uint8_t rex) {
     unsigned u = f->prefix_use;
     if ((u & 0x1000) && ((!i->has_modrm && (i->opcode & 7) >= 4 && (u & 0x800)) ||
-                         (i->has_modrm && ((((i->modrm >> 3) & 7) >= 4 && (u & 0x200)) || (!i->mem && (i->modrm & 7) >= 4)))))
-        return 1;
+                         (i->has_modrm && ((((i->modrm >> 3) & 7) >= 4 && (u & 0x200)) || (!i->mem && (i->modrm & 7) >= 4))))) return 1;
     if (((rex & 8) && ((u & 0x100) || ((u & 0x2000) && (i->prefixes & P_66)))) || ((rex & 4) && (u & 0x200))) return 1;
     if ((rex & 2) && i->has_modrm && i->mem && (i->modrm & 7) == 4) return 1;
     if ((rex & 1) && (i->mem || (i->has_modrm && (u & 0x400)) || (u & 0x800))) return 1;
@@ -424,15 +422,11 @@ static int policy_accepts(const struct sieve_tables *t, const insn_t *i, int *ru
 /* ---- the sandbox: NaCl's x86-64 rules (model none: the policy and the decoder only) --------- */
 
 typedef struct {
-    const struct sieve_tables *t;
-    const uint8_t *code;
+    const struct sieve_tables *t; const uint8_t *code;
     size_t size, count, instructions;
     uint64_t base, lo, hi;   /* a direct jump leaving the code lands on a bundle start in [lo, hi] */
-    sieve_report_fn report;
-    void *ctx;
-    uint8_t *valid;   /* a bit per byte of code, 1: a direct jump may land here */
-    uint8_t *targets; /* a bit per byte of code, 1: a direct jump lands here */
-    int bad_target;   /* a direct jump leaves the code for a place it may not land */
+    sieve_report_fn report; void *ctx;
+    uint8_t *valid, *targets;   /* a bit per byte of code, 1: a direct jump may land here (valid), lands here (targets) */
 } pass_t;
 /* (at is in the code: the bound is for the proof) */
 /*@ requires \valid_read(s) && \valid(s->valid + (0 .. s->size / 8));
@@ -457,9 +451,8 @@ static void emit(pass_t *s, int kind, size_t offset, int length, int form, int r
     requires \valid_read(s->t->reason_kinds + (0 .. s->t->reason_count - 1));
     assigns s->count; */
 static void emit_forbidden(pass_t *s, size_t offset, int length, int form) {
-    sieve_finding f; int reason = s->t->forms[form].forbidden - 1;
-    f.offset = offset; f.length = (size_t)length; f.form = form; f.rule = -1; f.warning = 0; f.reason = reason;
-    f.kind = reason >= 0 && (uint32_t)reason < s->t->reason_count ? s->t->reason_kinds[reason] : SIEVE_SANDBOX_FORBIDDEN;
+    const int reason = s->t->forms[form].forbidden - 1;
+    sieve_finding f = {offset, (size_t)length, reason >= 0 && (uint32_t)reason < s->t->reason_count ? s->t->reason_kinds[reason] : SIEVE_SANDBOX_FORBIDDEN, form, -1, 0, reason};
     s->count++; report(s, &f);
 }
 
@@ -875,24 +868,36 @@ static SIEVE_NOINLINE size_t fast_run(fast_t *xp, const uint8_t *code, size_t at
         if (add) { prev[n++] = at; at += 3; pd = NO_REGISTER << 20; }   /* the add */
         if (at == be) { *count += n; n = 0; pd = NO_REGISTER << 20; be += x.mask + 1; }
     }
-    r = RESTRICTED(pm, pd); *restricted = r < NO_REGISTER ? (int)r : -1; *nprev = (int)n; *bundle_end = be;
-    return at;
+    r = RESTRICTED(pm, pd); *restricted = r < NO_REGISTER ? (int)r : -1; *nprev = (int)n; *bundle_end = be; return at;
+}
+
+/* Whether the direct branch at s->code[at] (31 bytes of code from it) is one the fast path takes (the fast decoder: as
+   in the pass) and lands. */
+/*@ requires \valid_read(s) && \valid_read(s->t) && (s->t->full_path_only || fast_rows(s->t->fast)) && s->size <= 0x3fffffffffffffff;
+    requires \valid_read(s->code + (0 .. s->size - 1)) && \valid_read(s->valid + (0 .. s->size / 8)) SIEVE_WP(&& at + 31 <= s->size);
+    assigns \nothing; */
+static SIEVE_INLINE int fast_lands(const pass_t *s, size_t at) {
+    fast_insn_t f = {0, 0, 0, 0, 0}; const size_t n = s->t->full_path_only ? 0 : fast_decode(s->t->fast, s->code + at, &f);
+    return n && (f.d & (SIEVE_FD_TAKE | SIEVE_FD_DIRECT)) == (SIEVE_FD_TAKE | SIEVE_FD_DIRECT) &&
+           jump_lands(s->valid, s->size, s->base, s->lo, s->hi, s->t->bundle_size - 1, jump_target(at, n, s->code + at + f.i + 1, n - f.i - 1));
 }
 
 /* Reports the direct branches that may not land where they do, in the order of the code, once the pass has found that
-   one exists: the pass marks where each direct branch it judged starts (the third map), and only those are decoded
-   again (a second walk that decoded every instruction cost code with a bad jump ten times the pass). */
-/*@ requires \valid(s) && tables_ok(s->t) && s->size <= 0x3fffffffffffffff;
+   one exists: the pass marks where each direct branch it judged starts (the third map), and only those are looked at
+   again (a second walk that decoded every instruction cost code with a bad jump ten times the pass), by the fast
+   decoder where it can (the full one costs ten times as much), by the full one where a jump misses (for its form). */
+/*@ requires \valid(s) && tables_ok(s->t) && s->size <= 0x3fffffffffffffff && (s->t->full_path_only || fast_rows(s->t->fast));
     requires \valid_read(s->code + (0 .. s->size - 1)) && \valid_read(s->valid + (0 .. 3 * (s->size / 8) + 2));
     assigns s->count; */
 static void report_jumps(pass_t *s) {
-    const uint64_t mask = s->t->bundle_size - 1; const uint8_t *branches = s->valid + 2 * (s->size / 8 + 1); size_t at; insn_t i;
-    /*@ loop assigns at, i, s->count; loop variant s->size - at; */
-    for (at = 0; at < s->size; at++) {
-        if (!branches[at / 8]) at += 7 - at % 8;   /* no branch in these 8 bytes */
-        else if ((branches[at / 8] >> at % 8) % 2 && decode(s->t, s->code, at, s->size, &i) && (s->t->forms[i.form].facts & SIEVE_F_DIRECT) &&
-                 i.imm_size && !i.refused && !jump_lands(s->valid, s->size, s->base, s->lo, s->hi, mask,
-                                                         jump_target(at, (size_t)i.length, i.bytes + i.imm_off, i.imm_size)))
+    const uint64_t mask = s->t->bundle_size - 1; const uint8_t *branches = s->valid + 2 * (s->size / 8 + 1); size_t at; unsigned b; insn_t i;
+    /*@ loop assigns at, b, i, s->count; loop variant s->size - at; */
+    for (at = 0; at < s->size; at++) {   /* (the next branch in 8 bytes: its bit's index, the low bits of b that are clear) */
+        if (at % 64 == 0 && at / 8 + 8 <= s->size / 8 + 1 && !load8(branches + at / 8)) at += 63;   /* no branch in these 64 bytes */
+        else if (!(b = branches[at / 8] >> at % 8)) at += 7 - at % 8;   /* none in the rest of these 8 */
+        else if ((at += !(b % 2) + !(b % 4) + !(b % 8) + !(b % 16) + !(b % 32) + !(b % 64) + !(b % 128)) < s->size && (at + 31 > s->size || !fast_lands(s, at)) &&
+                 decode(s->t, s->code, at, s->size, &i) && (s->t->forms[i.form].facts & SIEVE_F_DIRECT) && i.imm_size && !i.refused &&
+                 !jump_lands(s->valid, s->size, s->base, s->lo, s->hi, mask, jump_target(at, (size_t)i.length, i.bytes + i.imm_off, i.imm_size)))
             emit(s, SIEVE_BAD_JUMP_TARGET, at, i.length, i.form, -1, 0);
     }
 }
@@ -996,8 +1001,18 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
     /* below 1 KiB of code, one size to allocate (EVA's harness: one allocation for every size) */
     uint8_t *maps = t->model_none ? NULL : (uint8_t *)calloc((size < 1024 ? 1024 : size) / 8 + 1, 3);
     size_t count = sieve_core_run_maps(t, code, size, base, place, report, ctx, instructions, maps);
-    free(maps);
-    return count;
+    free(maps); return count;
+}
+
+/* The bad jumps alone, over the maps of a sandbox pass over the code (sieve_core_run_maps's, or pieces' laid end to end:
+   sieve_core_join's), as that pass reports them after its findings (without a place: every bundle start outside). */
+/*@ SIEVE_WP(requires tables_ok(t) && (t->full_path_only || fast_rows(t->fast)) && size <= 0x3fffffffffffffff;
+    requires \valid_read(code + (0 .. size - 1)) && \valid_read(maps + (0 .. 3 * (size / 8) + 2));)
+    assigns \nothing; */
+SIEVE_CORE_API size_t sieve_core_report_jumps(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, const uint8_t *maps,
+                                              sieve_report_fn report, void *ctx) {
+    pass_t s = {0}; s.t = t; s.code = code; s.size = size; s.base = base; s.hi = ~(uint64_t)0; s.report = report; s.ctx = ctx;
+    s.valid = (uint8_t *)maps; report_jumps(&s); return s.count;   /* (report_jumps only reads the maps) */
 }
 
 /* The decoder alone (dyncode.c and the tests' decoder differential); the generated verifier uses it for patching. */

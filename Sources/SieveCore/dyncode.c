@@ -341,12 +341,12 @@ SIEVE_CORE_API size_t sieve_core_split(const struct sieve_tables *t, size_t size
     return n;
 }
 
-/* Keeps a piece's finding, offset from the start of the module (the piece's context); past SIEVE_PIECE_FINDINGS of
-   them, none (the join then verifies the module whole). */
+/* Keeps a piece's finding, offset from the start of the module (the piece's context); past its capacity, none (the join
+   then verifies the module whole). */
 static void keep(const sieve_finding *f, void *ctx) {
     sieve_piece *p = (sieve_piece *)ctx;
     if (p->failed || p->overflowed || !p->findings) return;
-    if (p->nfindings >= SIEVE_PIECE_FINDINGS) { p->overflowed = 1; return; }
+    if (p->nfindings >= p->capacity) { p->overflowed = 1; return; }
     p->findings[p->nfindings] = *f;
     p->findings[p->nfindings].offset = f->offset + p->from; p->nfindings++;
 }
@@ -356,18 +356,35 @@ static void keep(const sieve_finding *f, void *ctx) {
    that no piece did). Any other jump that leaves the piece is kept as a bad jump target for sieve_core_join to judge
    against the module. An instruction that crosses the piece's end is refused, as it is in the module (it crosses a
    bundle's end), though perhaps as another kind of finding: the join verifies the module whole when a piece refuses
-   code. A piece that is not one of the module's (from <= to <= size) fails, and the join refuses the module. */
+   code that close to its end. The piece keeps the pass's three maps (the join judges every jump on them when a piece
+   refuses code), and room for a finding per 64 bytes (SIEVE_PIECE_FINDINGS at least). A piece that is not one of the
+   module's (from <= to <= size) fails, and the join refuses the module. */
 SIEVE_CORE_API void sieve_core_verify_piece(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
                                             sieve_piece *p) {
     struct sieve_place place;
     size_t n = p->to - p->from;
     p->findings = NULL; p->targets = NULL; p->nfindings = 0; p->overflowed = 0;
     if (p->from > p->to || p->to > size) { p->failed = 1; return; }
-    place.lo = 0; place.hi = ~(uint64_t)0;   /* as sieve_core_run without a place: every bundle's start */
-    p->findings = (sieve_finding *)calloc(SIEVE_PIECE_FINDINGS, sizeof *p->findings);
-    place.targets = p->targets = (uint8_t *)calloc((n < 1024 ? 1024 : n) / 8 + 1, 1);   /* (one size below 1 KiB: for EVA) */
+    place.lo = 0; place.hi = ~(uint64_t)0; place.targets = NULL;   /* as sieve_core_run without a place: every bundle's start */
+    p->capacity = n / 64 < SIEVE_PIECE_FINDINGS ? SIEVE_PIECE_FINDINGS : n / 64;
+    p->findings = (sieve_finding *)calloc(p->capacity, sizeof *p->findings);
+    p->targets = (uint8_t *)calloc((n < 1024 ? 1024 : n) / 8 + 1, 3);   /* (one size below 1 KiB: for EVA) */
     if (!p->findings || !p->targets) { p->failed = 1; return; }
-    p->count = sieve_core_run(t, code + p->from, n, base + p->from, &place, keep, p, &p->instructions);
+    p->count = sieve_core_run_maps(t, code + p->from, n, base + p->from, &place, keep, p, &p->instructions, p->targets);
+}
+
+/* The module's maps from its pieces' (each a whole number of bundles, so of bytes of map): the valid and the branch
+   thirds, for sieve_core_report_jumps. NULL: out of memory. */
+static uint8_t *module_maps(const sieve_piece *pieces, size_t n, size_t size) {
+    const size_t third = size / 8 + 1;
+    uint8_t *maps = (uint8_t *)calloc((size < 1024 ? 1024 : size) / 8 + 1, 3);   /* (one size below 1 KiB: for EVA) */
+    size_t k, b;
+    /*@ loop unroll 4; */   /* (EVA: the pieces apart, not merged) */
+    for (k = 0; maps && k < n; k++) {
+        const size_t from = pieces[k].from / 8, bytes = (pieces[k].to - pieces[k].from + 7) / 8, piece_third = (pieces[k].to - pieces[k].from) / 8 + 1;
+        for (b = 0; pieces[k].targets && b < bytes && from + b < third; b++) { maps[from + b] = pieces[k].targets[b]; maps[2 * third + from + b] = pieces[k].targets[2 * piece_third + b]; }
+    }
+    return maps;
 }
 
 /* The target of the direct branch at code[at] (its displacement ends the instruction). */
@@ -384,32 +401,47 @@ static int64_t branch_target(const struct sieve_tables *t, const uint8_t *code, 
 
 /* Whether a jump to target (from the start of the code) lands where the whole module's verification would let it. */
 static int lands(const struct sieve_tables *t, const sieve_piece *pieces, size_t n, size_t size, uint64_t base, int64_t target) {
-    size_t lo = 0, hi = n;
-    if (target < 0 || (uint64_t)target >= size) return !((base + (uint64_t)target) & (t->bundle_size - 1));
-    while (hi - lo > 1) { size_t mid = lo + (hi - lo) / 2; if (pieces[mid].from <= (size_t)target) lo = mid; else hi = mid; }
-    return pieces[lo].targets && pieces[lo].from <= (size_t)target && (size_t)target < pieces[lo].to && bit(pieces[lo].targets, (size_t)target - pieces[lo].from);
+    size_t lo = 0, hi = n, at = (size_t)target, from, to;
+    const uint8_t *map;
+    if (target < 0 || at >= size) return !((base + (uint64_t)target) & (t->bundle_size - 1));
+    while (hi - lo > 1) { size_t mid = lo + (hi - lo) / 2; if (pieces[mid].from <= at) lo = mid; else hi = mid; }
+    map = pieces[lo].targets; from = pieces[lo].from; to = pieces[lo].to;   /* (% for EVA, which does not relate at to from: never changes it) */
+    return map && from <= at && at < to && bit(map, (at - from) % ((to - from) | 1));
 }
 
 /* Reports the pieces' findings in the order one sieve_core_run over the module reports them (its sweep in offset order,
    then the bad jump targets in branch order), with the jumps between pieces judged; frees the pieces' memory. Returns
    the number of findings. Where a piece refuses code, a bundle may start with no instruction for a jump from another
-   piece to land on: the module is then verified again whole, on this thread (refused code is the rare case), as it is
-   when a piece had more findings than it keeps. Pieces that are not the module's, each once, all verified, refuse it. */
+   piece to land on: every branch is then judged again on the module's maps, which are its pieces' (a bundle starts each
+   piece's pass as it starts the module's), but where an instruction may cross a piece's end, a piece starts within a
+   bundle or the model is none (the pass does not restart at a bundle): there, as when a piece had more findings than it
+   keeps, the module is verified again whole, on this thread. Pieces that are not the module's, each once, all
+   verified, refuse it. */
 SIEVE_CORE_API size_t sieve_core_join(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
                                       sieve_piece *pieces, size_t n, sieve_report_fn report, void *ctx) {
     size_t count = 0, k, j;
-    int pass, failed = !n, refused = 0, whole = 0;
+    int pass, failed = !n, refused = 0, overflowed = 0, exact = !t->model_none, whole;
+    uint8_t *maps = NULL;
+    /*@ loop unroll 4; */   /* (EVA: the pieces apart, not merged) */
     for (k = 0; k < n; k++) {
         failed |= pieces[k].failed || !pieces[k].targets || pieces[k].from != (k ? pieces[k - 1].to : 0) || (k + 1 == n && pieces[k].to != size);
-        whole |= pieces[k].overflowed;
-        for (j = 0; j < pieces[k].nfindings && j < SIEVE_PIECE_FINDINGS && pieces[k].findings; j++)
-            refused |= !pieces[k].findings[j].warning && pieces[k].findings[j].kind != SIEVE_BAD_JUMP_TARGET;
+        overflowed |= pieces[k].overflowed;
+        exact &= !((base + pieces[k].from) & (t->bundle_size - 1)) && pieces[k].from % 8 == 0;   /* bundles, bytes of map */
+        for (j = 0; j < pieces[k].nfindings && j < pieces[k].capacity && pieces[k].findings; j++) {
+            const sieve_finding *f = &pieces[k].findings[j];
+            int refuses = !f->warning && f->kind != SIEVE_BAD_JUMP_TARGET;
+            refused |= refuses;
+            exact &= !(refuses && k + 1 < n && f->offset + 15 > pieces[k].to);   /* an instruction that may cross the piece's end */
+        }
     }
-    whole = (whole || (refused && n > 1)) && !failed;
+    if (refused && n > 1 && exact && !overflowed && !failed) maps = module_maps(pieces, n, size);
+    whole = !failed && (overflowed || (refused && n > 1 && !maps));
     if (whole) count = sieve_core_run(t, code, size, base, NULL, report, ctx, NULL);
     for (pass = 0; pass < 2 && !failed && !whole; pass++) {
+        if (pass && maps) { count += sieve_core_report_jumps(t, code, size, base, maps, report, ctx); break; }
+        /*@ loop unroll 4; */
         for (k = 0; k < n; k++) {
-            for (j = 0; j < pieces[k].nfindings && j < SIEVE_PIECE_FINDINGS && pieces[k].findings; j++) {
+            for (j = 0; j < pieces[k].nfindings && j < pieces[k].capacity && pieces[k].findings; j++) {
                 sieve_finding *f = &pieces[k].findings[j];
                 int jump = f->kind == SIEVE_BAD_JUMP_TARGET && !f->warning;
                 if (jump != pass) continue;
@@ -424,6 +456,8 @@ SIEVE_CORE_API size_t sieve_core_join(const struct sieve_tables *t, const uint8_
         }
     }
     if (failed) count = report_one(report, ctx, SIEVE_INVALID, 0, 0, -1);   /* out of memory, or not the module's pieces */
+    free(maps);
+    /*@ loop unroll 4; */
     for (k = 0; k < n; k++) { free(pieces[k].findings); free(pieces[k].targets); pieces[k].findings = NULL; pieces[k].targets = NULL; }
     return count;
 }

@@ -170,6 +170,73 @@ import X86
         #expect(join { $0.removeLast(4) } == invalid, "no piece")
     }
 
+    /// The C API's four pieces of `code` (verified on `verified`, joined on `code`), and one pass over `code`.
+    static func pieces(_ code: [UInt8], verified: [UInt8]? = nil) -> (joined: [Finding], whole: [Finding], bounds: [Int]) {
+        var bounds: [Int] = []
+        let joined = code.withUnsafeBytes { bytes in
+            (verified ?? code).withUnsafeBytes { checked in
+                Repository.nacl.collect(bytes, base: 0x20000) { tables, report, context in
+                    var pieces = [sieve_piece](repeating: sieve_piece(), count: 4)
+                    let n = sieve_core_split(tables, code.count, 0x20000, &pieces, 4)
+                    for k in 0..<n { sieve_core_verify_piece(tables, checked.baseAddress!.assumingMemoryBound(to: UInt8.self), code.count, 0x20000, &pieces[k]) }
+                    bounds = pieces.prefix(n).map(\.from)
+                    return sieve_core_join(tables, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), code.count, 0x20000, &pieces, n, report, context)
+                }.findings
+            }
+        }
+        return (joined, Self.run(Repository.nacl, code, base: 0x20000, threads: 1).1, bounds)
+    }
+
+    /// A piece refuses the instruction that starts a bundle (an invalid byte), and a direct jump in another piece lands
+    /// there: the join judges that jump on the pieces' maps and reports it, as one pass does.
+    @Test func aJumpIntoABundleAnotherPieceRefusesIsReported() throws {
+        var code = try Self.module(copies: 4), jumps: [Int] = [], at = 0
+        while at < code.count, case .instruction(let i) = Decoder.shared.decode(code, at: at) {
+            if i.length == 5 && code[at] == 0xE9 { jumps.append(at) }
+            at += i.length
+        }
+        let jump = try #require(jumps.first), target = code.count - 64 * 1024 + 32 * 7   // first piece -> last piece, a bundle start
+        code.replaceSubrange(jump + 1..<jump + 5, with: withUnsafeBytes(of: Int32(target - jump - 5).littleEndian, Array.init))
+        code[target] = 0x06   // invalid in 64-bit mode
+        let run = Self.pieces(code)
+        #expect(run.bounds.count == 4 && run.bounds[1] > jump && run.bounds[3] < target)
+        #expect(run.whole.contains { $0.kind == .badJumpTarget && $0.offset == jump })
+        #expect(Self.firstDifference(run.joined, run.whole) == nil)
+    }
+
+    /// Where pieces refuse code away from their ends, the join reports what the pieces found and judges the jumps on
+    /// their maps: it does not verify the module again. Seen by joining on other bytes than the pieces verified (a
+    /// misuse: the join trusts its pieces): an instruction made invalid after the pieces ran is not reported.
+    @Test func refusedCodeAwayFromPieceEndsIsNotVerifiedAgain() throws {
+        var code = try Self.module(copies: 4)
+        /// The first bundle start from `at` on whose instruction is no branch (a branch's target would change too).
+        func plainBundleStart(from at: Int) -> Int {
+            var at = (at + 31) & ~31
+            while [0xE8, 0xE9, 0xEB, 0x0F].contains(code[at]) || code[at] & 0xF0 == 0x70 { at += 32 }
+            return at
+        }
+        code[plainBundleStart(from: 100_000)] = 0x06   // invalid in 64-bit mode
+        var changed = code
+        let second = plainBundleStart(from: 400_000)
+        changed[second] = 0x06
+        let run = Self.pieces(changed, verified: code)
+        let pieces = Self.pieces(code)
+        #expect(Self.firstDifference(pieces.joined, pieces.whole) == nil)
+        #expect(run.joined.map(\.offset) == pieces.whole.map(\.offset), "the pieces' findings, not those of a second pass")
+        #expect(Self.run(Repository.nacl, changed, base: 0x20000, threads: 1).1.contains { $0.offset == second })
+    }
+
+    /// An instruction that crosses a piece's end (a call two bytes before it): the piece sees it cut short, so the
+    /// join verifies the module whole, and the findings are one pass's.
+    @Test func anInstructionAcrossAPieceEndIsJudgedOnTheModule() throws {
+        var code = try Self.module(copies: 4)
+        let end = try #require(Self.pieces(code).bounds.dropFirst().first)
+        code.replaceSubrange(end - 2..<end + 3, with: [0xE8, 0x10, 0x20, 0x00, 0x00])
+        let run = Self.pieces(code)
+        #expect(run.whole.contains { $0.offset <= end - 2 && $0.offset + $0.length > end - 2 })
+        #expect(Self.firstDifference(run.joined, run.whole) == nil)
+    }
+
     /// A base that is not bundle-aligned, and model none, are verified in one piece (the verdict
     /// depends on more than the bundle): still the same.
     @Test func unalignedBaseAndModelNoneStayWhole() throws {

@@ -177,11 +177,12 @@ typedef struct { size_t offset; int length, form, rule; const uint8_t *bytes; } 
 typedef void (*sieve_site_fn)(const sieve_site *site, void *ctx);
 
 /* One piece of a module verified on its own thread (sieve_split, sieve_verify_piece, sieve_join): its bytes
-   [from, to), and what its verification left for the join: its findings (up to SIEVE_PIECE_FINDINGS; more, and the
-   join verifies the module whole), its jump-target map, and whether memory ran out or the piece was not one. */
+   [from, to), and what its verification left for the join: its findings (up to capacity: one per 64 bytes, and
+   SIEVE_PIECE_FINDINGS at least; more, and the join verifies the module whole), its pass's maps (targets: the
+   jump-target map, then sieve_core_run_maps's other two), and whether memory ran out or the piece was not one. */
 #define SIEVE_PIECE_FINDINGS 1024
 typedef struct {
-    size_t from, to, count, instructions, nfindings;
+    size_t from, to, count, instructions, nfindings, capacity;
     sieve_finding *findings;
     uint8_t *targets;
     int failed, overflowed;
@@ -256,6 +257,10 @@ size_t sieve_core_run(const struct sieve_tables *t, const uint8_t *code, size_t 
    no model of one), whose first third is the jump-target map; NULL: the caller's allocation failed, one SIEVE_INVALID. */
 size_t sieve_core_run_maps(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, const struct sieve_place *place,
                            sieve_report_fn report, void *ctx, size_t *instructions, uint8_t *maps);
+/* The bad jump targets alone (the last findings of sieve_core_run_maps without a place), judged on the maps such a run
+   left (the join's: its pieces' maps laid end to end, each piece's third at its offset / 8 in the module's third). */
+size_t sieve_core_report_jumps(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, const uint8_t *maps,
+                               sieve_report_fn report, void *ctx);
 /* The core's own name for a finding kind ("banned", "sandbox-forbidden", ...). */
 const char *sieve_core_kind_name(int kind);
 /* Decodes one instruction: its length (0 when the bytes are not an instruction) and its layout
