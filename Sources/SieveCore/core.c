@@ -873,11 +873,11 @@ static SIEVE_NOINLINE size_t fast_run(fast_t *xp, const uint8_t *code, size_t at
 
 /* Whether the direct branch at s->code[at] (31 bytes of code from it) is one the fast path takes (the fast decoder: as
    in the pass) and lands. */
-/*@ requires \valid_read(s) && \valid_read(s->t) && (s->t->full_path_only || fast_rows(s->t->fast)) && s->size <= 0x3fffffffffffffff;
+/*@ requires \valid_read(s) && \valid_read(s->t) && (fast == \null || fast_rows(fast)) && s->size <= 0x3fffffffffffffff;
     requires \valid_read(s->code + (0 .. s->size - 1)) && \valid_read(s->valid + (0 .. s->size / 8)) SIEVE_WP(&& at + 31 <= s->size);
     assigns \nothing; */
-static SIEVE_INLINE int fast_lands(const pass_t *s, size_t at) {
-    fast_insn_t f = {0, 0, 0, 0, 0}; const size_t n = s->t->full_path_only ? 0 : fast_decode(s->t->fast, s->code + at, &f);
+static SIEVE_INLINE int fast_lands(const pass_t *s, const uint32_t *fast, size_t at) {
+    fast_insn_t f = {0, 0, 0, 0, 0}; const size_t n = !fast ? 0 : fast_decode(fast, s->code + at, &f);
     return n && (f.d & (SIEVE_FD_TAKE | SIEVE_FD_DIRECT)) == (SIEVE_FD_TAKE | SIEVE_FD_DIRECT) &&
            jump_lands(s->valid, s->size, s->base, s->lo, s->hi, s->t->bundle_size - 1, jump_target(at, n, s->code + at + f.i + 1, n - f.i - 1));
 }
@@ -886,16 +886,16 @@ static SIEVE_INLINE int fast_lands(const pass_t *s, size_t at) {
    one exists: the pass marks where each direct branch it judged starts (the third map), and only those are looked at
    again (a second walk that decoded every instruction cost code with a bad jump ten times the pass), by the fast
    decoder where it can (the full one costs ten times as much), by the full one where a jump misses (for its form). */
-/*@ requires \valid(s) && tables_ok(s->t) && s->size <= 0x3fffffffffffffff && (s->t->full_path_only || fast_rows(s->t->fast));
+/*@ requires \valid(s) && tables_ok(s->t) && s->size <= 0x3fffffffffffffff && (fast == \null || fast_rows(fast));
     requires \valid_read(s->code + (0 .. s->size - 1)) && \valid_read(s->valid + (0 .. 3 * (s->size / 8) + 2));
     assigns s->count; */
-static void report_jumps(pass_t *s) {
+static void report_jumps(pass_t *s, const uint32_t *fast) {   /* (fast: the fast path's table, or none) */
     const uint64_t mask = s->t->bundle_size - 1; const uint8_t *branches = s->valid + 2 * (s->size / 8 + 1); size_t at; unsigned b; insn_t i;
     /*@ loop assigns at, b, i, s->count; loop variant s->size - at; */
     for (at = 0; at < s->size; at++) {   /* (the next branch in 8 bytes: its bit's index, the low bits of b that are clear) */
         if (at % 64 == 0 && at / 8 + 8 <= s->size / 8 + 1 && !load8(branches + at / 8)) at += 63;   /* no branch in these 64 bytes */
         else if (!(b = branches[at / 8] >> at % 8)) at += 7 - at % 8;   /* none in the rest of these 8 */
-        else if ((at += !(b % 2) + !(b % 4) + !(b % 8) + !(b % 16) + !(b % 32) + !(b % 64) + !(b % 128)) < s->size && (at + 31 > s->size || !fast_lands(s, at)) &&
+        else if ((at += !(b % 2) + !(b % 4) + !(b % 8) + !(b % 16) + !(b % 32) + !(b % 64) + !(b % 128)) < s->size && (at + 31 > s->size || !fast_lands(s, fast, at)) &&
                  decode(s->t, s->code, at, s->size, &i) && (s->t->forms[i.form].facts & SIEVE_F_DIRECT) && i.imm_size && !i.refused &&
                  !jump_lands(s->valid, s->size, s->base, s->lo, s->hi, mask, jump_target(at, (size_t)i.length, i.bytes + i.imm_off, i.imm_size)))
             emit(s, SIEVE_BAD_JUMP_TARGET, at, i.length, i.form, -1, 0);
@@ -957,7 +957,7 @@ static void sandbox_pass(pass_t *s) {
     }
     /*@ SIEVE_WP(loop invariant 0 <= k <= size / 8 + 1;) loop assigns k, any; loop variant size / 8 + 1 - k; */
     for (k = 0; k <= size / 8; k++) any |= s->targets[k] & (uint8_t)~s->valid[k];
-    if (any || x.bad_target) report_jumps(s);
+    if (any || x.bad_target) report_jumps(s, 0);   /* (the full decoder: WP does not carry fast_rows across the loops above) */
 }
 
 /* The policy and the decoder alone (model none): every instruction against the policy, past an invalid byte to the next. */
@@ -1012,7 +1012,7 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
 SIEVE_CORE_API size_t sieve_core_report_jumps(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, const uint8_t *maps,
                                               sieve_report_fn report, void *ctx) {
     pass_t s = {0}; s.t = t; s.code = code; s.size = size; s.base = base; s.hi = ~(uint64_t)0; s.report = report; s.ctx = ctx;
-    s.valid = (uint8_t *)maps; report_jumps(&s); return s.count;   /* (report_jumps only reads the maps) */
+    s.valid = (uint8_t *)maps; report_jumps(&s, t->full_path_only ? 0 : t->fast); return s.count;   /* (report_jumps only reads the maps) */
 }
 
 /* The decoder alone (dyncode.c and the tests' decoder differential); the generated verifier uses it for patching. */
