@@ -126,12 +126,16 @@ public struct CVerifierGenerator {
         /* ---- one module on several threads (the runtime's own) ------------------------------------------------ */
 
         /* sieve_split cuts code into at most n pieces of whole bundles (returns how many; one when the base is not
-           bundle-aligned); sieve_verify_piece verifies one piece, on any thread, each piece once; sieve_join then reports
-           the findings exactly as sieve_verify would, in the same order, with the jumps between pieces judged, frees what
-           the pieces hold and returns the number of findings. Pieces that are not sieve_split's for this code (a bundle
-           in none, a piece past the code, a piece not verified) refuse it: one SIEVE_INVALID finding. */
+           bundle-aligned); sieve_verify_piece verifies one piece, on any thread, each piece once; then, when every piece
+           is verified, sieve_judge_piece judges piece k's direct jumps on the whole module, on any thread, each piece once
+           (it does work only where a jump may not land: code with refusals; optional, for speed: sieve_join judges the
+           pieces no thread did, on its own thread); sieve_join then reports the findings exactly as sieve_verify would,
+           in the same order, frees what the pieces hold and returns the number of findings. Pieces that are not
+           sieve_split's for this code (a bundle in none, a piece past the code, a piece not verified) refuse it: one
+           SIEVE_INVALID finding. */
         size_t sieve_split(size_t size, uint64_t base, sieve_piece *pieces, size_t n);
         void sieve_verify_piece(const uint8_t *code, size_t size, uint64_t base, sieve_piece *piece);
+        void sieve_judge_piece(const uint8_t *code, size_t size, uint64_t base, sieve_piece *pieces, size_t n, size_t k);
         size_t sieve_join(const uint8_t *code, size_t size, uint64_t base, sieve_piece *pieces, size_t n,
                           sieve_report_fn report, void *ctx);
 
@@ -266,6 +270,10 @@ public struct CVerifierGenerator {
 
         void sieve_verify_piece(const uint8_t *code, size_t size, uint64_t base, sieve_piece *piece) {
             sieve_core_verify_piece(&sieve_policy, code, size, base, piece);
+        }
+
+        void sieve_judge_piece(const uint8_t *code, size_t size, uint64_t base, sieve_piece *pieces, size_t n, size_t k) {
+            sieve_core_judge_piece(&sieve_policy, code, size, base, pieces, n, k);
         }
 
         size_t sieve_join(const uint8_t *code, size_t size, uint64_t base, sieve_piece *pieces, size_t n,

@@ -159,8 +159,9 @@ enum sieve_reg_check {
 /* Where code runs (sieve_core_run; NULL: a whole static module, whose direct jumps may leave it for any bundle
    start). Dynamic code: a direct jump that leaves the code must land on a bundle start in [lo, hi], the module.
    targets, when not NULL, receives the core's jump-target map: a bit per byte of code (size / 8 + 1 bytes), set
-   where a jump may land (an instruction start outside a sanctioned sequence). */
-struct sieve_place { uint64_t lo, hi; uint8_t *targets; };
+   where a jump may land (an instruction start outside a sanctioned sequence). look, when not NULL, leaves the bad jumps
+   to the caller (sieve_core_report_jumps on the maps): 1 there when a direct branch may not land, else 0. */
+struct sieve_place { uint64_t lo, hi; uint8_t *targets; int *look; };
 
 /* Where one instruction's fields are (sieve_core_decode): offsets from its first byte, 0 when absent. */
 typedef struct {
@@ -181,16 +182,18 @@ typedef struct { uint64_t base, size; uint8_t *loaded; } sieve_module;
 typedef struct { size_t offset; int length, form, rule; const uint8_t *bytes; } sieve_site;
 typedef void (*sieve_site_fn)(const sieve_site *site, void *ctx);
 
-/* One piece of a module verified on its own thread (sieve_split, sieve_verify_piece, sieve_join): its bytes
-   [from, to), and what its verification left for the join: its findings (up to capacity: one per 64 bytes, and
+/* One piece of a module verified on its own thread (sieve_split, sieve_verify_piece, sieve_judge_piece, sieve_join): its
+   bytes [from, to), and what its verification left for the join: its findings (up to capacity: one per 64 bytes, and
    SIEVE_PIECE_FINDINGS at least; more, and the join verifies the module whole), its pass's maps (targets: the
-   jump-target map, then sieve_core_run_maps's other two), and whether memory ran out or the piece was not one. */
+   jump-target map, then sieve_core_run_maps's other two), whether memory ran out or the piece was not one, whether a
+   direct branch may not land (look: its bad jumps are judged on the module, sieve_core_judge_piece), whether it refuses
+   code and code that may cross its end (late), and whether its jumps were judged. */
 #define SIEVE_PIECE_FINDINGS 1024
 typedef struct {
     size_t from, to, count, instructions, nfindings, capacity;
     sieve_finding *findings;
     uint8_t *targets;
-    int failed, overflowed;
+    int failed, overflowed, look, refuses, late, judged;
 } sieve_piece;
 
 #define SIEVE_NO_FORM 65535
@@ -262,10 +265,10 @@ size_t sieve_core_run(const struct sieve_tables *t, const uint8_t *code, size_t 
    no model of one), whose first third is the jump-target map; NULL: the caller's allocation failed, one SIEVE_INVALID. */
 size_t sieve_core_run_maps(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, const struct sieve_place *place,
                            sieve_report_fn report, void *ctx, size_t *instructions, uint8_t *maps);
-/* The bad jump targets alone (the last findings of sieve_core_run_maps without a place), judged on the maps such a run
-   left (the join's: its pieces' maps laid end to end, each piece's third at its offset / 8 in the module's third). */
+/* The bad jump targets alone (the last findings of sieve_core_run_maps), judged on the maps such a run left, a jump that
+   leaves the code landing on a bundle start in [lo, hi] (a piece's judgement: none, and the join judges them). */
 size_t sieve_core_report_jumps(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, const uint8_t *maps,
-                               sieve_report_fn report, void *ctx);
+                               uint64_t lo, uint64_t hi, sieve_report_fn report, void *ctx);
 /* The core's own name for a finding kind ("banned", "sandbox-forbidden", ...). */
 const char *sieve_core_kind_name(int kind);
 /* Decodes one instruction: its length (0 when the bytes are not an instruction) and its layout
@@ -284,6 +287,8 @@ long sieve_core_copy(const struct sieve_tables *t, uint8_t *live, const uint8_t 
                      void (*serialize)(void *), void *ctx);
 size_t sieve_core_split(const struct sieve_tables *t, size_t size, uint64_t base, sieve_piece *pieces, size_t n);
 void sieve_core_verify_piece(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, sieve_piece *piece);
+void sieve_core_judge_piece(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, sieve_piece *pieces,
+                            size_t n, size_t k);
 size_t sieve_core_join(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, sieve_piece *pieces,
                        size_t n, sieve_report_fn report, void *ctx);
 size_t sieve_core_patch(const struct sieve_tables *t, uint8_t *code, size_t size, uint64_t base, int stub_with_hlt,
@@ -1198,13 +1203,13 @@ static void report_jumps(pass_t *s, const uint32_t *fast) {   /* (fast: the fast
 }
 
 /* The sandbox pass over s's code, with three maps of size / 8 + 1 bytes, all clear: s->valid, s->targets right after it,
-   and the direct branches' starts after that. */
+   and the direct branches' starts after that. Returns whether a direct branch may not land (report_jumps finds which). */
 /*@ SIEVE_WP(requires \valid(s) && tables_ok(s->t) && s->size <= 0x3fffffffffffffff;
     requires \valid_read(s->code + (0 .. s->size - 1)) && \valid(s->valid + (0 .. 3 * (s->size / 8) + 2));
     requires s->targets == s->valid + s->size / 8 + 1 && \separated(s, s->valid + (0 .. 3 * (s->size / 8) + 2));
     requires (s->t->full_path_only || fast_rows(s->t->fast)) && \separated(s->code + (0 .. s->size - 1), s, s->valid + (0 .. 3 * (s->size / 8) + 2));)
     assigns s->count, s->instructions, s->valid[0 .. 3 * (s->size / 8) + 2]; */
-static void sandbox_pass(pass_t *s) {
+static int sandbox_pass(pass_t *s) {
     const struct sieve_tables *t = s->t; const uint8_t *code = s->code;
     const uint64_t base = s->base, bundle_mask = t->bundle_size - 1;
     /* the fast path reads 32 bytes ahead; it needs the bundles aligned (else the layout is refused) */
@@ -1246,13 +1251,12 @@ static void sandbox_pass(pass_t *s) {
             s->instructions += (size_t)nprev;
             if ((restricted == 4 || restricted == 5) && nprev)
                 emit(s, SIEVE_STACK_POINTER_WRITE, prev[nprev - 1], (int)(prev[nprev] - prev[nprev - 1]), -1, -1, 0);
-            nprev = 0; restricted = -1; bundle_end = at + t->bundle_size - (size_t)((base + at) % t->bundle_size);   /* (% for the proof) */
-            if (bundle_end > size) bundle_end = size;
+            nprev = 0; restricted = -1; bundle_end = at + t->bundle_size - (size_t)((base + at) % t->bundle_size); if (bundle_end > size) bundle_end = size;   /* (%: for WP) */
         }
     }
     /*@ SIEVE_WP(loop invariant 0 <= k <= size / 8 + 1;) loop assigns k, any; loop variant size / 8 + 1 - k; */
     for (k = 0; k <= size / 8; k++) any |= s->targets[k] & (uint8_t)~s->valid[k];
-    if (any || x.bad_target) report_jumps(s, 0);   /* (the full decoder: WP does not carry fast_rows across the loops above) */
+    return any || x.bad_target;
 }
 
 /* The policy and the decoder alone (model none): every instruction against the policy, past an invalid byte to the next. */
@@ -1273,8 +1277,10 @@ static void policy_pass(pass_t *s) {
     requires place == \null || place->targets == \null || (\valid(place->targets + (0 .. size / 8)) && \separated(place->targets + (0 .. size / 8), place));
     requires maps == \null || (\valid(maps + (0 .. 3 * (size / 8) + 2)) && \separated(maps + (0 .. 3 * (size / 8) + 2), code + (0 .. size - 1)));
     requires maps == \null || place == \null || place->targets == \null || \separated(maps + (0 .. 3 * (size / 8) + 2), place->targets + (0 .. size / 8), place);
+    requires maps == \null || \separated(maps + (0 .. 3 * (size / 8) + 2), t);
+    requires place == \null || place->look == \null || (\valid(place->look) && \separated(place->look, place, maps + (0 .. 3 * (size / 8) + 2)));
     requires instructions == \null || \valid(instructions);)
-    assigns *instructions, place->targets[0 .. size / 8], maps[0 .. 3 * (size / 8) + 2]; */
+    assigns *instructions, place->targets[0 .. size / 8], *place->look, maps[0 .. 3 * (size / 8) + 2]; */
 SIEVE_CORE_API size_t sieve_core_run_maps(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, const struct sieve_place *place,
                                           sieve_report_fn report, void *ctx, size_t *instructions, uint8_t *maps) {
     pass_t s; size_t k;
@@ -1283,7 +1289,8 @@ SIEVE_CORE_API size_t sieve_core_run_maps(const struct sieve_tables *t, const ui
     if (t->model_none) policy_pass(&s);
     else if (!maps) emit(&s, SIEVE_INVALID, 0, 0, -1, -1, 0);   /* (sieve_core_run: the allocation failed) */
     else {
-        s.valid = maps; s.targets = maps + size / 8 + 1; sandbox_pass(&s);
+        s.valid = maps; s.targets = maps + size / 8 + 1; k = (size_t)sandbox_pass(&s);   /* (the look here, where WP carries fast_rows) */
+        if (place && place->look) *place->look = (int)k; else if (k) report_jumps(&s, t->full_path_only ? 0 : t->fast);
         /*@ SIEVE_WP(loop invariant 0 <= k <= size / 8 + 1;) loop assigns k, place->targets[0 .. size / 8]; loop variant size / 8 + 1 - k; */
         for (k = 0; place && place->targets && k <= size / 8; k++) place->targets[k] = maps[k];   /* (a loop WP proves, not memcpy) */
     }
@@ -1299,14 +1306,14 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
     free(maps); return count;
 }
 
-/* The bad jumps alone, over the maps of a sandbox pass over the code (sieve_core_run_maps's, or pieces' laid end to end:
-   sieve_core_join's), as that pass reports them after its findings (without a place: every bundle start outside). */
+/* The bad jumps alone, over the maps of a sandbox pass over the code (sieve_core_run_maps's with place->look), as that
+   pass reports them after its findings, a jump out of the code landing on a bundle start in [lo, hi]. */
 /*@ SIEVE_WP(requires tables_ok(t) && (t->full_path_only || fast_rows(t->fast)) && size <= 0x3fffffffffffffff;
     requires \valid_read(code + (0 .. size - 1)) && \valid_read(maps + (0 .. 3 * (size / 8) + 2));)
     assigns \nothing; */
 SIEVE_CORE_API size_t sieve_core_report_jumps(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, const uint8_t *maps,
-                                              sieve_report_fn report, void *ctx) {
-    pass_t s = {0}; s.t = t; s.code = code; s.size = size; s.base = base; s.hi = ~(uint64_t)0; s.report = report; s.ctx = ctx;
+                                              uint64_t lo, uint64_t hi, sieve_report_fn report, void *ctx) {
+    pass_t s = {0}; s.t = t; s.code = code; s.size = size; s.base = base; s.lo = lo; s.hi = hi; s.report = report; s.ctx = ctx;
     s.valid = (uint8_t *)maps; report_jumps(&s, t->full_path_only ? 0 : t->fast); return s.count;   /* (report_jumps only reads the maps) */
 }
 
@@ -1408,7 +1415,7 @@ static int region_fits(const struct sieve_tables *t, const sieve_module *m, uint
    every bundle start of verified code is an instruction start, and unverified code never runs. */
 static struct sieve_place module_place(const sieve_module *m, uint8_t *targets) {
     struct sieve_place p;
-    p.lo = m->base; p.hi = m->base + (m->size - 1); p.targets = targets;
+    p.lo = m->base; p.hi = m->base + (m->size - 1); p.targets = targets; p.look = NULL;
     return p;
 }
 
@@ -1674,30 +1681,29 @@ SIEVE_CORE_API size_t sieve_core_split(const struct sieve_tables *t, size_t size
 }
 
 /* Keeps a piece's finding, offset from the start of the module (the piece's context); past its capacity, none (the join
-   then verifies the module whole). */
+   then verifies the module whole). Notes every refusal, and one that may cross the piece's end. */
 static void keep(const sieve_finding *f, void *ctx) {
     sieve_piece *p = (sieve_piece *)ctx;
+    const int refuses = !f->warning && f->kind != SIEVE_BAD_JUMP_TARGET;
+    p->refuses |= refuses; p->late |= refuses && f->offset + 15 > p->to - p->from;   /* (an instruction: 15 bytes at most) */
     if (p->failed || p->overflowed || !p->findings) return;
     if (p->nfindings >= p->capacity) { p->overflowed = 1; return; }
     p->findings[p->nfindings] = *f;
     p->findings[p->nfindings].offset = f->offset + p->from; p->nfindings++;
 }
 
-/* Verifies one piece (any thread; each piece once). A direct jump that leaves the piece for a bundle's start passes, as
-   it does out of the module: when no piece finds fault with the code, every bundle starts an instruction (the join checks
-   that no piece did). Any other jump that leaves the piece is kept as a bad jump target for sieve_core_join to judge
-   against the module. An instruction that crosses the piece's end is refused, as it is in the module (it crosses a
-   bundle's end), though perhaps as another kind of finding: the join verifies the module whole when a piece refuses
-   code that close to its end. The piece keeps the pass's three maps (the join judges every jump on them when a piece
-   refuses code), and room for a finding per 64 bytes (SIEVE_PIECE_FINDINGS at least). A piece that is not one of the
-   module's (from <= to <= size) fails, and the join refuses the module. */
+/* Verifies one piece (any thread; each piece once): the pass alone, its direct branches left to sieve_core_judge_piece.
+   An instruction that crosses the piece's end is refused, as it is in the module (it crosses a bundle's end), though
+   perhaps as another kind of finding: the join verifies the module whole when a piece refuses code that close to its
+   end. The piece keeps the pass's three maps, and room for a finding per 64 bytes (SIEVE_PIECE_FINDINGS at least). A
+   piece that is not one of the module's (from <= to <= size) fails, and the join refuses the module. */
 SIEVE_CORE_API void sieve_core_verify_piece(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
                                             sieve_piece *p) {
     struct sieve_place place;
     size_t n = p->to - p->from;
-    p->findings = NULL; p->targets = NULL; p->nfindings = 0; p->overflowed = 0;
+    p->findings = NULL; p->targets = NULL; p->nfindings = 0; p->overflowed = p->look = p->refuses = p->late = p->judged = 0;
     if (p->from > p->to || p->to > size) { p->failed = 1; return; }
-    place.lo = 0; place.hi = ~(uint64_t)0; place.targets = NULL;   /* as sieve_core_run without a place: every bundle's start */
+    place.lo = 0; place.hi = ~(uint64_t)0; place.targets = NULL; place.look = &p->look;   /* every bundle's start outside */
     p->capacity = n / 64 < SIEVE_PIECE_FINDINGS ? SIEVE_PIECE_FINDINGS : n / 64;
     p->findings = (sieve_finding *)calloc(p->capacity, sizeof *p->findings);
     p->targets = (uint8_t *)calloc((n < 1024 ? 1024 : n) / 8 + 1, 3);   /* (one size below 1 KiB: for EVA) */
@@ -1705,18 +1711,23 @@ SIEVE_CORE_API void sieve_core_verify_piece(const struct sieve_tables *t, const 
     p->count = sieve_core_run_maps(t, code + p->from, n, base + p->from, &place, keep, p, &p->instructions, p->targets);
 }
 
-/* The module's maps from its pieces' (each a whole number of bundles, so of bytes of map): the valid and the branch
-   thirds, for sieve_core_report_jumps. NULL: out of memory. */
-static uint8_t *module_maps(const sieve_piece *pieces, size_t n, size_t size) {
-    const size_t third = size / 8 + 1;
-    uint8_t *maps = (uint8_t *)calloc((size < 1024 ? 1024 : size) / 8 + 1, 3);   /* (one size below 1 KiB: for EVA) */
-    size_t k, b;
+/* Whether the pieces' findings, each piece's jumps judged on the module, are the module's: 1 when they are, 0 when the
+   module must be verified again whole, -1 when these are not the module's pieces, each verified. Where a piece refuses
+   code, a bundle may start with no instruction for a jump from another piece to land on, and a piece's pass is the
+   module's only where a bundle starts it (so its maps are the module's), the pass restarts there (not model none) and
+   no piece refuses code that may cross its end. *refused: whether a piece refuses code. Reads only what
+   sieve_core_verify_piece wrote (the judges run beside each other). */
+static int pieces_state(const struct sieve_tables *t, size_t size, uint64_t base, const sieve_piece *pieces, size_t n, int *refused) {
+    int failed = !n, exact = !t->model_none;
+    size_t k;
+    *refused = 0;
     /*@ loop unroll 4; */   /* (EVA: the pieces apart, not merged) */
-    for (k = 0; maps && k < n; k++) {
-        const size_t from = pieces[k].from / 8, bytes = (pieces[k].to - pieces[k].from + 7) / 8, piece_third = (pieces[k].to - pieces[k].from) / 8 + 1;
-        for (b = 0; pieces[k].targets && b < bytes && from + b < third; b++) { maps[from + b] = pieces[k].targets[b]; maps[2 * third + from + b] = pieces[k].targets[2 * piece_third + b]; }
+    for (k = 0; k < n; k++) {
+        failed |= pieces[k].failed || !pieces[k].targets || pieces[k].from != (k ? pieces[k - 1].to : 0) || (k + 1 == n && pieces[k].to != size);
+        exact &= !((base + pieces[k].from) & (t->bundle_size - 1)) && !(pieces[k].late && k + 1 < n);
+        *refused |= pieces[k].refuses;
     }
-    return maps;
+    return failed ? -1 : exact || !*refused || n == 1;
 }
 
 /* The target of the direct branch at code[at] (its displacement ends the instruction). */
@@ -1741,54 +1752,57 @@ static int lands(const struct sieve_tables *t, const sieve_piece *pieces, size_t
     return map && from <= at && at < to && bit(map, (at - from) % ((to - from) | 1));
 }
 
+typedef struct { const struct sieve_tables *t; const uint8_t *code; size_t size, n; uint64_t base; const sieve_piece *pieces; sieve_piece *piece; } judge_t;
+
+/* Keeps a bad jump the core reports in a piece (every jump that leaves it), but one that lands where the module lets it. */
+static void keep_jump(const sieve_finding *f, void *ctx) {
+    const judge_t *j = (const judge_t *)ctx;
+    const int64_t target = branch_target(j->t, j->code, j->size, f->offset + j->piece->from);
+    if ((target < (int64_t)j->piece->from || target >= (int64_t)j->piece->to) && lands(j->t, j->pieces, j->n, j->size, j->base, target)) return;
+    keep(f, j->piece);
+}
+
+/* Judges piece k's direct branches on the module (any thread, each piece once, after every piece is verified; the join
+   judges those no thread did): on the piece's maps where they land in it, on the piece's they land in where they leave
+   it. Only where the piece's pass found a branch that may not land, or a piece refuses code (a bundle start another
+   piece's jump lands on may then start no instruction); not where the join verifies the module whole. Writes piece k
+   alone, reads what sieve_core_verify_piece wrote. */
+SIEVE_CORE_API void sieve_core_judge_piece(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
+                                           sieve_piece *pieces, size_t n, size_t k) {
+    int refused;
+    judge_t j;
+    sieve_piece *p = pieces + k;
+    if (k >= n || p->judged) return;
+    p->judged = 1;
+    if (pieces_state(t, size, base, pieces, n, &refused) != 1 || !(p->look || refused)) return;
+    if (!p->targets || p->from > p->to || p->to > size) return;   /* (never, after pieces_state: for EVA) */
+    j.t = t; j.code = code; j.size = size; j.n = n; j.base = base; j.pieces = pieces; j.piece = p;
+    (void)sieve_core_report_jumps(t, code + p->from, p->to - p->from, base + p->from, p->targets, 1, 0, keep_jump, &j);   /* [1, 0]: none outside */
+}
+
 /* Reports the pieces' findings in the order one sieve_core_run over the module reports them (its sweep in offset order,
-   then the bad jump targets in branch order), with the jumps between pieces judged; frees the pieces' memory. Returns
-   the number of findings. Where a piece refuses code, a bundle may start with no instruction for a jump from another
-   piece to land on: every branch is then judged again on the module's maps, which are its pieces' (a bundle starts each
-   piece's pass as it starts the module's), but where an instruction may cross a piece's end, a piece starts within a
-   bundle or the model is none (the pass does not restart at a bundle): there, as when a piece had more findings than it
-   keeps, the module is verified again whole, on this thread. Pieces that are not the module's, each once, all
-   verified, refuse it. */
+   then the bad jump targets in branch order), the jumps of the pieces no thread judged judged first (pieces_state: or the
+   module verified again whole, on this thread); frees the pieces' memory. Returns the number of findings. Pieces that
+   are not the module's, each once, all verified, refuse it. */
 SIEVE_CORE_API size_t sieve_core_join(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
                                       sieve_piece *pieces, size_t n, sieve_report_fn report, void *ctx) {
     size_t count = 0, k, j;
-    int pass, failed = !n, refused = 0, overflowed = 0, exact = !t->model_none, whole;
-    uint8_t *maps = NULL;
+    int pass, refused, overflowed = 0, state = pieces_state(t, size, base, pieces, n, &refused);
     /*@ loop unroll 4; */   /* (EVA: the pieces apart, not merged) */
-    for (k = 0; k < n; k++) {
-        failed |= pieces[k].failed || !pieces[k].targets || pieces[k].from != (k ? pieces[k - 1].to : 0) || (k + 1 == n && pieces[k].to != size);
-        overflowed |= pieces[k].overflowed;
-        exact &= !((base + pieces[k].from) & (t->bundle_size - 1)) && pieces[k].from % 8 == 0;   /* bundles, bytes of map */
-        for (j = 0; j < pieces[k].nfindings && j < pieces[k].capacity && pieces[k].findings; j++) {
-            const sieve_finding *f = &pieces[k].findings[j];
-            int refuses = !f->warning && f->kind != SIEVE_BAD_JUMP_TARGET;
-            refused |= refuses;
-            exact &= !(refuses && k + 1 < n && f->offset + 15 > pieces[k].to);   /* an instruction that may cross the piece's end */
-        }
-    }
-    if (refused && n > 1 && exact && !overflowed && !failed) maps = module_maps(pieces, n, size);
-    whole = !failed && (overflowed || (refused && n > 1 && !maps));
-    if (whole) count = sieve_core_run(t, code, size, base, NULL, report, ctx, NULL);
-    for (pass = 0; pass < 2 && !failed && !whole; pass++) {
-        if (pass && maps) { count += sieve_core_report_jumps(t, code, size, base, maps, report, ctx); break; }
+    for (k = 0; k < n && state == 1; k++) { sieve_core_judge_piece(t, code, size, base, pieces, n, k); overflowed |= pieces[k].overflowed; }
+    if (state == 0 || overflowed) count = sieve_core_run(t, code, size, base, NULL, report, ctx, NULL);
+    else if (state < 0) count = report_one(report, ctx, SIEVE_INVALID, 0, 0, -1);   /* out of memory, or not the module's pieces */
+    else for (pass = 0; pass < 2; pass++) {
         /*@ loop unroll 4; */
         for (k = 0; k < n; k++) {
             for (j = 0; j < pieces[k].nfindings && j < pieces[k].capacity && pieces[k].findings; j++) {
-                sieve_finding *f = &pieces[k].findings[j];
-                int jump = f->kind == SIEVE_BAD_JUMP_TARGET && !f->warning;
-                if (jump != pass) continue;
-                if (jump) {
-                    int64_t target = branch_target(t, code, size, f->offset);
-                    int inside = target >= (int64_t)pieces[k].from && target < (int64_t)pieces[k].to;
-                    if (!inside && lands(t, pieces, n, size, base, target)) continue;
-                }
+                const sieve_finding *f = &pieces[k].findings[j];
+                if ((f->kind == SIEVE_BAD_JUMP_TARGET && !f->warning) != pass) continue;
                 if (!f->warning) count++;
                 if (report) report(f, ctx);
             }
         }
     }
-    if (failed) count = report_one(report, ctx, SIEVE_INVALID, 0, 0, -1);   /* out of memory, or not the module's pieces */
-    free(maps);
     /*@ loop unroll 4; */
     for (k = 0; k < n; k++) { free(pieces[k].findings); free(pieces[k].targets); pieces[k].findings = NULL; pieces[k].targets = NULL; }
     return count;

@@ -19,9 +19,10 @@ struct BenchCommand: ParsableCommand {
 
               - the trusted core in this process (on tables built in memory, as `sieve verify`);
               - c: the generated C verifier (the same core, cc -O2) on one thread;
-              - c_threads: the same on --threads threads (default: one per processor), the code \
-            cut into pieces of whole bundles and joined (sieve_split, sieve_verify_piece, \
-            sieve_join; the same findings as one thread, which the benchmark checks);
+              - c_threads: the same on --threads threads (default: one per processor; no more \
+            threads than pieces), the code cut into pieces of whole bundles, verified, their jumps \
+            judged, and joined (sieve_split, sieve_verify_piece, sieve_judge_piece, sieve_join; the \
+            same findings as one thread, which the benchmark checks);
               - zydis: Zydis 4 decoding the same bytes (a linear sweep, one instruction at a time), \
             the reference decoder;
 
@@ -170,27 +171,30 @@ enum CBenchmark {
         #include <time.h>
         #include "sieve_verifier.h"
         /* argv: passes, threads, then file base pairs. Prints the median seconds of one pass over all files on one
-           thread, the same on the threads (split, pieces by an atomic counter, join), the pieces, and whether the
-           two found the same number of findings. */
+           thread, the same on the threads (split; the pieces verified, then judged, each by an atomic counter; join),
+           the pieces, and whether the two found the same number of findings. */
         static int cmp(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return (x > y) - (x < y); }
         static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return (double)t.tv_sec + (double)t.tv_nsec / 1e9; }
-        typedef struct { const unsigned char *code; size_t size; unsigned long long base; sieve_piece *pieces; size_t n, next; } job;
+        typedef struct { const unsigned char *code; size_t size; unsigned long long base; sieve_piece *pieces; size_t n, next, done, judge; } job;
         static void *worker(void *arg) {
             job *j = arg;
-            for (;;) {
-                size_t k = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
-                if (k >= j->n) return NULL;
+            size_t k;
+            while ((k = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED)) < j->n) {
                 sieve_verify_piece(j->code, j->size, j->base, &j->pieces[k]);
+                __atomic_fetch_add(&j->done, 1, __ATOMIC_RELEASE);
             }
+            while (__atomic_load_n(&j->done, __ATOMIC_ACQUIRE) < j->n) continue;   /* every piece verified */
+            while ((k = __atomic_fetch_add(&j->judge, 1, __ATOMIC_RELAXED)) < j->n) sieve_judge_piece(j->code, j->size, j->base, j->pieces, j->n, k);
+            return NULL;
         }
         static size_t threaded(job *j, int threads) {
             pthread_t id[256];
             int k;
             j->n = sieve_split(j->size, j->base, j->pieces, (size_t)threads * 4);
-            j->next = 0;
-            for (k = 1; k < threads; k++) pthread_create(&id[k], NULL, worker, j);
+            j->next = j->done = j->judge = 0;
+            for (k = 1; k < threads && (size_t)k < j->n; k++) pthread_create(&id[k], NULL, worker, j);   /* a thread per piece at most */
             worker(j);
-            for (k = 1; k < threads; k++) pthread_join(id[k], NULL);
+            for (k = 1; k < threads && (size_t)k < j->n; k++) pthread_join(id[k], NULL);
             return sieve_join(j->code, j->size, j->base, j->pieces, j->n, NULL, NULL);
         }
         int main(int argc, char **argv) {

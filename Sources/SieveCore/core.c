@@ -903,13 +903,13 @@ static void report_jumps(pass_t *s, const uint32_t *fast) {   /* (fast: the fast
 }
 
 /* The sandbox pass over s's code, with three maps of size / 8 + 1 bytes, all clear: s->valid, s->targets right after it,
-   and the direct branches' starts after that. */
+   and the direct branches' starts after that. Returns whether a direct branch may not land (report_jumps finds which). */
 /*@ SIEVE_WP(requires \valid(s) && tables_ok(s->t) && s->size <= 0x3fffffffffffffff;
     requires \valid_read(s->code + (0 .. s->size - 1)) && \valid(s->valid + (0 .. 3 * (s->size / 8) + 2));
     requires s->targets == s->valid + s->size / 8 + 1 && \separated(s, s->valid + (0 .. 3 * (s->size / 8) + 2));
     requires (s->t->full_path_only || fast_rows(s->t->fast)) && \separated(s->code + (0 .. s->size - 1), s, s->valid + (0 .. 3 * (s->size / 8) + 2));)
     assigns s->count, s->instructions, s->valid[0 .. 3 * (s->size / 8) + 2]; */
-static void sandbox_pass(pass_t *s) {
+static int sandbox_pass(pass_t *s) {
     const struct sieve_tables *t = s->t; const uint8_t *code = s->code;
     const uint64_t base = s->base, bundle_mask = t->bundle_size - 1;
     /* the fast path reads 32 bytes ahead; it needs the bundles aligned (else the layout is refused) */
@@ -951,13 +951,12 @@ static void sandbox_pass(pass_t *s) {
             s->instructions += (size_t)nprev;
             if ((restricted == 4 || restricted == 5) && nprev)
                 emit(s, SIEVE_STACK_POINTER_WRITE, prev[nprev - 1], (int)(prev[nprev] - prev[nprev - 1]), -1, -1, 0);
-            nprev = 0; restricted = -1; bundle_end = at + t->bundle_size - (size_t)((base + at) % t->bundle_size);   /* (% for the proof) */
-            if (bundle_end > size) bundle_end = size;
+            nprev = 0; restricted = -1; bundle_end = at + t->bundle_size - (size_t)((base + at) % t->bundle_size); if (bundle_end > size) bundle_end = size;   /* (%: for WP) */
         }
     }
     /*@ SIEVE_WP(loop invariant 0 <= k <= size / 8 + 1;) loop assigns k, any; loop variant size / 8 + 1 - k; */
     for (k = 0; k <= size / 8; k++) any |= s->targets[k] & (uint8_t)~s->valid[k];
-    if (any || x.bad_target) report_jumps(s, 0);   /* (the full decoder: WP does not carry fast_rows across the loops above) */
+    return any || x.bad_target;
 }
 
 /* The policy and the decoder alone (model none): every instruction against the policy, past an invalid byte to the next. */
@@ -978,8 +977,10 @@ static void policy_pass(pass_t *s) {
     requires place == \null || place->targets == \null || (\valid(place->targets + (0 .. size / 8)) && \separated(place->targets + (0 .. size / 8), place));
     requires maps == \null || (\valid(maps + (0 .. 3 * (size / 8) + 2)) && \separated(maps + (0 .. 3 * (size / 8) + 2), code + (0 .. size - 1)));
     requires maps == \null || place == \null || place->targets == \null || \separated(maps + (0 .. 3 * (size / 8) + 2), place->targets + (0 .. size / 8), place);
+    requires maps == \null || \separated(maps + (0 .. 3 * (size / 8) + 2), t);
+    requires place == \null || place->look == \null || (\valid(place->look) && \separated(place->look, place, maps + (0 .. 3 * (size / 8) + 2)));
     requires instructions == \null || \valid(instructions);)
-    assigns *instructions, place->targets[0 .. size / 8], maps[0 .. 3 * (size / 8) + 2]; */
+    assigns *instructions, place->targets[0 .. size / 8], *place->look, maps[0 .. 3 * (size / 8) + 2]; */
 SIEVE_CORE_API size_t sieve_core_run_maps(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, const struct sieve_place *place,
                                           sieve_report_fn report, void *ctx, size_t *instructions, uint8_t *maps) {
     pass_t s; size_t k;
@@ -988,7 +989,8 @@ SIEVE_CORE_API size_t sieve_core_run_maps(const struct sieve_tables *t, const ui
     if (t->model_none) policy_pass(&s);
     else if (!maps) emit(&s, SIEVE_INVALID, 0, 0, -1, -1, 0);   /* (sieve_core_run: the allocation failed) */
     else {
-        s.valid = maps; s.targets = maps + size / 8 + 1; sandbox_pass(&s);
+        s.valid = maps; s.targets = maps + size / 8 + 1; k = (size_t)sandbox_pass(&s);   /* (the look here, where WP carries fast_rows) */
+        if (place && place->look) *place->look = (int)k; else if (k) report_jumps(&s, t->full_path_only ? 0 : t->fast);
         /*@ SIEVE_WP(loop invariant 0 <= k <= size / 8 + 1;) loop assigns k, place->targets[0 .. size / 8]; loop variant size / 8 + 1 - k; */
         for (k = 0; place && place->targets && k <= size / 8; k++) place->targets[k] = maps[k];   /* (a loop WP proves, not memcpy) */
     }
@@ -1004,14 +1006,14 @@ SIEVE_CORE_API size_t sieve_core_run(const struct sieve_tables *t, const uint8_t
     free(maps); return count;
 }
 
-/* The bad jumps alone, over the maps of a sandbox pass over the code (sieve_core_run_maps's, or pieces' laid end to end:
-   sieve_core_join's), as that pass reports them after its findings (without a place: every bundle start outside). */
+/* The bad jumps alone, over the maps of a sandbox pass over the code (sieve_core_run_maps's with place->look), as that
+   pass reports them after its findings, a jump out of the code landing on a bundle start in [lo, hi]. */
 /*@ SIEVE_WP(requires tables_ok(t) && (t->full_path_only || fast_rows(t->fast)) && size <= 0x3fffffffffffffff;
     requires \valid_read(code + (0 .. size - 1)) && \valid_read(maps + (0 .. 3 * (size / 8) + 2));)
     assigns \nothing; */
 SIEVE_CORE_API size_t sieve_core_report_jumps(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, const uint8_t *maps,
-                                              sieve_report_fn report, void *ctx) {
-    pass_t s = {0}; s.t = t; s.code = code; s.size = size; s.base = base; s.hi = ~(uint64_t)0; s.report = report; s.ctx = ctx;
+                                              uint64_t lo, uint64_t hi, sieve_report_fn report, void *ctx) {
+    pass_t s = {0}; s.t = t; s.code = code; s.size = size; s.base = base; s.lo = lo; s.hi = hi; s.report = report; s.ctx = ctx;
     s.valid = (uint8_t *)maps; report_jumps(&s, t->full_path_only ? 0 : t->fast); return s.count;   /* (report_jumps only reads the maps) */
 }
 

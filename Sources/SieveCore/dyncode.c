@@ -76,7 +76,7 @@ static int region_fits(const struct sieve_tables *t, const sieve_module *m, uint
    every bundle start of verified code is an instruction start, and unverified code never runs. */
 static struct sieve_place module_place(const sieve_module *m, uint8_t *targets) {
     struct sieve_place p;
-    p.lo = m->base; p.hi = m->base + (m->size - 1); p.targets = targets;
+    p.lo = m->base; p.hi = m->base + (m->size - 1); p.targets = targets; p.look = NULL;
     return p;
 }
 
@@ -342,30 +342,29 @@ SIEVE_CORE_API size_t sieve_core_split(const struct sieve_tables *t, size_t size
 }
 
 /* Keeps a piece's finding, offset from the start of the module (the piece's context); past its capacity, none (the join
-   then verifies the module whole). */
+   then verifies the module whole). Notes every refusal, and one that may cross the piece's end. */
 static void keep(const sieve_finding *f, void *ctx) {
     sieve_piece *p = (sieve_piece *)ctx;
+    const int refuses = !f->warning && f->kind != SIEVE_BAD_JUMP_TARGET;
+    p->refuses |= refuses; p->late |= refuses && f->offset + 15 > p->to - p->from;   /* (an instruction: 15 bytes at most) */
     if (p->failed || p->overflowed || !p->findings) return;
     if (p->nfindings >= p->capacity) { p->overflowed = 1; return; }
     p->findings[p->nfindings] = *f;
     p->findings[p->nfindings].offset = f->offset + p->from; p->nfindings++;
 }
 
-/* Verifies one piece (any thread; each piece once). A direct jump that leaves the piece for a bundle's start passes, as
-   it does out of the module: when no piece finds fault with the code, every bundle starts an instruction (the join checks
-   that no piece did). Any other jump that leaves the piece is kept as a bad jump target for sieve_core_join to judge
-   against the module. An instruction that crosses the piece's end is refused, as it is in the module (it crosses a
-   bundle's end), though perhaps as another kind of finding: the join verifies the module whole when a piece refuses
-   code that close to its end. The piece keeps the pass's three maps (the join judges every jump on them when a piece
-   refuses code), and room for a finding per 64 bytes (SIEVE_PIECE_FINDINGS at least). A piece that is not one of the
-   module's (from <= to <= size) fails, and the join refuses the module. */
+/* Verifies one piece (any thread; each piece once): the pass alone, its direct branches left to sieve_core_judge_piece.
+   An instruction that crosses the piece's end is refused, as it is in the module (it crosses a bundle's end), though
+   perhaps as another kind of finding: the join verifies the module whole when a piece refuses code that close to its
+   end. The piece keeps the pass's three maps, and room for a finding per 64 bytes (SIEVE_PIECE_FINDINGS at least). A
+   piece that is not one of the module's (from <= to <= size) fails, and the join refuses the module. */
 SIEVE_CORE_API void sieve_core_verify_piece(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
                                             sieve_piece *p) {
     struct sieve_place place;
     size_t n = p->to - p->from;
-    p->findings = NULL; p->targets = NULL; p->nfindings = 0; p->overflowed = 0;
+    p->findings = NULL; p->targets = NULL; p->nfindings = 0; p->overflowed = p->look = p->refuses = p->late = p->judged = 0;
     if (p->from > p->to || p->to > size) { p->failed = 1; return; }
-    place.lo = 0; place.hi = ~(uint64_t)0; place.targets = NULL;   /* as sieve_core_run without a place: every bundle's start */
+    place.lo = 0; place.hi = ~(uint64_t)0; place.targets = NULL; place.look = &p->look;   /* every bundle's start outside */
     p->capacity = n / 64 < SIEVE_PIECE_FINDINGS ? SIEVE_PIECE_FINDINGS : n / 64;
     p->findings = (sieve_finding *)calloc(p->capacity, sizeof *p->findings);
     p->targets = (uint8_t *)calloc((n < 1024 ? 1024 : n) / 8 + 1, 3);   /* (one size below 1 KiB: for EVA) */
@@ -373,18 +372,23 @@ SIEVE_CORE_API void sieve_core_verify_piece(const struct sieve_tables *t, const 
     p->count = sieve_core_run_maps(t, code + p->from, n, base + p->from, &place, keep, p, &p->instructions, p->targets);
 }
 
-/* The module's maps from its pieces' (each a whole number of bundles, so of bytes of map): the valid and the branch
-   thirds, for sieve_core_report_jumps. NULL: out of memory. */
-static uint8_t *module_maps(const sieve_piece *pieces, size_t n, size_t size) {
-    const size_t third = size / 8 + 1;
-    uint8_t *maps = (uint8_t *)calloc((size < 1024 ? 1024 : size) / 8 + 1, 3);   /* (one size below 1 KiB: for EVA) */
-    size_t k, b;
+/* Whether the pieces' findings, each piece's jumps judged on the module, are the module's: 1 when they are, 0 when the
+   module must be verified again whole, -1 when these are not the module's pieces, each verified. Where a piece refuses
+   code, a bundle may start with no instruction for a jump from another piece to land on, and a piece's pass is the
+   module's only where a bundle starts it (so its maps are the module's), the pass restarts there (not model none) and
+   no piece refuses code that may cross its end. *refused: whether a piece refuses code. Reads only what
+   sieve_core_verify_piece wrote (the judges run beside each other). */
+static int pieces_state(const struct sieve_tables *t, size_t size, uint64_t base, const sieve_piece *pieces, size_t n, int *refused) {
+    int failed = !n, exact = !t->model_none;
+    size_t k;
+    *refused = 0;
     /*@ loop unroll 4; */   /* (EVA: the pieces apart, not merged) */
-    for (k = 0; maps && k < n; k++) {
-        const size_t from = pieces[k].from / 8, bytes = (pieces[k].to - pieces[k].from + 7) / 8, piece_third = (pieces[k].to - pieces[k].from) / 8 + 1;
-        for (b = 0; pieces[k].targets && b < bytes && from + b < third; b++) { maps[from + b] = pieces[k].targets[b]; maps[2 * third + from + b] = pieces[k].targets[2 * piece_third + b]; }
+    for (k = 0; k < n; k++) {
+        failed |= pieces[k].failed || !pieces[k].targets || pieces[k].from != (k ? pieces[k - 1].to : 0) || (k + 1 == n && pieces[k].to != size);
+        exact &= !((base + pieces[k].from) & (t->bundle_size - 1)) && !(pieces[k].late && k + 1 < n);
+        *refused |= pieces[k].refuses;
     }
-    return maps;
+    return failed ? -1 : exact || !*refused || n == 1;
 }
 
 /* The target of the direct branch at code[at] (its displacement ends the instruction). */
@@ -409,54 +413,57 @@ static int lands(const struct sieve_tables *t, const sieve_piece *pieces, size_t
     return map && from <= at && at < to && bit(map, (at - from) % ((to - from) | 1));
 }
 
+typedef struct { const struct sieve_tables *t; const uint8_t *code; size_t size, n; uint64_t base; const sieve_piece *pieces; sieve_piece *piece; } judge_t;
+
+/* Keeps a bad jump the core reports in a piece (every jump that leaves it), but one that lands where the module lets it. */
+static void keep_jump(const sieve_finding *f, void *ctx) {
+    const judge_t *j = (const judge_t *)ctx;
+    const int64_t target = branch_target(j->t, j->code, j->size, f->offset + j->piece->from);
+    if ((target < (int64_t)j->piece->from || target >= (int64_t)j->piece->to) && lands(j->t, j->pieces, j->n, j->size, j->base, target)) return;
+    keep(f, j->piece);
+}
+
+/* Judges piece k's direct branches on the module (any thread, each piece once, after every piece is verified; the join
+   judges those no thread did): on the piece's maps where they land in it, on the piece's they land in where they leave
+   it. Only where the piece's pass found a branch that may not land, or a piece refuses code (a bundle start another
+   piece's jump lands on may then start no instruction); not where the join verifies the module whole. Writes piece k
+   alone, reads what sieve_core_verify_piece wrote. */
+SIEVE_CORE_API void sieve_core_judge_piece(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
+                                           sieve_piece *pieces, size_t n, size_t k) {
+    int refused;
+    judge_t j;
+    sieve_piece *p = pieces + k;
+    if (k >= n || p->judged) return;
+    p->judged = 1;
+    if (pieces_state(t, size, base, pieces, n, &refused) != 1 || !(p->look || refused)) return;
+    if (!p->targets || p->from > p->to || p->to > size) return;   /* (never, after pieces_state: for EVA) */
+    j.t = t; j.code = code; j.size = size; j.n = n; j.base = base; j.pieces = pieces; j.piece = p;
+    (void)sieve_core_report_jumps(t, code + p->from, p->to - p->from, base + p->from, p->targets, 1, 0, keep_jump, &j);   /* [1, 0]: none outside */
+}
+
 /* Reports the pieces' findings in the order one sieve_core_run over the module reports them (its sweep in offset order,
-   then the bad jump targets in branch order), with the jumps between pieces judged; frees the pieces' memory. Returns
-   the number of findings. Where a piece refuses code, a bundle may start with no instruction for a jump from another
-   piece to land on: every branch is then judged again on the module's maps, which are its pieces' (a bundle starts each
-   piece's pass as it starts the module's), but where an instruction may cross a piece's end, a piece starts within a
-   bundle or the model is none (the pass does not restart at a bundle): there, as when a piece had more findings than it
-   keeps, the module is verified again whole, on this thread. Pieces that are not the module's, each once, all
-   verified, refuse it. */
+   then the bad jump targets in branch order), the jumps of the pieces no thread judged judged first (pieces_state: or the
+   module verified again whole, on this thread); frees the pieces' memory. Returns the number of findings. Pieces that
+   are not the module's, each once, all verified, refuse it. */
 SIEVE_CORE_API size_t sieve_core_join(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base,
                                       sieve_piece *pieces, size_t n, sieve_report_fn report, void *ctx) {
     size_t count = 0, k, j;
-    int pass, failed = !n, refused = 0, overflowed = 0, exact = !t->model_none, whole;
-    uint8_t *maps = NULL;
+    int pass, refused, overflowed = 0, state = pieces_state(t, size, base, pieces, n, &refused);
     /*@ loop unroll 4; */   /* (EVA: the pieces apart, not merged) */
-    for (k = 0; k < n; k++) {
-        failed |= pieces[k].failed || !pieces[k].targets || pieces[k].from != (k ? pieces[k - 1].to : 0) || (k + 1 == n && pieces[k].to != size);
-        overflowed |= pieces[k].overflowed;
-        exact &= !((base + pieces[k].from) & (t->bundle_size - 1)) && pieces[k].from % 8 == 0;   /* bundles, bytes of map */
-        for (j = 0; j < pieces[k].nfindings && j < pieces[k].capacity && pieces[k].findings; j++) {
-            const sieve_finding *f = &pieces[k].findings[j];
-            int refuses = !f->warning && f->kind != SIEVE_BAD_JUMP_TARGET;
-            refused |= refuses;
-            exact &= !(refuses && k + 1 < n && f->offset + 15 > pieces[k].to);   /* an instruction that may cross the piece's end */
-        }
-    }
-    if (refused && n > 1 && exact && !overflowed && !failed) maps = module_maps(pieces, n, size);
-    whole = !failed && (overflowed || (refused && n > 1 && !maps));
-    if (whole) count = sieve_core_run(t, code, size, base, NULL, report, ctx, NULL);
-    for (pass = 0; pass < 2 && !failed && !whole; pass++) {
-        if (pass && maps) { count += sieve_core_report_jumps(t, code, size, base, maps, report, ctx); break; }
+    for (k = 0; k < n && state == 1; k++) { sieve_core_judge_piece(t, code, size, base, pieces, n, k); overflowed |= pieces[k].overflowed; }
+    if (state == 0 || overflowed) count = sieve_core_run(t, code, size, base, NULL, report, ctx, NULL);
+    else if (state < 0) count = report_one(report, ctx, SIEVE_INVALID, 0, 0, -1);   /* out of memory, or not the module's pieces */
+    else for (pass = 0; pass < 2; pass++) {
         /*@ loop unroll 4; */
         for (k = 0; k < n; k++) {
             for (j = 0; j < pieces[k].nfindings && j < pieces[k].capacity && pieces[k].findings; j++) {
-                sieve_finding *f = &pieces[k].findings[j];
-                int jump = f->kind == SIEVE_BAD_JUMP_TARGET && !f->warning;
-                if (jump != pass) continue;
-                if (jump) {
-                    int64_t target = branch_target(t, code, size, f->offset);
-                    int inside = target >= (int64_t)pieces[k].from && target < (int64_t)pieces[k].to;
-                    if (!inside && lands(t, pieces, n, size, base, target)) continue;
-                }
+                const sieve_finding *f = &pieces[k].findings[j];
+                if ((f->kind == SIEVE_BAD_JUMP_TARGET && !f->warning) != pass) continue;
                 if (!f->warning) count++;
                 if (report) report(f, ctx);
             }
         }
     }
-    if (failed) count = report_one(report, ctx, SIEVE_INVALID, 0, 0, -1);   /* out of memory, or not the module's pieces */
-    free(maps);
     /*@ loop unroll 4; */
     for (k = 0; k < n; k++) { free(pieces[k].findings); free(pieces[k].targets); pieces[k].findings = NULL; pieces[k].targets = NULL; }
     return count;

@@ -109,6 +109,10 @@ public struct Verifier: Sendable {
             DispatchQueue.concurrentPerform(iterations: count) { k in
                 sieve_core_verify_piece(shared.tables, shared.code, size, base, shared.pieces + k)
             }
+            // Then each piece's jumps on the module (work only where code is refused): reads every piece, writes its own.
+            DispatchQueue.concurrentPerform(iterations: count) { k in
+                sieve_core_judge_piece(shared.tables, shared.code, size, base, shared.pieces, count, k)
+            }
         }
         instructions = pieces.prefix(count).reduce(0) { $0 + $1.instructions }
         return sieve_core_join(tables, code, size, base, &pieces, count, report, context)

@@ -3,7 +3,7 @@
  * size up to MODULE_BUNDLES bundles (sieve_module_init refuses what is not whole bundles); a region of code of
  * unknown content and any length up to SIEVE_PROOF_MAX verified into it at any address; a replacement of unknown
  * content validated there and copied over live code; the code patched in place; and the code split into pieces,
- * each verified on its own and joined (as the split cuts it, and in two by hand). EVA then reports every possible runtime error (alarm) on the way.
+ * each verified on its own, its jumps judged on the module, and joined (as the split cuts it, and in two by hand). EVA then reports every possible runtime error (alarm) on the way.
  */
 #include "__fc_builtin.h"
 #include "sieve_verifier.h"
@@ -47,15 +47,17 @@ int main(void) {
     (void)sieve_patch(code, size, base, Frama_C_interval(0, 1), count_site, &seen);
     n = sieve_split(size, base, pieces, PIECES);
     for (k = 0; k < n && k < PIECES; k++) sieve_verify_piece(code, size, base, &pieces[k]);
+    for (k = 0; k < n && k < PIECES; k++) sieve_judge_piece(code, size, base, pieces, n, k);
     (void)sieve_join(code, size, base, pieces, n, count_finding, &seen);
     /* Two pieces cut by hand, at the bundle in the middle of the largest code (the split makes one below SIEVE_MIN_PIECE
-       bytes; a cut of one value: EVA's intervals do not relate a cut to the size): the join's judgement of the jumps
-       between pieces, on their findings or on the module's maps laid out from theirs. */
+       bytes; a cut of one value: EVA's intervals do not relate a cut to the size): the jumps between pieces judged on
+       the pieces' maps, one piece's by the caller, the other's by the join. */
     if (CUT && size >= CUT) {
         pieces[0] = pieces[1] = (sieve_piece){0};
         pieces[0].to = pieces[1].from = CUT; pieces[1].to = size;
         sieve_verify_piece(code, size, base, &pieces[0]);   /* (not a loop: EVA would merge the two pieces' states) */
         sieve_verify_piece(code, size, base, &pieces[1]);
+        sieve_judge_piece(code, size, base, pieces, 2, 1);   /* piece 0's jumps: the join's */
         (void)sieve_join(code, size, base, pieces, 2, count_finding, &seen);
     }
     return 0;

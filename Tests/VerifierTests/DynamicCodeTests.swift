@@ -449,7 +449,7 @@ enum DynamicCodeHarness {
         let report = map.withUnsafeMutableBufferPointer { targets in
             code.withUnsafeBytes { bytes in
                 verifier.collect(bytes, base: address) { tables, report, ctx in
-                    var place = sieve_place(lo: lo, hi: hi, targets: targets.baseAddress)
+                    var place = sieve_place(lo: lo, hi: hi, targets: targets.baseAddress, look: nil)
                     return sieve_core_run(tables, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), bytes.count, address, &place, report, ctx, nil)
                 }
             }
@@ -595,7 +595,7 @@ enum DynamicCodeHarness {
                 code.withUnsafeBytes { bytes in
                     Repository.nacl.collect(bytes, base: base) { tables, report, ctx in
                         let start = bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
-                        var place = sieve_place(lo: 0, hi: ~0, targets: targets.baseAddress)
+                        var place = sieve_place(lo: 0, hi: ~0, targets: targets.baseAddress, look: nil)
                         return maps ? sieve_core_run_maps(tables, start, bytes.count, base, &place, report, ctx, nil, scratch.baseAddress)
                             : sieve_core_run(tables, start, bytes.count, base, &place, report, ctx, nil)
                     }

@@ -107,14 +107,16 @@ import X86
         #expect(jumps.indices.filter { !isStart.contains(targets[$0]) }.count > 100, "jumps between instructions")
     }
 
-    /// The generated C API (sieve_split, sieve_verify_piece, sieve_join) reports what sieve_verify
-    /// reports, in its order, on refused code cut into eight pieces.
+    /// The generated C API (sieve_split, sieve_verify_piece, sieve_judge_piece, sieve_join) reports what sieve_verify
+    /// reports, in its order, on refused code cut into eight pieces, half of them judged by the caller (last first),
+    /// the others by the join.
     @Test func generatedPiecesAgreeWithSieveVerify() throws {
         let pieces = CVerifierHarness.driver.replacingOccurrences(
             of: "printf(\" #%zu\\n\", sieve_verify(code, size, base, report, NULL));",
             with: """
             { sieve_piece piece[8]; size_t n = sieve_split(size, base, piece, 8), k;
               for (k = 0; k < n; k++) sieve_verify_piece(code, size, base, &piece[k]);
+              for (k = 0; k < n; k += 2) sieve_judge_piece(code, size, base, piece, n, n - 1 - k);
               printf(" #%zu\\n", sieve_join(code, size, base, piece, n, report, NULL)); }
             """)
         #expect(pieces != CVerifierHarness.driver)
@@ -170,15 +172,18 @@ import X86
         #expect(join { $0.removeLast(4) } == invalid, "no piece")
     }
 
-    /// The C API's four pieces of `code` (verified on `verified`, joined on `code`), and one pass over `code`.
-    static func pieces(_ code: [UInt8], verified: [UInt8]? = nil) -> (joined: [Finding], whole: [Finding], bounds: [Int]) {
+    /// The C API's four pieces of `code` (verified on `verified`, those in `judged` judged on it, the others by the join,
+    /// on `code`), and one pass over `code`.
+    static func pieces(_ code: [UInt8], verified: [UInt8]? = nil, judged: Set<Int> = []) -> (joined: [Finding], whole: [Finding], bounds: [Int]) {
         var bounds: [Int] = []
         let joined = code.withUnsafeBytes { bytes in
             (verified ?? code).withUnsafeBytes { checked in
                 Repository.nacl.collect(bytes, base: 0x20000) { tables, report, context in
                     var pieces = [sieve_piece](repeating: sieve_piece(), count: 4)
                     let n = sieve_core_split(tables, code.count, 0x20000, &pieces, 4)
-                    for k in 0..<n { sieve_core_verify_piece(tables, checked.baseAddress!.assumingMemoryBound(to: UInt8.self), code.count, 0x20000, &pieces[k]) }
+                    let start = checked.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                    for k in 0..<n { sieve_core_verify_piece(tables, start, code.count, 0x20000, &pieces[k]) }
+                    for k in judged.sorted() where k < n { sieve_core_judge_piece(tables, start, code.count, 0x20000, &pieces, n, k) }
                     bounds = pieces.prefix(n).map(\.from)
                     return sieve_core_join(tables, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), code.count, 0x20000, &pieces, n, report, context)
                 }.findings
@@ -224,6 +229,35 @@ import X86
         #expect(Self.firstDifference(pieces.joined, pieces.whole) == nil)
         #expect(run.joined.map(\.offset) == pieces.whole.map(\.offset), "the pieces' findings, not those of a second pass")
         #expect(Self.run(Repository.nacl, changed, base: 0x20000, threads: 1).1.contains { $0.offset == second })
+    }
+
+    /// Each piece's jumps are judged once: by the caller's thread (sieve_core_judge_piece) or, for the pieces no thread
+    /// judged, by the join. Seen by judging on other bytes than the join gets (a misuse): a jump retargeted into the
+    /// middle of an instruction after the pieces were judged is not reported, one retargeted in a piece left to the
+    /// join is. (Refused code in piece 2: every jump is judged on the module.)
+    @Test func eachPieceIsJudgedOnceByTheCallerOrTheJoin() throws {
+        do {
+            var code = try Self.module(copies: 4), jumps: [Int] = [], at = 0
+            while at < code.count, case .instruction(let i) = Decoder.shared.decode(code, at: at) {
+                if i.length == 5 && code[at] == 0xE9 { jumps.append(at) }
+                at += i.length
+            }
+            code[(code.count / 2 + 31) & ~31] = 0x06   // invalid in 64-bit mode, a bundle start in piece 2
+            let bounds = Self.pieces(code).bounds
+            let first = try #require(jumps.first { $0 < bounds[1] - 64 }), last = try #require(jumps.last { $0 > bounds[3] })
+            var changed = code
+            for jump in [first, last] {   // one byte further: into the middle of the instruction it reached
+                let offset = Int32(littleEndian: changed[jump + 1..<jump + 5].withUnsafeBytes { $0.loadUnaligned(as: Int32.self) }) + 1
+                changed.replaceSubrange(jump + 1..<jump + 5, with: withUnsafeBytes(of: offset.littleEndian, Array.init))
+            }
+            let whole = Self.run(Repository.nacl, changed, base: 0x20000, threads: 1).1
+            #expect(whole.contains { $0.kind == .badJumpTarget && $0.offset == first } && whole.contains { $0.kind == .badJumpTarget && $0.offset == last })
+            let run = Self.pieces(changed, verified: code, judged: [0, 1, 2])   // piece 3 left to the join
+            let jumpsFound = run.joined.filter { $0.kind == .badJumpTarget }.map(\.offset)
+            #expect(jumpsFound == whole.filter { $0.kind == .badJumpTarget && $0.offset != first }.map(\.offset),
+                    "piece 0 judged on the bytes it was verified on, piece 3 by the join")
+            #expect(Self.firstDifference(Self.pieces(changed, judged: [1, 3]).joined, whole) == nil)
+        }
     }
 
     /// An instruction that crosses a piece's end (a call two bytes before it): the piece sees it cut short, so the

@@ -154,8 +154,9 @@ enum sieve_reg_check {
 /* Where code runs (sieve_core_run; NULL: a whole static module, whose direct jumps may leave it for any bundle
    start). Dynamic code: a direct jump that leaves the code must land on a bundle start in [lo, hi], the module.
    targets, when not NULL, receives the core's jump-target map: a bit per byte of code (size / 8 + 1 bytes), set
-   where a jump may land (an instruction start outside a sanctioned sequence). */
-struct sieve_place { uint64_t lo, hi; uint8_t *targets; };
+   where a jump may land (an instruction start outside a sanctioned sequence). look, when not NULL, leaves the bad jumps
+   to the caller (sieve_core_report_jumps on the maps): 1 there when a direct branch may not land, else 0. */
+struct sieve_place { uint64_t lo, hi; uint8_t *targets; int *look; };
 
 /* Where one instruction's fields are (sieve_core_decode): offsets from its first byte, 0 when absent. */
 typedef struct {
@@ -176,16 +177,18 @@ typedef struct { uint64_t base, size; uint8_t *loaded; } sieve_module;
 typedef struct { size_t offset; int length, form, rule; const uint8_t *bytes; } sieve_site;
 typedef void (*sieve_site_fn)(const sieve_site *site, void *ctx);
 
-/* One piece of a module verified on its own thread (sieve_split, sieve_verify_piece, sieve_join): its bytes
-   [from, to), and what its verification left for the join: its findings (up to capacity: one per 64 bytes, and
+/* One piece of a module verified on its own thread (sieve_split, sieve_verify_piece, sieve_judge_piece, sieve_join): its
+   bytes [from, to), and what its verification left for the join: its findings (up to capacity: one per 64 bytes, and
    SIEVE_PIECE_FINDINGS at least; more, and the join verifies the module whole), its pass's maps (targets: the
-   jump-target map, then sieve_core_run_maps's other two), and whether memory ran out or the piece was not one. */
+   jump-target map, then sieve_core_run_maps's other two), whether memory ran out or the piece was not one, whether a
+   direct branch may not land (look: its bad jumps are judged on the module, sieve_core_judge_piece), whether it refuses
+   code and code that may cross its end (late), and whether its jumps were judged. */
 #define SIEVE_PIECE_FINDINGS 1024
 typedef struct {
     size_t from, to, count, instructions, nfindings, capacity;
     sieve_finding *findings;
     uint8_t *targets;
-    int failed, overflowed;
+    int failed, overflowed, look, refuses, late, judged;
 } sieve_piece;
 
 #define SIEVE_NO_FORM 65535
@@ -257,10 +260,10 @@ size_t sieve_core_run(const struct sieve_tables *t, const uint8_t *code, size_t 
    no model of one), whose first third is the jump-target map; NULL: the caller's allocation failed, one SIEVE_INVALID. */
 size_t sieve_core_run_maps(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, const struct sieve_place *place,
                            sieve_report_fn report, void *ctx, size_t *instructions, uint8_t *maps);
-/* The bad jump targets alone (the last findings of sieve_core_run_maps without a place), judged on the maps such a run
-   left (the join's: its pieces' maps laid end to end, each piece's third at its offset / 8 in the module's third). */
+/* The bad jump targets alone (the last findings of sieve_core_run_maps), judged on the maps such a run left, a jump that
+   leaves the code landing on a bundle start in [lo, hi] (a piece's judgement: none, and the join judges them). */
 size_t sieve_core_report_jumps(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, const uint8_t *maps,
-                               sieve_report_fn report, void *ctx);
+                               uint64_t lo, uint64_t hi, sieve_report_fn report, void *ctx);
 /* The core's own name for a finding kind ("banned", "sandbox-forbidden", ...). */
 const char *sieve_core_kind_name(int kind);
 /* Decodes one instruction: its length (0 when the bytes are not an instruction) and its layout
@@ -279,6 +282,8 @@ long sieve_core_copy(const struct sieve_tables *t, uint8_t *live, const uint8_t 
                      void (*serialize)(void *), void *ctx);
 size_t sieve_core_split(const struct sieve_tables *t, size_t size, uint64_t base, sieve_piece *pieces, size_t n);
 void sieve_core_verify_piece(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, sieve_piece *piece);
+void sieve_core_judge_piece(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, sieve_piece *pieces,
+                            size_t n, size_t k);
 size_t sieve_core_join(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, sieve_piece *pieces,
                        size_t n, sieve_report_fn report, void *ctx);
 size_t sieve_core_patch(const struct sieve_tables *t, uint8_t *code, size_t size, uint64_t base, int stub_with_hlt,
