@@ -342,11 +342,14 @@ SIEVE_CORE_API size_t sieve_core_split(const struct sieve_tables *t, size_t size
 }
 
 /* Keeps a piece's finding, offset from the start of the module (the piece's context); past its capacity, none (the join
-   then verifies the module whole). Notes every refusal, and one that may cross the piece's end. */
+   then verifies the module whole). Notes a refusal, and one that may cross the piece's end (written only then: the
+   judges read them beside the judge that keeps this piece's bad jumps). */
 static void keep(const sieve_finding *f, void *ctx) {
     sieve_piece *p = (sieve_piece *)ctx;
-    const int refuses = !f->warning && f->kind != SIEVE_BAD_JUMP_TARGET;
-    p->refuses |= refuses; p->late |= refuses && f->offset + 15 > p->to - p->from;   /* (an instruction: 15 bytes at most) */
+    if (!f->warning && f->kind != SIEVE_BAD_JUMP_TARGET) {
+        p->refuses = 1;
+        if (f->offset + 15 > p->to - p->from) p->late = 1;   /* (an instruction: 15 bytes at most) */
+    }
     if (p->failed || p->overflowed || !p->findings) return;
     if (p->nfindings >= p->capacity) { p->overflowed = 1; return; }
     p->findings[p->nfindings] = *f;
