@@ -1283,14 +1283,14 @@ static void policy_pass(pass_t *s) {
     assigns *instructions, place->targets[0 .. size / 8], *place->look, maps[0 .. 3 * (size / 8) + 2]; */
 SIEVE_CORE_API size_t sieve_core_run_maps(const struct sieve_tables *t, const uint8_t *code, size_t size, uint64_t base, const struct sieve_place *place,
                                           sieve_report_fn report, void *ctx, size_t *instructions, uint8_t *maps) {
-    pass_t s; size_t k;
+    pass_t s; size_t k; int look;
     s.t = t; s.code = code; s.instructions = 0; s.size = size; s.base = base; s.report = report; s.ctx = ctx; s.count = 0;
     s.lo = place ? place->lo : 0; s.hi = place ? place->hi : ~(uint64_t)0;
     if (t->model_none) policy_pass(&s);
     else if (!maps) emit(&s, SIEVE_INVALID, 0, 0, -1, -1, 0);   /* (sieve_core_run: the allocation failed) */
     else {
-        s.valid = maps; s.targets = maps + size / 8 + 1; k = (size_t)sandbox_pass(&s);   /* (the look here, where WP carries fast_rows) */
-        if (place && place->look) *place->look = (int)k; else if (k) report_jumps(&s, t->full_path_only ? 0 : t->fast);
+        s.valid = maps; s.targets = maps + size / 8 + 1; look = sandbox_pass(&s);   /* (the look here, where WP carries fast_rows) */
+        if (place && place->look) *place->look = look; else if (look) report_jumps(&s, t->full_path_only ? 0 : t->fast);
         /*@ SIEVE_WP(loop invariant 0 <= k <= size / 8 + 1;) loop assigns k, place->targets[0 .. size / 8]; loop variant size / 8 + 1 - k; */
         for (k = 0; place && place->targets && k <= size / 8; k++) place->targets[k] = maps[k];   /* (a loop WP proves, not memcpy) */
     }

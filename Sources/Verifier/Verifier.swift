@@ -59,7 +59,7 @@ public struct Verifier: Sendable {
     /// complete: a verdict never depends on the cap.
     ///
     /// `threads` above 1 verifies pieces of whole bundles on that many threads and joins them
-    /// (`sieve_core_split`, `sieve_core_verify_piece`, `sieve_core_join`): the same findings in
+    /// (`sieve_core_split`, `sieve_core_verify_piece`, `sieve_core_judge_piece`, `sieve_core_join`): the same findings in
     /// the same order as one thread.
     public func verify(_ code: UnsafeRawBufferPointer, base: UInt64, maxFindings: Int, threads: Int = 1,
                        tally: ((FindingKind, _ formIndex: Int?) -> Void)? = nil,
