@@ -825,7 +825,7 @@ static int is_add_r15(const uint8_t *c, int n, int reg) {
 /*@ requires \valid_read(c + (0 .. 3));
     assigns \nothing; */
 static int is_mov_self(const uint8_t *c, int n, uint8_t modrm) {
-    if (n == 3 && c[0] == 0x42) { c++; n--; }
+    if (n == 3 && (c[0] | 2) == 0x42) { c++; n--; }   /* (NaCl's REX_X: 40 or 42) */
     return n == 2 && (c[0] == 0x89 || c[0] == 0x8B) && c[1] == modrm;
 }
 
@@ -962,8 +962,9 @@ static void string_sequence(pass_t *s, const insn_t *i, const struct sieve_form 
 
 /* How many of the sandbox's prefix rules i breaks (each one finding): FS or GS; 67 on memory; a legacy prefix with no
    effect NaCl knows (one the instruction ignores, F2/F3 as hints: BND, XACQUIRE, XRELEASE; 66 on a near branch whose
-   REX.W fixes the size anyway; 66 on a NOP with memory but in NaCl's padding NOPs, nops.def); a REX on an instruction
-   without operands whose form none of its bits selects (NaCl: pause, ud2). */
+   REX.W fixes the size anyway; 66 on a NOP with memory but in NaCl's padding NOPs, nops.def); on a string instruction,
+   a prefix NaCl's string sequences do not take: a REX but a REX.W that sizes it (Reptar: a REX REP MOVSB ignores
+   corrupts Intel front ends), F2 but on CMPS and SCAS. */
 /*@ requires \valid_read(t) && \valid_read(i) && \valid_read(f) && i->form < t->form_count && \valid_read(t->forms + i->form);
     requires 0 <= i->length <= 15 && i->prefix_count <= 15;
     assigns \nothing; */
@@ -974,7 +975,8 @@ static int forbidden_prefixes(const struct sieve_tables *t, const insn_t *i, con
          ((i->prefixes & P_66) && (f->prefix_use & PU_BRANCH66) && (i->rex & 8)) ||
          ((i->prefixes & P_66) && (f->classes & C_NOP) && i->mem && !nacl_nopw(c, i->length)));
     return ((i->prefixes & (P_FS | P_GS)) != 0) + ((i->prefixes & P_67) && (i->mem || f->implicit_memory)) + legacy +
-        (i->rex && !i->has_modrm && !f->operands[0] && !f->imm_bytes && !rex_bit_used(i, f, i->rex));
+        (!i->has_modrm && (f->facts & (SIEVE_F_RSI | SIEVE_F_RDI)) && ((i->rex && (i->rex != 0x48 || !rex_bit_used(i, f, 0x48))) ||
+                                                                     ((i->prefixes & P_REPNE) && (i->opcode & 0xF6) != 0xA6)));
 }
 
 /* check's first part: the policy (-2 when it refuses the instruction: nothing more to check), the prefixes the sandbox
@@ -990,16 +992,12 @@ static int policy_and_registers(pass_t *s, const insn_t *i, const struct sieve_f
     if (f->forbidden) emit_forbidden(s, at, i->length, i->form);
     /*@ loop assigns n, s->count; loop variant n; */
     for (n = forbidden_prefixes(s->t, i, f); n > 0; n--) REFUSE(SIEVE_SANDBOX_FORBIDDEN);
-    if (sp == 1) {   /* a stack move (mov between %rsp and %rbp, and $-n,%rsp); 2, 3: the re-basing of %rsp, %rbp */
-        if (pending == 4 || pending == 5) REFUSE(SIEVE_STACK_POINTER_WRITE);
-        return -1;
-    }
-    if (sp) {
+    if (sp >= 2) {   /* the re-basing of %rsp (2) or %rbp (3); 1: a stack move (mov between %rsp and %rbp, and $-n,%rsp) */
         if (pending != (sp == 2 ? 4 : 5)) REFUSE(SIEVE_STACK_POINTER_WRITE);
         mark(s, at, 0); return -1;
     }
     if (pending == 4 || pending == 5) REFUSE(SIEVE_STACK_POINTER_WRITE);
-    return register_writes(s, i, f, at);
+    return sp == 1 ? -1 : register_writes(s, i, f, at);
 }
 #undef REFUSE
 

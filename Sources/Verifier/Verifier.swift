@@ -182,7 +182,7 @@ public struct Verifier: Sendable {
             return decoder.decode(bytes, available: code.count - offset, into: &insn)?.rawValue
                 ?? insn.refusal?.rawValue ?? "refused by the decoder"
         case .sandboxForbidden:
-            return "a prefix the model refuses: FS/GS overrides and 0x67 reach outside the sandbox, and NaCl accepts prefixes the instruction ignores only in its NOP strings"
+            return "a prefix the model refuses: FS/GS overrides and 0x67 reach outside the sandbox, NaCl accepts prefixes the instruction ignores only in its NOP strings, and a string instruction takes only a REX.W that sizes it and a REPNE only on CMPS or SCAS"
         case .bundleCrossing:
             return "the instruction crosses the \(bundle)-byte bundle boundary"
         case .badJumpTarget:
