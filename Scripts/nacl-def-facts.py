@@ -11,6 +11,7 @@ that exists in 64-bit mode (not `ia32`) is printed with NaCl's verdict on it:
   forbidden     `nacl-forbidden` or `nacl-amd64-forbidden`
   unsupported   `nacl-unsupported`: the post-2015 validator refuses it and the loader rewrites it
                 (non-temporal hints)
+  disabled      `disabled_untested`: gen_dfa.py leaves it out of the validator (FMA4 and XOP)
   no-cpuid      a CPUID feature NaCl's validator never enabled (AES, CLMUL, BMI1, F16C, ...)
 
 This is the derivation behind policies/nacl-2015.yaml: the policy names the same facts in
@@ -60,6 +61,8 @@ def verdict(attributes):
         return "forbidden"
     if "nacl-unsupported" in attributes:
         return "unsupported"
+    if "disabled_untested" in attributes:
+        return "disabled"
     missing = [a for a in attributes if a.startswith("CPUFeature_") and a[11:] not in ENABLED]
     return "no-cpuid" if missing else "accept"
 
